@@ -1,0 +1,195 @@
+//! The `Backend` trait: what a device must do to run a program. One folder per
+//! backend; each implements the whole op list of `graph::ops`.
+
+pub mod cpu;
+
+use crate::error::{Error, Result};
+use crate::graph::Op;
+use crate::memory::{Allocator, Block, MemoryStats, RawMemory};
+use crate::tensor::{DType, HostTensor, Shape};
+
+/// A non-owning view of a tensor in device memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorRef {
+    pub block: Block,
+    pub shape: Shape,
+    pub dtype: DType,
+}
+
+impl TensorRef {
+    pub fn byte_size(&self) -> u64 {
+        self.shape.byte_size(self.dtype)
+    }
+}
+
+/// Hyper-parameters of one AdamW update, already resolved for this step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1-based step count, for bias correction.
+    pub t: u64,
+    /// Multiplies every gradient before use (gradient clipping, loss unscaling).
+    pub grad_scale: f64,
+}
+
+/// One parameter's tensors for the optimizer; all f32.
+pub struct AdamWSlot<'a> {
+    pub param: &'a TensorRef,
+    pub grad: &'a TensorRef,
+    pub m: &'a TensorRef,
+    pub v: &'a TensorRef,
+    /// Whether weight decay applies (matrices yes; biases, norms no).
+    pub decay: bool,
+}
+
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    fn supports(&self, dtype: DType) -> bool;
+    /// Runs one op. Outputs are distinct blocks from inputs.
+    fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()>;
+    fn write(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()>;
+    fn read(&mut self, src: &TensorRef) -> Result<Vec<u8>>;
+    /// Σ x² over all elements of all tensors, for global-norm clipping.
+    fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64>;
+    /// AdamW with decoupled weight decay, updating params and moments in place.
+    fn adamw(&mut self, slots: &[AdamWSlot], step: &AdamWStep) -> Result<()>;
+}
+
+/// Backend names `--backend` accepts.
+pub const BACKENDS: &[&str] = &["auto", "cpu"];
+
+/// A tensor that owns its device memory; give it back with [`Device::free`].
+#[derive(Debug)]
+pub struct DeviceTensor {
+    r: TensorRef,
+}
+
+impl DeviceTensor {
+    pub fn as_ref(&self) -> &TensorRef {
+        &self.r
+    }
+    pub fn shape(&self) -> &Shape {
+        &self.r.shape
+    }
+    pub fn dtype(&self) -> DType {
+        self.r.dtype
+    }
+}
+
+/// A backend with the allocator that owns its memory.
+pub struct Device {
+    backend: Box<dyn Backend>,
+    memory: Allocator<Box<dyn RawMemory>>,
+}
+
+impl Device {
+    pub fn cpu() -> Device {
+        let (backend, raw) = cpu::CpuBackend::new();
+        Device {
+            backend: Box::new(backend),
+            memory: Allocator::new(Box::new(raw)),
+        }
+    }
+
+    /// The backend named `name` ("cpu", or "auto" for the best available).
+    pub fn by_name(name: &str) -> Result<Device> {
+        match name {
+            "cpu" => Ok(Device::cpu()),
+            "auto" => Device::best(),
+            _ => Err(Error::UnknownBackend {
+                name: name.to_string(),
+                known: BACKENDS.join(", "),
+            }),
+        }
+    }
+
+    /// The fastest device available; the cpu backend when there is no GPU backend.
+    pub fn best() -> Result<Device> {
+        Ok(Device::cpu())
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    pub fn supports(&self, dtype: DType) -> bool {
+        self.backend.supports(dtype)
+    }
+
+    pub fn alloc(&mut self, shape: Shape, dtype: DType) -> Result<DeviceTensor> {
+        if !self.backend.supports(dtype) {
+            return Err(Error::Unsupported {
+                backend: self.backend.name(),
+                what: format!("{dtype} tensors"),
+                hint: "use another --precision or the cpu backend",
+            });
+        }
+        let block = self.memory.alloc(shape.byte_size(dtype))?;
+        Ok(DeviceTensor {
+            r: TensorRef {
+                block,
+                shape,
+                dtype,
+            },
+        })
+    }
+
+    pub fn free(&mut self, t: DeviceTensor) {
+        self.memory.free(t.r.block)
+    }
+
+    pub fn upload(&mut self, h: &HostTensor) -> Result<DeviceTensor> {
+        let t = self.alloc(h.shape.clone(), h.dtype)?;
+        if let Err(e) = self.backend.write(&t.r, &h.data) {
+            self.free(t);
+            return Err(e);
+        }
+        Ok(t)
+    }
+
+    pub fn write(&mut self, t: &DeviceTensor, h: &HostTensor) -> Result<()> {
+        if t.r.shape != h.shape || t.r.dtype != h.dtype {
+            return Err(Error::shape(
+                "write",
+                format!(
+                    "host {} {} into device {} {}",
+                    h.shape, h.dtype, t.r.shape, t.r.dtype
+                ),
+            ));
+        }
+        self.backend.write(&t.r, &h.data)
+    }
+
+    pub fn download(&mut self, t: &TensorRef) -> Result<HostTensor> {
+        Ok(HostTensor {
+            shape: t.shape.clone(),
+            dtype: t.dtype,
+            data: self.backend.read(t)?,
+        })
+    }
+
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.memory.stats()
+    }
+
+    /// Takes ownership of a block the executor allocated.
+    pub(crate) fn adopt(&mut self, r: TensorRef) -> DeviceTensor {
+        DeviceTensor { r }
+    }
+
+    pub(crate) fn backend_mut(&mut self) -> &mut dyn Backend {
+        self.backend.as_mut()
+    }
+
+    pub(crate) fn alloc_block(&mut self, bytes: u64) -> Result<Block> {
+        self.memory.alloc(bytes)
+    }
+
+    pub(crate) fn free_block(&mut self, b: Block) {
+        self.memory.free(b)
+    }
+}

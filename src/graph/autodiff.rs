@@ -1,0 +1,90 @@
+//! Reverse-mode autodiff as a graph transform: the forward graph is extended with
+//! gradient nodes (phase `Backward`), one vector-Jacobian rule per op.
+
+use std::collections::HashMap;
+
+use super::{Graph, Phase, Value};
+use crate::error::{Error, Result};
+
+/// Records the backward pass of `loss` (a scalar) into `g` and returns the gradient
+/// value of each of `wrt`, in order. A parameter the loss does not depend on gets
+/// a zero gradient.
+pub fn backward(g: &mut Graph, loss: Value, wrt: &[Value]) -> Result<Vec<Value>> {
+    if g.shape(loss).numel() != 1 {
+        return Err(Error::shape(
+            "backward",
+            format!("the loss must be a scalar, got {}", g.shape(loss)),
+        ));
+    }
+    let forward_nodes = g.nodes().len();
+
+    // A value needs a gradient when it is one of `wrt` or computed from one.
+    let mut needs = vec![false; g.num_values()];
+    for &p in wrt {
+        needs[p.index()] = true;
+    }
+    for n in &g.nodes()[..forward_nodes] {
+        let any = n
+            .inputs
+            .iter()
+            .enumerate()
+            .any(|(i, v)| needs[v.index()] && n.op.differentiable_input(i));
+        if any {
+            for o in &n.outputs {
+                needs[o.index()] = true;
+            }
+        }
+    }
+
+    g.set_phase(Phase::Backward);
+    let saved_block = g.block;
+    let mut grads: HashMap<Value, Value> = HashMap::new();
+    let (shape, dt) = (g.shape(loss).clone(), g.dtype(loss));
+    grads.insert(loss, g.fill(1.0, shape, dt)?);
+
+    for ni in (0..forward_nodes).rev() {
+        let node = g.nodes()[ni].clone();
+        let douts: Vec<Option<Value>> =
+            node.outputs.iter().map(|o| grads.get(o).copied()).collect();
+        if douts.iter().all(Option::is_none) {
+            continue;
+        }
+        let wanted: Vec<bool> = node
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| needs[v.index()] && node.op.differentiable_input(i))
+            .collect();
+        if !wanted.iter().any(|&w| w) {
+            continue;
+        }
+        // Gradient nodes inherit the block of the forward node they differentiate.
+        g.set_block(node.block);
+        let dins = node.op.vjp(g, &node.inputs, &node.outputs, &douts)?;
+        for ((&inp, d), want) in node.inputs.iter().zip(dins).zip(wanted) {
+            let Some(d) = d else { continue };
+            if !want {
+                continue;
+            }
+            let acc = match grads.get(&inp) {
+                Some(&prev) => g.add(prev, d)?,
+                None => d,
+            };
+            grads.insert(inp, acc);
+        }
+    }
+    g.set_block(saved_block);
+
+    let out = wrt
+        .iter()
+        .map(|p| match grads.get(p) {
+            Some(&d) => Ok(d),
+            None => {
+                let (s, dt) = (g.shape(*p).clone(), g.dtype(*p));
+                g.fill(0.0, s, dt)
+            }
+        })
+        .collect();
+    g.set_phase(Phase::Forward);
+    out
+}

@@ -1,0 +1,18 @@
+//! Dtype casts between float types. The cpu kernel is a widening load and a
+//! round-to-nearest-even store, so it lives with the storage conversions in
+//! `tensor`; only the shape rule is here.
+
+use super::Meta;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Shape};
+
+pub fn infer(ins: &[Meta], to: DType) -> Result<Vec<(Shape, DType)>> {
+    let (s, from) = ins[0];
+    if !from.is_float() || !to.is_float() {
+        return Err(Error::DType {
+            op: "cast",
+            detail: format!("casts go between float dtypes, not {from} → {to}"),
+        });
+    }
+    Ok(vec![(s.clone(), to)])
+}

@@ -1,0 +1,148 @@
+//! Elementwise ops: broadcast add and mul (bias, positions, residual), scale, GELU.
+
+use rayon::prelude::*;
+
+use super::{same_float, Meta, Real};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Op, Value};
+use crate::tensor::{DType, Shape};
+
+/// Below this many elements a kernel runs on one thread: spawning costs more.
+pub(crate) const PAR_MIN: usize = 1 << 15;
+
+pub fn infer_unary(op: &'static str, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
+    let dt = same_float(op, ins)?;
+    Ok(vec![(ins[0].0.clone(), dt)])
+}
+
+pub fn infer_same(op: &'static str, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
+    let dt = same_float(op, ins)?;
+    if ins.iter().any(|m| m.0 != ins[0].0) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "operands must have one shape, got {} and {}",
+                ins[0].0, ins[1].0
+            ),
+        ));
+    }
+    Ok(vec![(ins[0].0.clone(), dt)])
+}
+
+/// `b` broadcasts to `a` when its shape is a suffix of `a`'s.
+pub fn infer_broadcast(op: &'static str, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
+    let dt = same_float(op, ins)?;
+    let (a, b) = (ins[0].0, ins[1].0);
+    if !is_suffix(b, a) {
+        return Err(Error::shape(
+            op,
+            format!("{b} does not broadcast to {a} (it must equal a trailing part of it)"),
+        ));
+    }
+    Ok(vec![(a.clone(), dt)])
+}
+
+fn is_suffix(b: &Shape, a: &Shape) -> bool {
+    b.rank() <= a.rank() && a.dims()[a.rank() - b.rank()..] == *b.dims()
+}
+
+/// Sums a gradient of `a`'s shape down to a broadcast operand's shape.
+fn unbroadcast(g: &mut Graph, grad: Value, to: &Shape) -> Result<Value> {
+    let lead = g.shape(grad).rank() - to.rank();
+    if lead == 0 {
+        return Ok(grad);
+    }
+    let axes: Vec<usize> = (0..lead).collect();
+    g.sum(grad, &axes)
+}
+
+pub fn vjp_add(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
+    let bs = g.shape(ins[1]).clone();
+    let db = unbroadcast(g, dy, &bs)?;
+    Ok(vec![Some(dy), Some(db)])
+}
+
+pub fn vjp_mul(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
+    let (a, b) = (ins[0], ins[1]);
+    let da = g.mul(dy, b)?;
+    let bs = g.shape(b).clone();
+    let dyb = g.mul(dy, a)?;
+    let db = unbroadcast(g, dyb, &bs)?;
+    Ok(vec![Some(da), Some(db)])
+}
+
+pub fn vjp_gelu(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
+    Ok(vec![Some(g.apply(Op::GeluBackward, &[ins[0], dy])?[0])])
+}
+
+/// `out = a ⊕ b` with `b` repeating over `a`'s leading dims.
+fn broadcast_map<F: Real>(a: &[F], b: &[F], out: &mut [F], f: impl Fn(F, F) -> F + Sync) {
+    let nb = b.len();
+    let row = |(o, x): (&mut [F], &[F])| {
+        for ((o, &x), &y) in o.iter_mut().zip(x).zip(b) {
+            *o = f(x, y);
+        }
+    };
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(nb).zip(a.par_chunks(nb)).for_each(row);
+    } else {
+        out.chunks_mut(nb).zip(a.chunks(nb)).for_each(row);
+    }
+}
+
+pub fn add_forward<F: Real>(a: &[F], b: &[F], out: &mut [F]) {
+    broadcast_map(a, b, out, |x, y| x + y)
+}
+
+pub fn mul_forward<F: Real>(a: &[F], b: &[F], out: &mut [F]) {
+    broadcast_map(a, b, out, |x, y| x * y)
+}
+
+pub fn scale_forward<F: Real>(x: &[F], out: &mut [F], factor: f64) {
+    let s = F::c(factor);
+    map(x, out, |v| v * s)
+}
+
+fn map<F: Real>(x: &[F], out: &mut [F], f: impl Fn(F) -> F + Sync) {
+    if out.len() >= PAR_MIN {
+        out.par_iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    } else {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    }
+}
+
+const GELU_K: f64 = 0.044715;
+
+fn sqrt_2_over_pi<F: Real>() -> F {
+    F::c((2.0 / std::f64::consts::PI).sqrt())
+}
+
+/// GELU, tanh form: `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+pub fn gelu_forward<F: Real>(x: &[F], out: &mut [F]) {
+    let (s, k, half, one) = (sqrt_2_over_pi::<F>(), F::c(GELU_K), F::c(0.5), F::one());
+    map(x, out, |v| {
+        half * v * (one + (s * (v + k * v * v * v)).tanh())
+    })
+}
+
+pub fn gelu_backward<F: Real>(x: &[F], dy: &[F], dx: &mut [F]) {
+    let (s, k, half, one, three) = (
+        sqrt_2_over_pi::<F>(),
+        F::c(GELU_K),
+        F::c(0.5),
+        F::one(),
+        F::c(3.0),
+    );
+    let f = |(d, (&v, &g)): (&mut F, (&F, &F))| {
+        let u = s * (v + k * v * v * v);
+        let t = u.tanh();
+        let sech2 = one - t * t;
+        let local = half * (one + t) + half * v * sech2 * s * (one + three * k * v * v);
+        *d = local * g;
+    };
+    if dx.len() >= PAR_MIN {
+        dx.par_iter_mut().zip(x.par_iter().zip(dy)).for_each(f);
+    } else {
+        dx.iter_mut().zip(x.iter().zip(dy)).for_each(f);
+    }
+}

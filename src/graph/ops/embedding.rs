@@ -1,0 +1,91 @@
+//! Embedding lookup: rows of a table gathered by token id.
+
+use super::{same_float, Meta, Real};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Op, Value};
+use crate::tensor::{DType, Shape};
+
+pub fn infer(ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
+    let (ids, idt) = ins[0];
+    let (table, tdt) = ins[1];
+    if idt != DType::I32 {
+        return Err(Error::dtype("embedding", "i32 ids", idt));
+    }
+    same_float("embedding", &ins[1..])?;
+    if table.rank() != 2 {
+        return Err(Error::shape(
+            "embedding",
+            format!("table must be [V, C], got {table}"),
+        ));
+    }
+    let mut out = ids.dims().to_vec();
+    out.push(table.dims()[1]);
+    Ok(vec![(Shape(out), tdt)])
+}
+
+/// `ids [..] i32`, `dy [.., C]` → `dtable [vocab, C]`.
+pub fn infer_backward(ins: &[Meta], vocab: usize) -> Result<Vec<(Shape, DType)>> {
+    let (ids, idt) = ins[0];
+    let (dy, dt) = ins[1];
+    if idt != DType::I32 {
+        return Err(Error::dtype("embedding_backward", "i32 ids", idt));
+    }
+    if dy.rank() != ids.rank() + 1 || &dy.dims()[..ids.rank()] != ids.dims() {
+        return Err(Error::shape(
+            "embedding_backward",
+            format!("dy {dy} does not match ids {ids}"),
+        ));
+    }
+    Ok(vec![(Shape(vec![vocab, dy.last()]), dt)])
+}
+
+pub fn vjp(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
+    let vocab = g.shape(ins[1]).dims()[0];
+    let dtable = g.apply(Op::EmbeddingBackward { vocab }, &[ins[0], dy])?[0];
+    Ok(vec![None, Some(dtable)])
+}
+
+fn check_id(id: i32, vocab: usize) -> Result<usize> {
+    if id < 0 || id as usize >= vocab {
+        return Err(Error::Kernel {
+            op: "embedding",
+            detail: format!(
+                "token id {id} is outside the vocabulary of {vocab}; check the tokenizer and --model"
+            ),
+        });
+    }
+    Ok(id as usize)
+}
+
+/// `out[i, :] = table[ids[i], :]`.
+pub fn embedding_forward<F: Real>(
+    ids: &[i32],   // [N]
+    table: &[F],   // [V, C]
+    out: &mut [F], // [N, C]
+    c: usize,
+) -> Result<()> {
+    let vocab = table.len() / c;
+    for (row, &id) in out.chunks_exact_mut(c).zip(ids) {
+        let id = check_id(id, vocab)?;
+        row.copy_from_slice(&table[id * c..(id + 1) * c]);
+    }
+    Ok(())
+}
+
+/// `dtable[ids[i], :] += dy[i, :]`, in token order so the sum is deterministic.
+pub fn embedding_backward<F: Real>(
+    ids: &[i32],      // [N]
+    dy: &[F],         // [N, C]
+    dtable: &mut [F], // [V, C]
+    c: usize,
+) -> Result<()> {
+    let vocab = dtable.len() / c;
+    dtable.fill(F::zero());
+    for (row, &id) in dy.chunks_exact(c).zip(ids) {
+        let id = check_id(id, vocab)?;
+        for (d, &x) in dtable[id * c..(id + 1) * c].iter_mut().zip(row) {
+            *d += x;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Matrix multiply `op(a) @ op(b)` with optional transposes, batched over leading
+//! dims. A 2-D operand is shared by every batch entry (a weight matrix).
+
+use super::{same_float, Meta, Real, SharedMut};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Value};
+use crate::tensor::{DType, Shape};
+
+/// The GEMM view of one matmul: batch count, sizes, and whether each operand is
+/// shared across the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a_shared: bool,
+    pub b_shared: bool,
+}
+
+fn split_mat(s: &Shape) -> (&[usize], usize, usize) {
+    let d = s.dims();
+    let r = d.len();
+    (&d[..r - 2], d[r - 2], d[r - 1])
+}
+
+/// Resolves batch dims and GEMM sizes, or says why the operands don't fit.
+pub fn dims(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<(Dims, Vec<usize>)> {
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(Error::shape(
+            "matmul",
+            format!("operands need rank ≥ 2, got {a} and {b}"),
+        ));
+    }
+    let (ba, a0, a1) = split_mat(a);
+    let (bb, b0, b1) = split_mat(b);
+    let (m, ka) = if ta { (a1, a0) } else { (a0, a1) };
+    let (kb, n) = if tb { (b1, b0) } else { (b0, b1) };
+    if ka != kb {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "inner dims differ: {a}{} @ {b}{} (k {ka} vs {kb})",
+                t(ta),
+                t(tb)
+            ),
+        ));
+    }
+    let batch_dims = match (ba.is_empty(), bb.is_empty()) {
+        (_, true) => ba.to_vec(),
+        (true, false) => bb.to_vec(),
+        (false, false) if ba == bb => ba.to_vec(),
+        _ => {
+            return Err(Error::shape(
+                "matmul",
+                format!("batch dims differ: {a} vs {b}"),
+            ))
+        }
+    };
+    let batch = batch_dims.iter().product();
+    let d = Dims {
+        batch,
+        m,
+        k: ka,
+        n,
+        a_shared: ba.is_empty(),
+        b_shared: bb.is_empty(),
+    };
+    Ok((d, batch_dims))
+}
+
+fn t(x: bool) -> &'static str {
+    if x {
+        "ᵀ"
+    } else {
+        ""
+    }
+}
+
+pub fn infer(ins: &[Meta], ta: bool, tb: bool) -> Result<Vec<(Shape, DType)>> {
+    let dt = same_float("matmul", ins)?;
+    let (d, mut out) = dims(ins[0].0, ins[1].0, ta, tb)?;
+    out.push(d.m);
+    out.push(d.n);
+    Ok(vec![(Shape(out), dt)])
+}
+
+/// Gradients of `c = op(a) @ op(b)`:
+/// - `a b`:   da = dc bᵀ,    db = aᵀ dc
+/// - `aᵀ b`:  da = b dcᵀ,    db = a dc
+/// - `a bᵀ`:  da = dc b,     db = dcᵀ a
+/// - `aᵀ bᵀ`: da = bᵀ dcᵀ,   db = dcᵀ aᵀ
+///
+/// An operand shared by the batch gets the sum over the batch; for the common
+/// weight case (batched `a`, shared `b`, no `ta`) that is one GEMM over the
+/// flattened batch instead of a batched product followed by a sum.
+pub fn vjp(
+    g: &mut Graph,
+    ins: &[Value],
+    dc: Value,
+    ta: bool,
+    tb: bool,
+) -> Result<Vec<Option<Value>>> {
+    let (a, b) = (ins[0], ins[1]);
+    let (d, batch_dims) = dims(g.shape(a), g.shape(b), ta, tb)?;
+    let nb = batch_dims.len();
+
+    let da = match (ta, tb) {
+        (false, false) => g.matmul_t(dc, b, false, true)?,
+        (true, false) => g.matmul_t(b, dc, false, true)?,
+        (false, true) => g.matmul_t(dc, b, false, false)?,
+        (true, true) => g.matmul_t(b, dc, true, true)?,
+    };
+    let da = reduce_shared(g, da, d.a_shared && nb > 0, nb)?;
+
+    let db = if d.b_shared && nb > 0 && !ta {
+        let a2 = g.reshape(a, [d.batch * d.m, d.k])?;
+        let dc2 = g.reshape(dc, [d.batch * d.m, d.n])?;
+        if tb {
+            g.matmul_t(dc2, a2, true, false)?
+        } else {
+            g.matmul_t(a2, dc2, true, false)?
+        }
+    } else {
+        let db = match (ta, tb) {
+            (false, false) => g.matmul_t(a, dc, true, false)?,
+            (true, false) => g.matmul_t(a, dc, false, false)?,
+            (false, true) => g.matmul_t(dc, a, true, false)?,
+            (true, true) => g.matmul_t(dc, a, true, true)?,
+        };
+        reduce_shared(g, db, d.b_shared && nb > 0, nb)?
+    };
+    Ok(vec![Some(da), Some(db)])
+}
+
+fn reduce_shared(g: &mut Graph, x: Value, shared: bool, nb: usize) -> Result<Value> {
+    if shared {
+        let axes: Vec<usize> = (0..nb).collect();
+        g.sum(x, &axes)
+    } else {
+        Ok(x)
+    }
+}
+
+/// `c[i] = op(a[i]) @ op(b[i])` for each batch entry `i`; shared operands repeat.
+pub fn matmul_forward<F: Real>(
+    a: &[F],     // [batch?, M, K] or [batch?, K, M] if ta
+    b: &[F],     // [batch?, K, N] or [batch?, N, K] if tb
+    c: &mut [F], // [batch, M, N]
+    d: Dims,
+    ta: bool,
+    tb: bool,
+) {
+    let Dims { batch, m, k, n, .. } = d;
+    // Element strides of op(a) as an m×k matrix and op(b) as k×n.
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let a_step = if d.a_shared { 0 } else { m * k };
+    let b_step = if d.b_shared { 0 } else { k * n };
+    let cp = SharedMut(c.as_mut_ptr());
+    let run = |i: usize| {
+        let cp = cp;
+        // SAFETY: each batch entry reads its own (or the shared) operand and writes
+        // a disjoint m×n block of `c`; slices were sized by the shape rule.
+        unsafe {
+            F::gemm(
+                m,
+                k,
+                n,
+                a.as_ptr().add(i * a_step),
+                rsa,
+                csa,
+                b.as_ptr().add(i * b_step),
+                rsb,
+                csb,
+                cp.0.add(i * m * n),
+                n as isize,
+                1,
+            )
+        }
+    };
+    // The GEMM crate threads large products itself; spread many small ones.
+    if batch > 1 && m * n * k < 64 * 64 * 64 {
+        use rayon::prelude::*;
+        (0..batch).into_par_iter().for_each(run);
+    } else {
+        (0..batch).for_each(run);
+    }
+}

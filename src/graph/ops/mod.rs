@@ -1,0 +1,388 @@
+//! The op list. Each family file holds, for its ops, the shape rule (`infer`), the
+//! vector-Jacobian rule (`vjp`) that autodiff calls, and the cpu reference kernels
+//! (`<op>_forward` / `<op>_backward`, llm.c style) that the cpu backend runs and
+//! that every other backend is tested against.
+//!
+//! To add an op: add a variant here, give it a family file (or a place in one) with
+//! the three pieces, route it in `infer`/`vjp`/`name` below and in
+//! `backend::cpu::dispatch`, and add its gradient check to `tests/gradcheck.rs`.
+
+pub mod attention;
+pub mod cast;
+pub mod cross_entropy;
+pub mod elementwise;
+pub mod embedding;
+pub mod layernorm;
+pub mod matmul;
+pub mod reduce;
+pub mod shape;
+pub mod softmax;
+
+use std::borrow::Cow;
+use std::fmt::Debug;
+use std::iter::Sum;
+use std::ops::AddAssign;
+
+use num_traits::{Float, FromPrimitive};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Value};
+use crate::tensor::{DType, Shape};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Embedding,
+    EmbeddingBackward {
+        vocab: usize,
+    },
+    MatMul {
+        ta: bool,
+        tb: bool,
+    },
+    Add,
+    Mul,
+    Scale {
+        factor: f64,
+    },
+    Gelu,
+    GeluBackward,
+    LayerNorm {
+        eps: f64,
+    },
+    LayerNormBackward,
+    Attention {
+        n_head: usize,
+    },
+    AttentionBackward {
+        n_head: usize,
+    },
+    Softmax,
+    SoftmaxBackward,
+    CrossEntropy,
+    CrossEntropyBackward,
+    Reshape {
+        shape: Shape,
+    },
+    Transpose {
+        a: usize,
+        b: usize,
+    },
+    Split {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
+    Concat {
+        axis: usize,
+    },
+    Sum {
+        axes: Vec<usize>,
+    },
+    Mean {
+        axes: Vec<usize>,
+    },
+    Expand {
+        axes: Vec<usize>,
+        shape: Shape,
+    },
+    Cast {
+        to: DType,
+    },
+    Fill {
+        value: f64,
+        shape: Shape,
+        dtype: DType,
+    },
+}
+
+/// Shape and dtype of one operand, as the shape rules see it.
+pub type Meta<'a> = (&'a Shape, DType);
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Embedding => "embedding",
+            Op::EmbeddingBackward { .. } => "embedding_backward",
+            Op::MatMul { .. } => "matmul",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Scale { .. } => "scale",
+            Op::Gelu => "gelu",
+            Op::GeluBackward => "gelu_backward",
+            Op::LayerNorm { .. } => "layernorm",
+            Op::LayerNormBackward => "layernorm_backward",
+            Op::Attention { .. } => "attention",
+            Op::AttentionBackward { .. } => "attention_backward",
+            Op::Softmax => "softmax",
+            Op::SoftmaxBackward => "softmax_backward",
+            Op::CrossEntropy => "cross_entropy",
+            Op::CrossEntropyBackward => "cross_entropy_backward",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Split { .. } => "split",
+            Op::Concat { .. } => "concat",
+            Op::Sum { .. } => "sum",
+            Op::Mean { .. } => "mean",
+            Op::Expand { .. } => "expand",
+            Op::Cast { .. } => "cast",
+            Op::Fill { .. } => "fill",
+        }
+    }
+
+    /// True when the output is a view of the input's memory (no kernel runs).
+    pub fn is_alias(&self) -> bool {
+        matches!(self, Op::Reshape { .. })
+    }
+
+    /// The shape rule: output shapes and dtypes from the operands'.
+    pub fn infer(&self, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
+        let name = self.name();
+        let want = self.arity();
+        if let Some(n) = want {
+            if ins.len() != n {
+                return Err(Error::shape(
+                    name,
+                    format!("takes {n} operands, got {}", ins.len()),
+                ));
+            }
+        }
+        match self {
+            Op::Embedding => embedding::infer(ins),
+            Op::EmbeddingBackward { vocab } => embedding::infer_backward(ins, *vocab),
+            Op::MatMul { ta, tb } => matmul::infer(ins, *ta, *tb),
+            Op::Add | Op::Mul => elementwise::infer_broadcast(name, ins),
+            Op::Scale { .. } | Op::Gelu | Op::Softmax => elementwise::infer_unary(name, ins),
+            Op::GeluBackward | Op::SoftmaxBackward => elementwise::infer_same(name, ins),
+            Op::LayerNorm { .. } => layernorm::infer(ins),
+            Op::LayerNormBackward => layernorm::infer_backward(ins),
+            Op::Attention { n_head } => attention::infer(ins, *n_head),
+            Op::AttentionBackward { n_head } => attention::infer_backward(ins, *n_head),
+            Op::CrossEntropy => cross_entropy::infer(ins),
+            Op::CrossEntropyBackward => cross_entropy::infer_backward(ins),
+            Op::Reshape { shape } => shape::infer_reshape(ins, shape),
+            Op::Transpose { a, b } => shape::infer_transpose(ins, *a, *b),
+            Op::Split { axis, sizes } => shape::infer_split(ins, *axis, sizes),
+            Op::Concat { axis } => shape::infer_concat(ins, *axis),
+            Op::Sum { axes } | Op::Mean { axes } => reduce::infer_reduce(name, ins, axes),
+            Op::Expand { axes, shape } => reduce::infer_expand(ins, axes, shape),
+            Op::Cast { to } => cast::infer(ins, *to),
+            Op::Fill { shape, dtype, .. } => Ok(vec![(shape.clone(), *dtype)]),
+        }
+    }
+
+    fn arity(&self) -> Option<usize> {
+        Some(match self {
+            Op::Fill { .. } => 0,
+            Op::Scale { .. }
+            | Op::Gelu
+            | Op::Softmax
+            | Op::Attention { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Split { .. }
+            | Op::Sum { .. }
+            | Op::Mean { .. }
+            | Op::Expand { .. }
+            | Op::Cast { .. } => 1,
+            Op::Embedding
+            | Op::EmbeddingBackward { .. }
+            | Op::MatMul { .. }
+            | Op::Add
+            | Op::Mul
+            | Op::GeluBackward
+            | Op::SoftmaxBackward
+            | Op::CrossEntropy => 2,
+            Op::LayerNorm { .. } | Op::CrossEntropyBackward => 3,
+            Op::AttentionBackward { .. } => 4,
+            Op::LayerNormBackward => 5,
+            Op::Concat { .. } => return None,
+        })
+    }
+
+    /// The vector-Jacobian rule: records the nodes that turn the output gradients
+    /// `douts` (one per output, `None` where no gradient flows) into one gradient
+    /// per input (`None` for inputs that take none, such as token ids).
+    pub fn vjp(
+        &self,
+        g: &mut Graph,
+        ins: &[Value],
+        outs: &[Value],
+        douts: &[Option<Value>],
+    ) -> Result<Vec<Option<Value>>> {
+        // Ops whose extra outputs are saved statistics take their gradient from the
+        // first output only.
+        let dy = || douts[0].ok_or_else(|| Error::Internal("vjp called without a gradient".into()));
+        match self {
+            Op::Embedding => embedding::vjp(g, ins, dy()?),
+            Op::MatMul { ta, tb } => matmul::vjp(g, ins, dy()?, *ta, *tb),
+            Op::Add => elementwise::vjp_add(g, ins, dy()?),
+            Op::Mul => elementwise::vjp_mul(g, ins, dy()?),
+            Op::Scale { factor } => Ok(vec![Some(g.scale(dy()?, *factor)?)]),
+            Op::Gelu => elementwise::vjp_gelu(g, ins, dy()?),
+            Op::LayerNorm { .. } => layernorm::vjp(g, ins, outs, dy()?),
+            Op::Attention { n_head } => attention::vjp(g, ins, outs, dy()?, *n_head),
+            Op::Softmax => softmax::vjp(g, outs, dy()?),
+            Op::CrossEntropy => cross_entropy::vjp(g, ins, dy()?),
+            Op::Reshape { .. } => {
+                let s = g.shape(ins[0]).clone();
+                Ok(vec![Some(g.reshape(dy()?, s)?)])
+            }
+            Op::Transpose { a, b } => Ok(vec![Some(g.transpose(dy()?, *a, *b)?)]),
+            Op::Split { axis, .. } => shape::vjp_split(g, ins, outs, douts, *axis),
+            Op::Concat { axis } => shape::vjp_concat(g, ins, dy()?, *axis),
+            Op::Sum { axes } => reduce::vjp_sum(g, ins, dy()?, axes, false),
+            Op::Mean { axes } => reduce::vjp_sum(g, ins, dy()?, axes, true),
+            Op::Expand { axes, .. } => Ok(vec![Some(g.sum(dy()?, axes)?)]),
+            Op::Cast { .. } => {
+                let from = g.dtype(ins[0]);
+                Ok(vec![Some(g.cast(dy()?, from)?)])
+            }
+            Op::Fill { .. } => Ok(vec![]),
+            Op::EmbeddingBackward { .. }
+            | Op::GeluBackward
+            | Op::LayerNormBackward
+            | Op::AttentionBackward { .. }
+            | Op::SoftmaxBackward
+            | Op::CrossEntropyBackward => Err(Error::Unsupported {
+                backend: "autodiff",
+                what: format!("the gradient of {} (second derivatives)", self.name()),
+                hint: "differentiate the forward graph once",
+            }),
+        }
+    }
+
+    /// Which inputs can carry a gradient (token ids and targets never do).
+    pub fn differentiable_input(&self, i: usize) -> bool {
+        match self {
+            Op::Embedding => i == 1,
+            Op::CrossEntropy => i == 0,
+            _ => true,
+        }
+    }
+}
+
+/// The float types the cpu reference kernels run in: f32 for training, f64 for
+/// gradient checks. Low-precision storage is widened to f32 around each kernel.
+pub trait Real:
+    Float + FromPrimitive + Sum + AddAssign + Default + Debug + Send + Sync + 'static
+{
+    const DTYPE: DType;
+    /// `c[m×n] = a[m×k] @ b[k×n]` with arbitrary row/column strides (elements).
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid, non-overlapping matrices.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+    fn c(x: f64) -> Self {
+        Self::from_f64(x).unwrap_or_else(Self::nan)
+    }
+}
+
+impl Real for f32 {
+    const DTYPE: DType = DType::F32;
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+    }
+}
+
+impl Real for f64 {
+    const DTYPE: DType = DType::F64;
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+    }
+}
+
+/// One operand of a cpu kernel: float data widened to the kernel's type, or ids.
+pub enum In<'a, F: Real> {
+    F(Cow<'a, [F]>),
+    I(&'a [i32]),
+}
+
+impl<'a, F: Real> In<'a, F> {
+    pub fn f(&self, op: &'static str) -> Result<&[F]> {
+        match self {
+            In::F(x) => Ok(x),
+            In::I(_) => Err(Error::dtype(op, "a float operand", DType::I32)),
+        }
+    }
+    pub fn ids(&self, op: &'static str) -> Result<&[i32]> {
+        match self {
+            In::I(x) => Ok(x),
+            In::F(_) => Err(Error::dtype(op, "i32 ids", F::DTYPE)),
+        }
+    }
+}
+
+/// Checks that all operands are floats of one dtype; returns it.
+pub(crate) fn same_float(op: &'static str, ins: &[Meta]) -> Result<DType> {
+    let dt = ins
+        .first()
+        .map(|m| m.1)
+        .ok_or_else(|| Error::shape(op, "needs at least one operand"))?;
+    for &(_, d) in ins {
+        if !d.is_float() {
+            return Err(Error::dtype(op, "a float operand", d));
+        }
+        if d != dt {
+            return Err(Error::DType {
+                op,
+                detail: format!("operands mix {dt} and {d}; insert a cast"),
+            });
+        }
+    }
+    Ok(dt)
+}
+
+/// The dtype saved statistics (LayerNorm mean/rstd, attention log-sum-exp) are kept
+/// in: f64 in f64 graphs, otherwise f32 whatever the activations' dtype.
+pub(crate) fn stat_dtype(dt: DType) -> DType {
+    if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// A pointer that rayon workers may share when each writes a disjoint range.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub *mut T);
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}

@@ -1,0 +1,166 @@
+//! Views and layout ops: reshape (an alias, no copy), transpose, split, concat.
+
+use super::{Meta, Real};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Value};
+use crate::tensor::{DType, Shape};
+
+pub fn infer_reshape(ins: &[Meta], to: &Shape) -> Result<Vec<(Shape, DType)>> {
+    let (s, dt) = ins[0];
+    if s.numel() != to.numel() {
+        return Err(Error::shape(
+            "reshape",
+            format!("{s} has {} elements, {to} has {}", s.numel(), to.numel()),
+        ));
+    }
+    Ok(vec![(to.clone(), dt)])
+}
+
+fn check_axis(op: &'static str, s: &Shape, axis: usize) -> Result<()> {
+    if axis >= s.rank() {
+        return Err(Error::shape(
+            op,
+            format!("axis {axis} out of range for {s}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn infer_transpose(ins: &[Meta], a: usize, b: usize) -> Result<Vec<(Shape, DType)>> {
+    let (s, dt) = ins[0];
+    check_axis("transpose", s, a)?;
+    check_axis("transpose", s, b)?;
+    let mut d = s.dims().to_vec();
+    d.swap(a, b);
+    Ok(vec![(Shape(d), dt)])
+}
+
+pub fn infer_split(ins: &[Meta], axis: usize, sizes: &[usize]) -> Result<Vec<(Shape, DType)>> {
+    let (s, dt) = ins[0];
+    check_axis("split", s, axis)?;
+    if sizes.iter().sum::<usize>() != s.dims()[axis] || sizes.contains(&0) {
+        return Err(Error::shape(
+            "split",
+            format!("sizes {sizes:?} must be positive and sum to dim {axis} of {s}"),
+        ));
+    }
+    Ok(sizes
+        .iter()
+        .map(|&n| {
+            let mut d = s.dims().to_vec();
+            d[axis] = n;
+            (Shape(d), dt)
+        })
+        .collect())
+}
+
+pub fn infer_concat(ins: &[Meta], axis: usize) -> Result<Vec<(Shape, DType)>> {
+    let dt = super::same_float("concat", ins)?;
+    let first = ins[0].0;
+    check_axis("concat", first, axis)?;
+    let mut total = 0;
+    for &(s, _) in ins {
+        let same_rest = s.rank() == first.rank()
+            && (0..s.rank()).all(|i| i == axis || s.dims()[i] == first.dims()[i]);
+        if !same_rest {
+            return Err(Error::shape(
+                "concat",
+                format!("{s} and {first} differ outside axis {axis}"),
+            ));
+        }
+        total += s.dims()[axis];
+    }
+    let mut d = first.dims().to_vec();
+    d[axis] = total;
+    Ok(vec![(Shape(d), dt)])
+}
+
+pub fn vjp_split(
+    g: &mut Graph,
+    ins: &[Value],
+    outs: &[Value],
+    douts: &[Option<Value>],
+    axis: usize,
+) -> Result<Vec<Option<Value>>> {
+    let dt = g.dtype(ins[0]);
+    let parts = outs
+        .iter()
+        .zip(douts)
+        .map(|(&o, d)| match d {
+            Some(d) => Ok(*d),
+            None => {
+                let s = g.shape(o).clone();
+                g.fill(0.0, s, dt)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(vec![Some(g.concat(&parts, axis)?)])
+}
+
+pub fn vjp_concat(
+    g: &mut Graph,
+    ins: &[Value],
+    dy: Value,
+    axis: usize,
+) -> Result<Vec<Option<Value>>> {
+    let sizes: Vec<usize> = ins.iter().map(|&v| g.shape(v).dims()[axis]).collect();
+    Ok(g.split(dy, axis, &sizes)?.into_iter().map(Some).collect())
+}
+
+/// Products of the dims before `axis` and after it.
+pub(crate) fn outer_inner(s: &Shape, axis: usize) -> (usize, usize) {
+    let d = s.dims();
+    (d[..axis].iter().product(), d[axis + 1..].iter().product())
+}
+
+/// Swaps axes `a < b`: viewed as `[outer, A, mid, B, inner]` → `[outer, B, mid, A, inner]`.
+pub fn transpose_forward<F: Real>(x: &[F], out: &mut [F], s: &Shape, a: usize, b: usize) {
+    let (a, b) = (a.min(b), a.max(b));
+    if a == b {
+        out.copy_from_slice(x);
+        return;
+    }
+    let d = s.dims();
+    let outer: usize = d[..a].iter().product();
+    let (da, db) = (d[a], d[b]);
+    let mid: usize = d[a + 1..b].iter().product();
+    let inner: usize = d[b + 1..].iter().product();
+    let mut o = 0;
+    for p in 0..outer {
+        for j in 0..db {
+            for m in 0..mid {
+                for i in 0..da {
+                    let src = (((p * da + i) * mid + m) * db + j) * inner;
+                    out[o..o + inner].copy_from_slice(&x[src..src + inner]);
+                    o += inner;
+                }
+            }
+        }
+    }
+}
+
+pub fn split_forward<F: Real>(x: &[F], outs: &mut [&mut [F]], s: &Shape, axis: usize) {
+    let (outer, inner) = outer_inner(s, axis);
+    let row = s.dims()[axis] * inner;
+    for p in 0..outer {
+        let mut off = p * row;
+        for o in outs.iter_mut() {
+            let n = o.len() / outer;
+            o[p * n..(p + 1) * n].copy_from_slice(&x[off..off + n]);
+            off += n;
+        }
+    }
+}
+
+pub fn concat_forward<F: Real>(xs: &[&[F]], out: &mut [F], out_shape: &Shape, axis: usize) {
+    let (outer, inner) = outer_inner(out_shape, axis);
+    let row = out_shape.dims()[axis] * inner;
+    for p in 0..outer {
+        let mut off = p * row;
+        for x in xs {
+            let n = x.len() / outer;
+            out[off..off + n].copy_from_slice(&x[p * n..(p + 1) * n]);
+            off += n;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Layers and the GPT model. A layer is ordinary Rust that records graph ops; it
+//! declares its parameters as [`ParamSpec`]s and gets gradients from autodiff.
+
+mod gpt;
+mod layers;
+
+pub use gpt::{Gpt, GptConfig, PRESETS};
+pub use layers::{Block, CausalSelfAttention, Embedding, LayerNorm, Linear, Mlp};
+
+use crate::error::Result;
+use crate::graph::{Graph, Value};
+use crate::rng::Rng;
+use crate::tensor::{DType, HostTensor, Shape};
+
+/// How a parameter starts out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Normal { std: f64 },
+    Zeros,
+    Ones,
+}
+
+/// A parameter a layer owns: its name (GPT-2 style, e.g. `h.0.attn.c_attn.weight`),
+/// shape and initialisation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Shape,
+    pub init: Init,
+}
+
+impl ParamSpec {
+    pub fn new(name: impl Into<String>, shape: impl Into<Shape>, init: Init) -> ParamSpec {
+        ParamSpec {
+            name: name.into(),
+            shape: shape.into(),
+            init,
+        }
+    }
+
+    /// Records this parameter in the graph (f32 master weights).
+    pub fn record(&self, g: &mut Graph) -> Result<Value> {
+        g.param(&self.name, self.shape.clone(), DType::F32)
+    }
+
+    /// Draws the initial values.
+    pub fn init_values(&self, rng: &mut Rng) -> HostTensor {
+        let n = self.shape.numel();
+        let v: Vec<f32> = match self.init {
+            Init::Normal { std } => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+        };
+        HostTensor::from_f32(self.shape.clone(), &v).expect("length matches shape")
+    }
+
+    /// Matrices get weight decay; biases and norm gains do not (GPT-2 practice).
+    pub fn decays(&self) -> bool {
+        self.shape.rank() >= 2
+    }
+}
+
+/// A language model the trainer can run: token ids in, logits out.
+pub trait Model {
+    fn param_specs(&self) -> Vec<ParamSpec>;
+    /// `tokens [B, T] i32` → `logits [B, T, vocab]`.
+    fn forward(&self, g: &mut Graph, tokens: Value) -> Result<Value>;
+    fn vocab_size(&self) -> usize;
+    /// The longest sequence the model accepts.
+    fn block_size(&self) -> usize;
+}

@@ -1,0 +1,163 @@
+//! Runs a program on a device. Every tensor is allocated here, just before the node
+//! that computes it, and freed where the program says; on any error all memory the
+//! run took is given back before the error is returned.
+
+use std::collections::HashMap;
+
+use super::program::{Instr, Program};
+use crate::backend::{Device, DeviceTensor, TensorRef};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Value, ValueKind};
+
+/// Device tensors for the graph's parameters and inputs.
+pub type Bindings<'a> = HashMap<Value, &'a TensorRef>;
+
+struct Slot {
+    r: TensorRef,
+    owned: bool,
+}
+
+/// Runs `p` and returns its outputs, in order; the caller frees them.
+pub fn execute(
+    dev: &mut Device,
+    g: &Graph,
+    p: &Program,
+    bind: &Bindings,
+) -> Result<Vec<DeviceTensor>> {
+    let mut slots: Vec<Option<Slot>> = (0..g.num_values()).map(|_| None).collect();
+    match run(dev, g, p, bind, &mut slots) {
+        Ok(()) => {
+            let mut outs = Vec::with_capacity(p.outputs.len());
+            for &o in &p.outputs {
+                let root = p.root[o.index()];
+                let owned = slots[root.index()].as_ref().is_some_and(|s| s.owned);
+                let slot = slots[o.index()].take();
+                match (slot, owned) {
+                    (Some(s), true) => {
+                        // Ownership moves from the storage root to the output.
+                        if let Some(rs) = slots[root.index()].as_mut() {
+                            rs.owned = false;
+                        }
+                        outs.push(dev.adopt(s.r));
+                    }
+                    _ => {
+                        release(dev, &mut slots);
+                        for t in outs {
+                            dev.free(t);
+                        }
+                        return Err(Error::Internal(format!(
+                            "program output {} is not a computed tensor",
+                            o.0
+                        )));
+                    }
+                }
+            }
+            release(dev, &mut slots);
+            Ok(outs)
+        }
+        Err(e) => {
+            release(dev, &mut slots);
+            Err(e)
+        }
+    }
+}
+
+fn release(dev: &mut Device, slots: &mut [Option<Slot>]) {
+    for s in slots.iter_mut() {
+        if let Some(Slot { r, owned: true }) = s.take() {
+            dev.free_block(r.block);
+        }
+    }
+}
+
+fn run(
+    dev: &mut Device,
+    g: &Graph,
+    p: &Program,
+    bind: &Bindings,
+    slots: &mut [Option<Slot>],
+) -> Result<()> {
+    for (&v, r) in bind {
+        if r.shape != *g.shape(v) || r.dtype != g.dtype(v) {
+            let name = g.name_of(v).unwrap_or("?");
+            return Err(Error::shape(
+                "bind",
+                format!(
+                    "'{name}' is {} {} in the graph but {} {} on the device",
+                    g.shape(v),
+                    g.dtype(v),
+                    r.shape,
+                    r.dtype
+                ),
+            ));
+        }
+        slots[v.index()] = Some(Slot {
+            r: (*r).clone(),
+            owned: false,
+        });
+    }
+    for &instr in &p.instrs {
+        match instr {
+            Instr::Run(ni) => {
+                let n = g.node(ni);
+                for &v in &n.inputs {
+                    if slots[v.index()].is_none() {
+                        let what = match &g.info(v).kind {
+                            ValueKind::Param(s) => format!("parameter '{s}' is not bound"),
+                            ValueKind::Input(s) => format!("input '{s}' is not bound"),
+                            _ => format!("value {} read before it was computed", v.0),
+                        };
+                        return Err(Error::invalid("program bindings", what));
+                    }
+                }
+                if n.op.is_alias() {
+                    let src = slots[n.inputs[0].index()].as_ref().map(|s| s.r.block);
+                    let o = n.outputs[0];
+                    slots[o.index()] = src.map(|block| Slot {
+                        r: TensorRef {
+                            block,
+                            shape: g.shape(o).clone(),
+                            dtype: g.dtype(o),
+                        },
+                        owned: false,
+                    });
+                    continue;
+                }
+                for &o in &n.outputs {
+                    let (shape, dtype) = (g.shape(o).clone(), g.dtype(o));
+                    let block = dev.alloc_block(shape.byte_size(dtype))?;
+                    slots[o.index()] = Some(Slot {
+                        r: TensorRef {
+                            block,
+                            shape,
+                            dtype,
+                        },
+                        owned: true,
+                    });
+                }
+                let ins: Vec<&TensorRef> = n
+                    .inputs
+                    .iter()
+                    .map(|v| &slots[v.index()].as_ref().expect("checked above").r)
+                    .collect();
+                let outs: Vec<&TensorRef> = n
+                    .outputs
+                    .iter()
+                    .map(|v| &slots[v.index()].as_ref().expect("allocated above").r)
+                    .collect();
+                // Split borrows: the backend needs &mut while slots are borrowed.
+                let ins: Vec<TensorRef> = ins.into_iter().cloned().collect();
+                let outs: Vec<TensorRef> = outs.into_iter().cloned().collect();
+                let ir: Vec<&TensorRef> = ins.iter().collect();
+                let or: Vec<&TensorRef> = outs.iter().collect();
+                dev.backend_mut().run(&n.op, &ir, &or)?;
+            }
+            Instr::Free(v) => {
+                if let Some(Slot { r, owned: true }) = slots[v.index()].take() {
+                    dev.free_block(r.block);
+                }
+            }
+        }
+    }
+    Ok(())
+}
