@@ -75,16 +75,27 @@ pub fn backward(g: &mut Graph, loss: Value, wrt: &[Value]) -> Result<Vec<Value>>
     }
     g.set_block(saved_block);
 
-    let out = wrt
-        .iter()
-        .map(|p| match grads.get(p) {
-            Some(&d) => Ok(d),
+    // Each gradient is handed to the caller as its own tensor: where two
+    // parameters got the very same value (a + b), or a gradient is a view, copy it.
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(wrt.len());
+    for p in wrt {
+        let d = match grads.get(p) {
+            Some(&d) => {
+                let is_view = g.producer(d).is_some_and(|n| g.node(n).op.is_alias());
+                if is_view || !seen.insert(d) {
+                    g.scale(d, 1.0)?
+                } else {
+                    d
+                }
+            }
             None => {
                 let (s, dt) = (g.shape(*p).clone(), g.dtype(*p));
-                g.fill(0.0, s, dt)
+                g.fill(0.0, s, dt)?
             }
-        })
-        .collect();
+        };
+        out.push(d);
+    }
     g.set_phase(Phase::Forward);
-    out
+    Ok(out)
 }

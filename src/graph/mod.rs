@@ -75,6 +75,7 @@ pub struct Graph {
     by_name: HashMap<String, Value>,
     phase: Option<Phase>,
     block: Option<u32>,
+    param_dtype: Option<DType>,
 }
 
 impl Graph {
@@ -158,6 +159,16 @@ impl Graph {
         self.values.push(ValueInfo { shape, dtype, kind });
         self.by_name.insert(name.to_string(), v);
         Ok(v)
+    }
+
+    /// The dtype layers record their parameters in: f32 master weights, unless a
+    /// gradient check asks for f64.
+    pub fn param_dtype(&self) -> DType {
+        self.param_dtype.unwrap_or(DType::F32)
+    }
+
+    pub fn set_param_dtype(&mut self, dt: DType) {
+        self.param_dtype = Some(dt);
     }
 
     /// Looks a parameter or input up by name.

@@ -10,7 +10,7 @@ pub use layers::{Block, CausalSelfAttention, Embedding, LayerNorm, Linear, Mlp};
 use crate::error::Result;
 use crate::graph::{Graph, Value};
 use crate::rng::Rng;
-use crate::tensor::{DType, HostTensor, Shape};
+use crate::tensor::{HostTensor, Shape};
 
 /// How a parameter starts out.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,9 +38,10 @@ impl ParamSpec {
         }
     }
 
-    /// Records this parameter in the graph (f32 master weights).
+    /// Records this parameter in the graph, in the graph's parameter dtype.
     pub fn record(&self, g: &mut Graph) -> Result<Value> {
-        g.param(&self.name, self.shape.clone(), DType::F32)
+        let dt = g.param_dtype();
+        g.param(&self.name, self.shape.clone(), dt)
     }
 
     /// Draws the initial values.
