@@ -46,9 +46,9 @@ struct TrainArgs {
     #[arg(long, default_value_t = 300)]
     steps: u64,
     /// Sequences per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Tokens per sequence (default: the model's context, at most 128).
+    /// Tokens per sequence (default: the model's context).
     #[arg(long)]
     seq: Option<usize>,
     /// Peak learning rate (default: the preset's).
@@ -115,7 +115,7 @@ fn train(a: TrainArgs) -> Result<()> {
         Some(p) => Dataset::load(p)?,
         None => Dataset::bundled(),
     };
-    let seq = a.seq.unwrap_or(config.block_size.min(128));
+    let seq = a.seq.unwrap_or(config.block_size);
     let cfg = TrainConfig {
         batch: a.batch,
         seq_len: seq,

@@ -32,8 +32,8 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            batch: 16,
-            seq_len: 128,
+            batch: 32,
+            seq_len: 64,
             steps: 300,
             warmup: None,
             min_lr_ratio: 0.1,
@@ -181,7 +181,7 @@ impl<M: Model> Trainer<M> {
     pub fn parameters(&mut self) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::new();
         for p in &self.params {
-            out.push((p.spec.name.clone(), self.device.download(p.value.as_ref())?));
+            out.push((p.spec.name.clone(), self.device.download(p.value.view())?));
         }
         Ok(out)
     }
@@ -244,13 +244,13 @@ impl<M: Model> Trainer<M> {
             None => None,
         };
         let mut bind: Bindings = HashMap::new();
-        bind.insert(c.tokens, tokens.as_ref());
+        bind.insert(c.tokens, tokens.view());
         if let (Some(v), Some(t)) = (c.targets, &targets) {
-            bind.insert(v, t.as_ref());
+            bind.insert(v, t.view());
         }
         for p in &self.params {
             if let Some(v) = c.graph.lookup(&p.spec.name) {
-                bind.insert(v, p.value.as_ref());
+                bind.insert(v, p.value.view());
             }
         }
         let result = execute(&mut self.device, &c.graph, &c.program, &bind);
@@ -275,8 +275,8 @@ impl<M: Model> Trainer<M> {
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
         let start = Instant::now();
         let outs = self.run(Kind::Train, batch)?;
-        let loss = self.read_scalar(outs[0].as_ref());
-        let grads: Vec<&TensorRef> = outs[1..].iter().map(|t| t.as_ref()).collect();
+        let loss = self.read_scalar(outs[0].view());
+        let grads: Vec<&TensorRef> = outs[1..].iter().map(|t| t.view()).collect();
         let norm = self.device.backend_mut().sum_squares(&grads).map(f64::sqrt);
         let (loss, norm) = match (loss, norm) {
             (Ok(l), Ok(n)) => (l, n),
@@ -301,10 +301,10 @@ impl<M: Model> Trainer<M> {
                 .iter()
                 .zip(&grads)
                 .map(|(p, g)| AdamWSlot {
-                    param: p.value.as_ref(),
+                    param: p.value.view(),
                     grad: g,
-                    m: p.m.as_ref(),
-                    v: p.v.as_ref(),
+                    m: p.m.view(),
+                    v: p.v.view(),
                     decay: p.spec.decays(),
                 })
                 .collect();
@@ -332,7 +332,7 @@ impl<M: Model> Trainer<M> {
     /// Loss on one batch without touching any state.
     pub fn loss(&mut self, batch: &Batch) -> Result<f32> {
         let outs = self.run(Kind::Eval, batch)?;
-        let l = self.read_scalar(outs[0].as_ref());
+        let l = self.read_scalar(outs[0].view());
         self.free_all(outs);
         l
     }
@@ -377,7 +377,7 @@ impl<M: Model> Trainer<M> {
                 targets: vec![0; t],
             };
             let outs = self.run(Kind::Logits, &batch)?;
-            let logits = self.device.download(outs[0].as_ref());
+            let logits = self.device.download(outs[0].view());
             self.free_all(outs);
             let logits = logits?.to_f64_vec();
             let row = &logits[last * v..(last + 1) * v];

@@ -104,11 +104,11 @@ fn check_with(
         for (r, h) in &weights {
             ts.push((*r, dev.upload(h).unwrap()));
         }
-        let bind: HashMap<Value, _> = ts.iter().map(|(v, t)| (*v, t.as_ref())).collect();
+        let bind: HashMap<Value, _> = ts.iter().map(|(v, t)| (*v, t.view())).collect();
         let outs = execute(dev, &g, prog, &bind).unwrap();
         let res: Vec<Vec<f64>> = outs
             .iter()
-            .map(|t| dev.download(t.as_ref()).unwrap().to_f64_vec())
+            .map(|t| dev.download(t.view()).unwrap().to_f64_vec())
             .collect();
         for t in outs {
             dev.free(t);

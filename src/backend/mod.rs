@@ -69,7 +69,7 @@ pub struct DeviceTensor {
 }
 
 impl DeviceTensor {
-    pub fn as_ref(&self) -> &TensorRef {
+    pub fn view(&self) -> &TensorRef {
         &self.r
     }
     pub fn shape(&self) -> &Shape {

@@ -23,11 +23,11 @@ pub const PRESETS: &[&str] = &["tiny", "gpt2-124m", "gpt2-350m", "gpt2-774m", "g
 
 impl GptConfig {
     /// The default: a byte-level model of about 0.2M parameters that learns
-    /// Shakespeare's spelling in a few minutes on two cpu cores.
+    /// Shakespeare's spelling in under a minute on two cpu cores.
     pub fn tiny() -> GptConfig {
         GptConfig {
             vocab_size: 256,
-            block_size: 128,
+            block_size: 64,
             n_layer: 4,
             n_head: 4,
             n_embd: 64,
@@ -74,7 +74,7 @@ impl GptConfig {
     /// A peak learning rate that trains this size well with AdamW.
     pub fn default_lr(&self) -> f64 {
         if self.n_embd <= 128 {
-            3e-3
+            1e-2
         } else {
             6e-4
         }

@@ -97,3 +97,74 @@ pub fn lower(g: &Graph, outputs: &[Value]) -> Result<Program> {
         root,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DType;
+
+    fn pos(p: &Program, i: Instr) -> usize {
+        p.instrs
+            .iter()
+            .position(|&x| x == i)
+            .expect("instruction present")
+    }
+
+    #[test]
+    fn frees_each_tensor_right_after_its_last_use() {
+        let mut g = Graph::new();
+        let x = g.input("x", [4, 8], DType::F32).unwrap();
+        let a = g.gelu(x).unwrap(); // used by b and c
+        let b = g.scale(a, 2.0).unwrap(); // used by c
+        let c = g.add(a, b).unwrap();
+        let p = lower(&g, &[c]).unwrap();
+        let run_c = pos(&p, Instr::Run(NodeId(2)));
+        assert!(pos(&p, Instr::Free(a)) > run_c);
+        assert!(pos(&p, Instr::Free(b)) > run_c);
+        // Inputs and outputs belong to the caller.
+        assert!(!p.instrs.contains(&Instr::Free(x)));
+        assert!(!p.instrs.contains(&Instr::Free(c)));
+    }
+
+    #[test]
+    fn runs_only_what_the_outputs_need() {
+        let mut g = Graph::new();
+        let x = g.input("x", [4], DType::F32).unwrap();
+        let used = g.gelu(x).unwrap();
+        let _dead = g.scale(x, 3.0).unwrap();
+        let p = lower(&g, &[used]).unwrap();
+        assert_eq!(p.instrs, vec![Instr::Run(NodeId(0))]);
+    }
+
+    #[test]
+    fn a_view_keeps_its_storage_alive() {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 6], DType::F32).unwrap();
+        let a = g.gelu(x).unwrap();
+        let v = g.reshape(a, [3, 4]).unwrap(); // a view of a
+        let y = g.scale(v, 2.0).unwrap();
+        let p = lower(&g, &[y]).unwrap();
+        assert_eq!(p.root[v.index()], a);
+        // a is freed after its view's last reader, and the view itself never is.
+        assert!(pos(&p, Instr::Free(a)) > pos(&p, Instr::Run(NodeId(2))));
+        assert!(!p.instrs.contains(&Instr::Free(v)));
+    }
+
+    #[test]
+    fn unread_extra_outputs_are_freed_at_once() {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 4], DType::F32).unwrap();
+        let w = g.param("w", [4], DType::F32).unwrap();
+        let b = g.param("b", [4], DType::F32).unwrap();
+        let y = g.layernorm(x, w, b, 1e-5).unwrap();
+        let out = g.gelu(y).unwrap();
+        let p = lower(&g, &[out]).unwrap();
+        let stats = &g.node(NodeId(0)).outputs[1..];
+        for &s in stats {
+            assert!(
+                pos(&p, Instr::Free(s)) < pos(&p, Instr::Run(NodeId(1))),
+                "saved stats are freed before the next node runs"
+            );
+        }
+    }
+}

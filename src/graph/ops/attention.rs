@@ -77,7 +77,6 @@ pub fn attention_forward<F: Real>(
     let scale = F::one() / F::c(hd as f64).sqrt();
     let (op, lp) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
     (0..b * nh).into_par_iter().for_each(|bh| {
-        let (op, lp) = (op, lp);
         let (bi, h) = (bh / nh, bh % nh);
         let row = |i: usize| (bi * t + i) * 3 * c;
         let mut s = vec![F::zero(); t]; // scores of one query row
@@ -95,8 +94,9 @@ pub fn attention_forward<F: Real>(
             }
             // SAFETY: (bi, h) owns columns h*hd..(h+1)*hd of `out` rows of batch bi
             // and lse[bi, h, :]; no other task touches them.
-            let o =
-                unsafe { std::slice::from_raw_parts_mut(op.0.add((bi * t + i) * c + h * hd), hd) };
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(op.ptr().add((bi * t + i) * c + h * hd), hd)
+            };
             o.fill(F::zero());
             for (j, &p) in s.iter().enumerate().take(i + 1) {
                 let v = &qkv[row(j) + 2 * c + h * hd..][..hd];
@@ -105,7 +105,7 @@ pub fn attention_forward<F: Real>(
                     *o += p * v;
                 }
             }
-            unsafe { *lp.0.add((bi * nh + h) * t + i) = m + sum.ln() };
+            unsafe { *lp.ptr().add((bi * nh + h) * t + i) = m + sum.ln() };
         }
     });
 }
@@ -126,12 +126,11 @@ pub fn attention_backward<F: Real>(
     let scale = F::one() / F::c(hd as f64).sqrt();
     let dp = SharedMut(dqkv.as_mut_ptr());
     (0..b * nh).into_par_iter().for_each(|bh| {
-        let dp = dp;
         let (bi, h) = (bh / nh, bh % nh);
         let row = |i: usize| (bi * t + i) * 3 * c;
         // SAFETY: (bi, h) owns its head's columns of dq, dk and dv in batch bi.
         let grad = |i: usize, part: usize| unsafe {
-            std::slice::from_raw_parts_mut(dp.0.add(row(i) + part * c + h * hd), hd)
+            std::slice::from_raw_parts_mut(dp.ptr().add(row(i) + part * c + h * hd), hd)
         };
         for i in 0..t {
             for part in 0..3 {

@@ -40,7 +40,7 @@ pub fn vjp(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>
     Ok(vec![Some(d[0]), None])
 }
 
-fn target<F: Real>(t: i32, v: usize) -> Result<usize> {
+fn target(t: i32, v: usize) -> Result<usize> {
     if t < 0 || t as usize >= v {
         return Err(Error::Kernel {
             op: "cross_entropy",
@@ -64,7 +64,7 @@ pub fn cross_entropy_forward<F: Real>(
     let per_row: Vec<F> = logits
         .par_chunks(v)
         .zip(targets.par_iter())
-        .map(|(x, &t)| Ok(logsumexp(x) - x[target::<F>(t, v)?]))
+        .map(|(x, &t)| Ok(logsumexp(x) - x[target(t, v)?]))
         .collect::<Result<_>>()?;
     // Summed in row order: the loss is bit-identical whatever the thread count.
     let n = F::c(per_row.len() as f64);
@@ -84,7 +84,7 @@ pub fn cross_entropy_backward<F: Real>(
         .par_chunks_mut(v)
         .zip(logits.par_chunks(v).zip(targets.par_iter()))
         .try_for_each(|(d, (x, &t))| {
-            let t = target::<F>(t, v)?;
+            let t = target(t, v)?;
             super::softmax::softmax_row(x, d);
             d[t] = d[t] - F::one();
             d.iter_mut().for_each(|g| *g = *g * scale);

@@ -63,7 +63,8 @@ pub fn layernorm_forward<F: Real>(
     let c = w.len();
     let cn = F::c(c as f64);
     let eps = F::c(eps);
-    let row = |((yr, xr), (m, r)): ((&mut [F], &[F]), (&mut F, &mut F))| {
+    type Row<'a, F> = ((&'a mut [F], &'a [F]), (&'a mut F, &'a mut F));
+    let row = |((yr, xr), (m, r)): Row<F>| {
         let mu = xr.iter().copied().sum::<F>() / cn;
         let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<F>() / cn;
         let rs = F::one() / (var + eps).sqrt();

@@ -159,7 +159,6 @@ pub fn matmul_forward<F: Real>(
     let b_step = if d.b_shared { 0 } else { k * n };
     let cp = SharedMut(c.as_mut_ptr());
     let run = |i: usize| {
-        let cp = cp;
         // SAFETY: each batch entry reads its own (or the shared) operand and writes
         // a disjoint m×n block of `c`; slices were sized by the shape rule.
         unsafe {
@@ -173,7 +172,7 @@ pub fn matmul_forward<F: Real>(
                 b.as_ptr().add(i * b_step),
                 rsb,
                 csb,
-                cp.0.add(i * m * n),
+                cp.ptr().add(i * m * n),
                 n as isize,
                 1,
             )

@@ -384,5 +384,12 @@ pub(crate) fn stat_dtype(dt: DType) -> DType {
 /// A pointer that rayon workers may share when each writes a disjoint range.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut<T>(pub *mut T);
+impl<T> SharedMut<T> {
+    /// Going through a method makes closures capture the whole wrapper (which is
+    /// Send) rather than its raw-pointer field (which is not).
+    pub(crate) fn ptr(self) -> *mut T {
+        self.0
+    }
+}
 unsafe impl<T> Send for SharedMut<T> {}
 unsafe impl<T> Sync for SharedMut<T> {}
