@@ -49,18 +49,48 @@ pub enum Error {
     #[error("{op}: {detail}")]
     Kernel { op: &'static str, detail: String },
 
-    /// The device allocator could not provide memory.
-    #[error("out of memory: tried to allocate {requested} bytes; {allocated} bytes allocated, {reserved} bytes reserved by headroom, {device_free} bytes free on the device. Lower --batch or --seq, or raise the budget.")]
+    /// The allocator could not provide memory within the budget or the device.
+    #[error("{}", oom_message(*requested, *allocated, *reserved, *budget, *device_free))]
     OutOfMemory {
         requested: u64,
         allocated: u64,
         reserved: u64,
+        budget: Option<u64>,
         device_free: u64,
     },
 
     /// Internal invariant broken: a bug in headroom, not in the caller's input.
     #[error("internal error (please report): {0}")]
     Internal(String),
+}
+
+fn oom_message(
+    requested: u64,
+    allocated: u64,
+    reserved: u64,
+    budget: Option<u64>,
+    device_free: u64,
+) -> String {
+    use crate::memory::format_bytes as b;
+    let budget_s = match budget {
+        Some(x) => format!("budget {}", b(x)),
+        None => "no budget set".to_string(),
+    };
+    let cached = reserved.saturating_sub(allocated);
+    let hint = if cached > requested {
+        "the cache holds enough but in pieces too small (fragmentation); free tensors sooner or lower --batch"
+    } else if budget.is_some_and(|x| reserved + requested > x) {
+        "raise --budget, or lower --batch / --seq"
+    } else {
+        "the device itself is full: lower --batch / --seq or free memory held by other processes"
+    };
+    format!(
+        "out of memory: tried to allocate {}; {} allocated, {} reserved but unallocated; {budget_s}; {} free on the device. Fix: {hint}.",
+        b(requested),
+        b(allocated),
+        b(cached),
+        b(device_free)
+    )
 }
 
 impl Error {

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod memory;
 pub mod nn;
 pub mod optim;
+pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod tensor;

@@ -11,6 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use headroom::data::{ByteTokenizer, Dataset, Split};
+use headroom::memory::timeline::TRACE_FORMAT;
+use headroom::memory::{format_bytes, Budget, Trace};
 use headroom::rng::Rng;
 use headroom::{AdamW, Device, Error, Gpt, GptConfig, Result, TrainConfig, Trainer};
 
@@ -29,6 +31,20 @@ struct Cli {
 enum Command {
     /// Train a GPT (default: a tiny byte-level model on the bundled Shakespeare).
     Train(TrainArgs),
+    /// Draw a memory trace (from `train --memory-trace`) as an SVG timeline.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Trace file written by `headroom train --memory-trace FILE`.
+    trace: PathBuf,
+    /// SVG file to write.
+    #[arg(long, default_value = "timeline.svg")]
+    out: PathBuf,
+    /// Only this training step (1-based); default: the whole trace.
+    #[arg(long)]
+    step: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -62,6 +78,12 @@ struct TrainArgs {
     /// Write one JSON line per step and per evaluation to FILE.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
+    /// Most memory the run may reserve: 24GiB, 512MiB, 1.5GB, 90% (of the device) or bytes.
+    #[arg(long)]
+    budget: Option<String>,
+    /// Record every allocation and free (tagged by op and phase) as JSON in FILE.
+    #[arg(long)]
+    memory_trace: Option<PathBuf>,
     /// Bytes to generate after training.
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
@@ -72,6 +94,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Train(a) => train(a),
+        Command::Report(a) => report(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,7 +149,15 @@ fn train(a: TrainArgs) -> Result<()> {
     cfg.validate(config.block_size)?;
     data.check_seq(seq)?;
     let lr = a.lr.unwrap_or(config.default_lr());
-    let device = Device::by_name(&a.backend)?;
+    let budget = a.budget.as_deref().map(Budget::parse).transpose()?;
+    let mut device = Device::by_name(&a.backend)?;
+    let budget_bytes = device.set_budget(budget);
+    if budget.is_some() {
+        log::info!("memory budget {}", format_bytes(budget_bytes));
+    }
+    if a.memory_trace.is_some() {
+        device.start_trace();
+    }
     let model = Gpt::new(config.clone())?;
     log::info!(
         "model {} ({} parameters) on {}, data {} ({} train / {} val bytes)",
@@ -161,7 +192,9 @@ fn train(a: TrainArgs) -> Result<()> {
             "step": r.step, "loss": r.loss, "lr": r.lr, "tokens_per_s": r.tokens_per_s,
             "grad_norm": r.grad_norm, "skipped": r.skipped,
             "allocated_bytes": r.memory.allocated_bytes,
+            "reserved_bytes": r.memory.reserved_bytes,
             "peak_allocated_bytes": r.memory.peak_allocated_bytes,
+            "peak_reserved_bytes": r.memory.peak_reserved_bytes,
         }))?;
         if (a.eval_every > 0 && s % a.eval_every == 0) || s == a.steps {
             let v = trainer.eval_loss(&data)?;
@@ -174,12 +207,28 @@ fn train(a: TrainArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let mem = trainer.memory_stats();
     println!(
-        "trained {} steps in {secs:.1} s ({:.0} tokens/s); final val loss {:.4}; peak memory {:.1} MiB",
+        "trained {} steps in {secs:.1} s ({:.0} tokens/s); final val loss {:.4}",
         a.steps,
         tokens as f64 / secs,
         last_val.unwrap_or(f64::NAN),
-        mem.peak_allocated_bytes as f64 / (1 << 20) as f64
     );
+    print!("{mem}");
+    if let Some(path) = &a.memory_trace {
+        let trace = Trace {
+            format: TRACE_FORMAT.to_string(),
+            device: trainer.device().name().to_string(),
+            budget_bytes: trainer.device().budget_bytes(),
+            events: trainer.device_mut().take_trace().unwrap_or_default(),
+        };
+        let json = serde_json::to_vec(&trace).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(path, &json)?;
+        println!(
+            "memory trace: {} ({} events); draw it with `headroom report {}`",
+            path.display(),
+            trace.events.len(),
+            path.display()
+        );
+    }
     if a.sample_tokens > 0 {
         let mut srng = Rng::fork(a.seed, "sample");
         let ids = trainer.generate(
@@ -189,6 +238,44 @@ fn train(a: TrainArgs) -> Result<()> {
             &mut srng,
         )?;
         println!("--- sample ---\n{}", ByteTokenizer::decode(&ids));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place:
+/// a reader never sees half a file.
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    let trace = headroom::report::select_step(&Trace::load(&a.trace)?, a.step)?;
+    let an = headroom::report::render_svg(&trace, &a.out)?;
+    println!(
+        "wrote {}: {} events, peak allocated {} ({}), peak reserved {}",
+        a.out.display(),
+        trace.events.len(),
+        format_bytes(an.peak_allocated),
+        an.peak_phase.map_or("?", |p| p.name()),
+        format_bytes(an.peak_reserved)
+    );
+    println!("largest tensors at the peak:");
+    for t in &an.top {
+        println!(
+            "  {:>12}  {:<22} {}",
+            format_bytes(t.bytes),
+            t.op,
+            t.phase.name()
+        );
     }
     Ok(())
 }

@@ -9,10 +9,11 @@ use crate::data::{Batch, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::graph::{autodiff, Graph, Value};
 use crate::memory::MemoryStats;
+use crate::memory::{MemPhase, Tag};
 use crate::nn::{Model, ParamSpec};
 use crate::optim::{AdamW, LrSchedule};
 use crate::rng::Rng;
-use crate::schedule::{execute, lower, Bindings, Program};
+use crate::schedule::{execute, lower, Bindings, Mode, Program};
 use crate::tensor::{DType, HostTensor, Shape};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -116,6 +117,7 @@ pub struct Trainer<M: Model> {
     params: Vec<ParamState>,
     step: u64,
     programs: HashMap<(Kind, usize, usize), Compiled>,
+    fragmentation_warned: bool,
 }
 
 impl<M: Model> Trainer<M> {
@@ -144,6 +146,7 @@ impl<M: Model> Trainer<M> {
             params: Vec::new(),
             step: 0,
             programs: HashMap::new(),
+            fragmentation_warned: false,
         };
         let mut rng = Rng::fork(t.cfg.seed, "init");
         for spec in t.model.param_specs() {
@@ -165,6 +168,9 @@ impl<M: Model> Trainer<M> {
     }
     pub fn device(&self) -> &Device {
         &self.device
+    }
+    pub fn device_mut(&mut self) -> &mut Device {
+        &mut self.device
     }
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
@@ -227,6 +233,11 @@ impl<M: Model> Trainer<M> {
             self.programs.insert(key, c);
         }
         let c = &self.programs[&key];
+        self.device.set_tag(Tag {
+            phase: MemPhase::Data,
+            op: "upload",
+            value: None,
+        });
         let shape = Shape::new(&[batch.batch, batch.seq]);
         let tokens = self
             .device
@@ -253,7 +264,12 @@ impl<M: Model> Trainer<M> {
                 bind.insert(v, p.value.view());
             }
         }
-        let result = execute(&mut self.device, &c.graph, &c.program, &bind);
+        let mode = if kind == Kind::Train {
+            Mode::Train
+        } else {
+            Mode::Eval
+        };
+        let result = execute(&mut self.device, &c.graph, &c.program, &bind, mode);
         self.device.free(tokens);
         if let Some(t) = targets {
             self.device.free(t);
@@ -274,7 +290,13 @@ impl<M: Model> Trainer<M> {
     /// One optimizer step on `batch`. Parameters change only at its very end.
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
         let start = Instant::now();
+        self.device.set_step(self.step + 1);
         let outs = self.run(Kind::Train, batch)?;
+        self.device.set_tag(Tag {
+            phase: MemPhase::Optimizer,
+            op: "adamw",
+            value: None,
+        });
         let loss = self.read_scalar(outs[0].view());
         let grads: Vec<&TensorRef> = outs[1..].iter().map(|t| t.view()).collect();
         let norm = self.device.backend_mut().sum_squares(&grads).map(f64::sqrt);
@@ -316,6 +338,7 @@ impl<M: Model> Trainer<M> {
         }
         let memory = self.device.memory_stats();
         self.free_all(outs);
+        self.warn_fragmentation(&memory);
         self.step += 1;
         let secs = start.elapsed().as_secs_f64();
         Ok(StepReport {
@@ -327,6 +350,20 @@ impl<M: Model> Trainer<M> {
             skipped,
             memory,
         })
+    }
+
+    /// PyTorch users learn to watch for "cached ≫ allocated"; say it once, here.
+    fn warn_fragmentation(&mut self, m: &MemoryStats) {
+        let f = m.fragmentation();
+        if f > 0.10 && !self.fragmentation_warned {
+            self.fragmentation_warned = true;
+            log::warn!(
+                "memory fragmentation {:.0}%: peak reserved {} for a peak of {} allocated; the difference is cached segments no tensor could use. The caching allocator keeps them for reuse; they count against --budget.",
+                100.0 * f,
+                crate::memory::format_bytes(m.peak_reserved_bytes),
+                crate::memory::format_bytes(m.peak_allocated_bytes)
+            );
+        }
     }
 
     /// Loss on one batch without touching any state.

@@ -94,3 +94,92 @@ fn not_a_number() {
     // clap rejects it before headroom runs; still an error, not a panic.
     fails_with(os(&["--steps", "many"]), "invalid value 'many'");
 }
+
+#[test]
+fn budget_trace_and_report() {
+    let dir = std::env::temp_dir().join(format!("headroom-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (trace, metrics, svg) = (dir.join("t.json"), dir.join("m.jsonl"), dir.join("t.svg"));
+    let args: Vec<std::ffi::OsString> = vec![
+        "train".into(),
+        "--steps".into(),
+        "3".into(),
+        "--batch".into(),
+        "4".into(),
+        "--budget".into(),
+        "64MiB".into(),
+        "--sample-tokens".into(),
+        "0".into(),
+        "--memory-trace".into(),
+        trace.clone().into(),
+        "--metrics-out".into(),
+        metrics.clone().into(),
+    ];
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let out = headroom(&refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("peak reserved"),
+        "memory table printed: {stdout}"
+    );
+    let budget = 64u64 << 20;
+    let mut steps = 0;
+    for line in std::fs::read_to_string(&metrics).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(p) = v.get("peak_reserved_bytes") {
+            steps += 1;
+            assert!(p.as_u64().unwrap() <= budget, "{line}");
+            assert!(
+                v["reserved_bytes"].as_u64().unwrap() >= v["allocated_bytes"].as_u64().unwrap()
+            );
+        }
+    }
+    assert_eq!(steps, 3);
+    let out = headroom(&[
+        "report".as_ref(),
+        trace.as_os_str(),
+        "--out".as_ref(),
+        svg.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for phase in ["forward", "backward", "optimizer", "peak allocated"] {
+        assert!(text.contains(phase), "the SVG shows {phase}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn budget_errors() {
+    fails_with(os(&["--budget", "lots"]), "accepted forms");
+    fails_with(os(&["--budget", "150%"]), "at most 100");
+    fails_with(
+        os(&["--budget", "1MiB"]),
+        "out of memory: tried to allocate",
+    );
+}
+
+#[test]
+fn report_of_a_missing_or_bad_trace() {
+    let out = headroom(&["report".as_ref(), "/nonexistent/t.json".as_ref()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/t.json"));
+    let f = std::env::temp_dir().join(format!("headroom-bad-trace-{}.json", std::process::id()));
+    std::fs::write(&f, b"{\"not\": 1}").unwrap();
+    let out = headroom(&["report".as_ref(), f.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a memory trace"),
+        "{err}"
+    );
+    std::fs::remove_file(&f).unwrap();
+}

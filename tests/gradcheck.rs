@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use headroom::graph::{autodiff, Graph, Value};
 use headroom::nn::Model;
 use headroom::rng::Rng;
-use headroom::schedule::{execute, lower};
+use headroom::schedule::{execute, lower, Mode};
 use headroom::{DType, Device, Gpt, GptConfig, HostTensor, Shape};
 
 enum Arg {
@@ -105,7 +105,7 @@ fn check_with(
             ts.push((*r, dev.upload(h).unwrap()));
         }
         let bind: HashMap<Value, _> = ts.iter().map(|(v, t)| (*v, t.view())).collect();
-        let outs = execute(dev, &g, prog, &bind).unwrap();
+        let outs = execute(dev, &g, prog, &bind, Mode::Train).unwrap();
         let res: Vec<Vec<f64>> = outs
             .iter()
             .map(|t| dev.download(t.view()).unwrap().to_f64_vec())

@@ -5,7 +5,8 @@ pub mod cpu;
 
 use crate::error::{Error, Result};
 use crate::graph::Op;
-use crate::memory::{Allocator, Block, MemoryStats, RawMemory};
+use crate::memory::timeline::Event;
+use crate::memory::{Block, Budget, CachingAllocator, MemoryStats, RawMemory, Tag};
 use crate::tensor::{DType, HostTensor, Shape};
 
 /// A non-owning view of a tensor in device memory.
@@ -83,15 +84,21 @@ impl DeviceTensor {
 /// A backend with the allocator that owns its memory.
 pub struct Device {
     backend: Box<dyn Backend>,
-    memory: Allocator<Box<dyn RawMemory>>,
+    memory: CachingAllocator<Box<dyn RawMemory>>,
 }
 
 impl Device {
     pub fn cpu() -> Device {
+        Self::cpu_wrapped(|raw| raw)
+    }
+
+    /// The cpu backend with its host memory wrapped, e.g. in a
+    /// [`crate::memory::FaultyMemory`] that fails allocations on demand.
+    pub fn cpu_wrapped<R: RawMemory + 'static>(wrap: impl FnOnce(cpu::CpuMemory) -> R) -> Device {
         let (backend, raw) = cpu::CpuBackend::new();
         Device {
             backend: Box::new(backend),
-            memory: Allocator::new(Box::new(raw)),
+            memory: CachingAllocator::new(Box::new(wrap(raw))),
         }
     }
 
@@ -174,6 +181,55 @@ impl Device {
 
     pub fn memory_stats(&self) -> MemoryStats {
         self.memory.stats()
+    }
+
+    /// Total memory of the device, in bytes.
+    pub fn total_memory(&self) -> u64 {
+        self.memory.raw().total_bytes()
+    }
+
+    /// Memory the device could still hand out, in bytes.
+    pub fn free_memory(&self) -> u64 {
+        self.memory.raw().free_bytes()
+    }
+
+    /// Caps the memory this device may reserve; returns the cap in bytes (a
+    /// percentage is of the device's total memory).
+    pub fn set_budget(&mut self, budget: Option<Budget>) -> u64 {
+        let total = self.total_memory();
+        let bytes = budget.map(|b| b.resolve(total));
+        self.memory.set_budget(bytes);
+        bytes.unwrap_or(total)
+    }
+
+    pub fn budget_bytes(&self) -> Option<u64> {
+        self.memory.budget()
+    }
+
+    /// Returns cached, unused segments to the device.
+    pub fn empty_cache(&mut self) {
+        self.memory.empty_cache()
+    }
+
+    pub fn reset_peak_stats(&mut self) {
+        self.memory.reset_peak_stats()
+    }
+
+    /// Tags the allocations that follow, for the memory timeline.
+    pub fn set_tag(&mut self, tag: Tag) {
+        self.memory.set_tag(tag)
+    }
+
+    pub fn set_step(&mut self, step: u64) {
+        self.memory.set_step(step)
+    }
+
+    pub fn start_trace(&mut self) {
+        self.memory.start_trace()
+    }
+
+    pub fn take_trace(&mut self) -> Option<Vec<Event>> {
+        self.memory.take_trace()
     }
 
     /// Takes ownership of a block the executor allocated.

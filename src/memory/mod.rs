@@ -1,9 +1,19 @@
 //! Device memory. Each backend provides a [`RawMemory`] (whole segments from the
-//! device); every tensor is a [`Block`] handed out by the [`Allocator`] above it.
-//! Ops never allocate: the executor does, so swapping the allocator (for the
-//! caching one) or the raw memory (for a simulated device) touches no op.
+//! device); every tensor is a [`Block`] handed out by the [`CachingAllocator`]
+//! above it. Ops never allocate: the executor does, so swapping the raw memory
+//! (for a simulated device, or one that fails on demand) touches no op.
 
-use crate::error::{Error, Result};
+pub mod budget;
+pub mod caching;
+pub mod sim;
+pub mod stats;
+pub mod timeline;
+
+pub use budget::{format_bytes, Budget};
+pub use caching::{Block, CachingAllocator};
+pub use sim::{Faults, FaultyMemory, SimMemory};
+pub use stats::MemoryStats;
+pub use timeline::{MemPhase, Tag, Trace};
 
 /// A segment obtained from the device. `handle` is backend-defined: a host
 /// address on cpu, a device pointer on cuda, a buffer id on wgpu.
@@ -41,81 +51,5 @@ impl<R: RawMemory + ?Sized> RawMemory for Box<R> {
     }
     fn free_bytes(&self) -> u64 {
         (**self).free_bytes()
-    }
-}
-
-/// A tensor's memory: `bytes` at `offset` within segment `handle`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block {
-    pub handle: u64,
-    pub offset: u64,
-    pub bytes: u64,
-}
-
-/// Allocation counters, named as PyTorch names them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemoryStats {
-    pub allocated_bytes: u64,
-    pub reserved_bytes: u64,
-    pub peak_allocated_bytes: u64,
-    pub peak_reserved_bytes: u64,
-    pub num_allocs: u64,
-    pub num_frees: u64,
-}
-
-/// The allocator every tensor goes through. For now one segment per block (no
-/// caching); the caching allocator replaces its insides, not its interface.
-pub struct Allocator<R: RawMemory> {
-    raw: R,
-    stats: MemoryStats,
-}
-
-impl<R: RawMemory> Allocator<R> {
-    pub fn new(raw: R) -> Self {
-        Allocator {
-            raw,
-            stats: MemoryStats::default(),
-        }
-    }
-
-    pub fn alloc(&mut self, bytes: u64) -> Result<Block> {
-        // Zero-sized tensors still get a distinct, valid block.
-        let size = bytes.max(1);
-        let seg = self.raw.alloc(size).map_err(|e| Error::OutOfMemory {
-            requested: e.requested,
-            allocated: self.stats.allocated_bytes,
-            reserved: self.stats.reserved_bytes,
-            device_free: self.raw.free_bytes(),
-        })?;
-        let s = &mut self.stats;
-        s.allocated_bytes += seg.bytes;
-        s.reserved_bytes += seg.bytes;
-        s.peak_allocated_bytes = s.peak_allocated_bytes.max(s.allocated_bytes);
-        s.peak_reserved_bytes = s.peak_reserved_bytes.max(s.reserved_bytes);
-        s.num_allocs += 1;
-        Ok(Block {
-            handle: seg.handle,
-            offset: 0,
-            bytes: seg.bytes,
-        })
-    }
-
-    pub fn free(&mut self, b: Block) {
-        self.raw.free(Segment {
-            handle: b.handle,
-            bytes: b.bytes,
-        });
-        let s = &mut self.stats;
-        s.allocated_bytes -= b.bytes;
-        s.reserved_bytes -= b.bytes;
-        s.num_frees += 1;
-    }
-
-    pub fn stats(&self) -> MemoryStats {
-        self.stats
-    }
-
-    pub fn raw(&self) -> &R {
-        &self.raw
     }
 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use super::program::{Instr, Program};
 use crate::backend::{Device, DeviceTensor, TensorRef};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Value, ValueKind};
+use crate::graph::{Graph, Phase, Value, ValueKind};
+use crate::memory::{MemPhase, Tag};
 
 /// Device tensors for the graph's parameters and inputs.
 pub type Bindings<'a> = HashMap<Value, &'a TensorRef>;
@@ -17,15 +18,24 @@ struct Slot {
     owned: bool,
 }
 
+/// Whether a program trains (its memory is tagged forward/backward) or only
+/// evaluates (tagged eval).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
 /// Runs `p` and returns its outputs, in order; the caller frees them.
 pub fn execute(
     dev: &mut Device,
     g: &Graph,
     p: &Program,
     bind: &Bindings,
+    mode: Mode,
 ) -> Result<Vec<DeviceTensor>> {
     let mut slots: Vec<Option<Slot>> = (0..g.num_values()).map(|_| None).collect();
-    match run(dev, g, p, bind, &mut slots) {
+    match run(dev, g, p, bind, mode, &mut slots) {
         Ok(()) => {
             let mut outs = Vec::with_capacity(p.outputs.len());
             for &o in &p.outputs {
@@ -75,6 +85,7 @@ fn run(
     g: &Graph,
     p: &Program,
     bind: &Bindings,
+    mode: Mode,
     slots: &mut [Option<Slot>],
 ) -> Result<()> {
     for (&v, r) in bind {
@@ -123,7 +134,17 @@ fn run(
                     });
                     continue;
                 }
+                let phase = match (mode, n.phase) {
+                    (Mode::Eval, _) => MemPhase::Eval,
+                    (Mode::Train, Phase::Forward) => MemPhase::Forward,
+                    (Mode::Train, Phase::Backward) => MemPhase::Backward,
+                };
                 for &o in &n.outputs {
+                    dev.set_tag(Tag {
+                        phase,
+                        op: n.op.name(),
+                        value: Some(o.0),
+                    });
                     let (shape, dtype) = (g.shape(o).clone(), g.dtype(o));
                     let block = dev.alloc_block(shape.byte_size(dtype))?;
                     slots[o.index()] = Some(Slot {

@@ -3,5 +3,5 @@
 pub mod executor;
 pub mod program;
 
-pub use executor::{execute, Bindings};
+pub use executor::{execute, Bindings, Mode};
 pub use program::{lower, Instr, Program};
