@@ -45,6 +45,19 @@ pub struct Batch {
     pub targets: Vec<i32>,
 }
 
+impl Batch {
+    /// Sequences `start .. start + n` as a batch of their own.
+    pub fn slice(&self, start: usize, n: usize) -> Batch {
+        let (a, b) = (start * self.seq, (start + n) * self.seq);
+        Batch {
+            batch: n,
+            seq: self.seq,
+            tokens: self.tokens[a..b].to_vec(),
+            targets: self.targets[a..b].to_vec(),
+        }
+    }
+}
+
 /// The last tenth of the text is held out for validation.
 const VAL_FRACTION: f64 = 0.1;
 

@@ -59,6 +59,22 @@ pub enum Error {
         device_free: u64,
     },
 
+    /// The planner found no plan within the budget (before any step ran).
+    #[error("no plan fits the budget of {}: {detail}. Raise --budget to at least {}, or lower --batch / --seq.", crate::memory::format_bytes(*budget), crate::memory::format_bytes(*needed))]
+    NoPlanFits {
+        budget: u64,
+        needed: u64,
+        detail: String,
+    },
+
+    /// In-step recovery gave up.
+    #[error("out of memory in step {step} and recovery gave up after {attempts} re-plans: {last}")]
+    RecoveryFailed {
+        step: u64,
+        attempts: u32,
+        last: String,
+    },
+
     /// Internal invariant broken: a bug in headroom, not in the caller's input.
     #[error("internal error (please report): {0}")]
     Internal(String),

@@ -78,7 +78,8 @@ struct TrainArgs {
     /// Write one JSON line per step and per evaluation to FILE.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
-    /// Most memory the run may reserve: 24GiB, 512MiB, 1.5GB, 90% (of the device) or bytes.
+    /// Most memory the run may reserve: 24GiB, 512MiB, 1.5GB, 90% (of the device,
+    /// the default) or bytes. The planner fits each step inside it.
     #[arg(long)]
     budget: Option<String>,
     /// Record every allocation and free (tagged by op and phase) as JSON in FILE.
@@ -149,16 +150,19 @@ fn train(a: TrainArgs) -> Result<()> {
     cfg.validate(config.block_size)?;
     data.check_seq(seq)?;
     let lr = a.lr.unwrap_or(config.default_lr());
-    let budget = a.budget.as_deref().map(Budget::parse).transpose()?;
+    let budget = Budget::parse(a.budget.as_deref().unwrap_or("90%"))?;
     let mut device = Device::by_name(&a.backend)?;
-    let budget_bytes = device.set_budget(budget);
-    if budget.is_some() {
-        log::info!("memory budget {}", format_bytes(budget_bytes));
-    }
+    let budget_bytes = device.set_budget(Some(budget));
+    log::info!("memory budget {} ({budget})", format_bytes(budget_bytes));
     if a.memory_trace.is_some() {
         device.start_trace();
     }
     let model = Gpt::new(config.clone())?;
+    let opt = AdamW::new(lr);
+    // Planned before any weight exists: a budget nothing fits fails here, with
+    // what it would take.
+    let plan = headroom::schedule::plan(&model, opt, &cfg, budget_bytes, &[])?;
+    print!("{plan}");
     log::info!(
         "model {} ({} parameters) on {}, data {} ({} train / {} val bytes)",
         a.model,
@@ -169,7 +173,8 @@ fn train(a: TrainArgs) -> Result<()> {
         data.len(Split::Val)
     );
     let mut metrics = Metrics::open(a.metrics_out.as_ref())?;
-    let mut trainer = Trainer::new(device, model, AdamW::new(lr), cfg)?;
+    let mut trainer = Trainer::new(device, model, opt, cfg)?;
+    trainer.use_plan(plan);
 
     let bar = ProgressBar::new(a.steps);
     bar.set_style(
@@ -195,6 +200,10 @@ fn train(a: TrainArgs) -> Result<()> {
             "reserved_bytes": r.memory.reserved_bytes,
             "peak_allocated_bytes": r.memory.peak_allocated_bytes,
             "peak_reserved_bytes": r.memory.peak_reserved_bytes,
+            "micro_batch": r.micro_batch,
+            "recompute": r.recompute.to_string(),
+            "predicted_peak_bytes": r.predicted_peak_bytes,
+            "recoveries": r.recoveries,
         }))?;
         if (a.eval_every > 0 && s % a.eval_every == 0) || s == a.steps {
             let v = trainer.eval_loss(&data)?;

@@ -1,20 +1,25 @@
-//! The trainer: owns the device, the parameters and optimizer state, and one
-//! compiled program per (kind, batch, sequence) shape.
+//! The trainer: owns the device, the parameters and optimizer state; plans each
+//! step shape within the device's budget; runs micro-batches with gradient
+//! accumulation; and recovers inside a step when memory runs out anyway.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::backend::{AdamWSlot, Device, DeviceTensor, TensorRef};
 use crate::data::{Batch, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::graph::{autodiff, Graph, Value};
-use crate::memory::MemoryStats;
-use crate::memory::{MemPhase, Tag};
+use crate::memory::{format_bytes, MemPhase, MemoryStats, Tag, TensorKind};
 use crate::nn::{Model, ParamSpec};
 use crate::optim::{AdamW, LrSchedule};
 use crate::rng::Rng;
-use crate::schedule::{execute, lower, Bindings, Mode, Program};
+use crate::schedule::planner::{self, Choice, Plan};
+use crate::schedule::{execute_into, lower_with, Bindings, LowerOptions, Mode, Program, Recompute};
 use crate::tensor::{DType, HostTensor, Shape};
+
+/// Re-plans one step may make before giving up.
+const MAX_RECOVERIES: u32 = 8;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -28,6 +33,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Batches of validation data per evaluation.
     pub eval_batches: usize,
+    /// Re-plan and retry inside a step when memory runs out.
+    pub recover: bool,
 }
 
 impl Default for TrainConfig {
@@ -40,6 +47,7 @@ impl Default for TrainConfig {
             min_lr_ratio: 0.1,
             seed: 1,
             eval_batches: 8,
+            recover: true,
         }
     }
 }
@@ -83,6 +91,11 @@ pub struct StepReport {
     pub tokens_per_s: f64,
     /// True when the update was skipped because the loss or gradients were not finite.
     pub skipped: bool,
+    pub micro_batch: usize,
+    pub recompute: Recompute,
+    pub predicted_peak_bytes: u64,
+    /// Out-of-memory recoveries inside this step.
+    pub recoveries: u32,
     pub memory: MemoryStats,
 }
 
@@ -93,13 +106,20 @@ enum Kind {
     Logits,
 }
 
-/// A traced, lowered program and the values the trainer binds and reads.
-struct Compiled {
+/// A traced graph and the values the trainer binds and reads.
+struct Traced {
     graph: Graph,
-    program: Program,
     tokens: Value,
     targets: Option<Value>,
+    /// The single output of eval (loss) and logits graphs; the loss of train graphs.
+    out: Value,
+    /// Train graphs: the gradient of each parameter, in the trainer's order.
+    grads: Vec<Value>,
 }
+
+/// (kind, micro-batch, seq, batch): the batch fixes each micro-batch's loss share.
+type GraphKey = (Kind, usize, usize, usize);
+type ProgramKey = (GraphKey, Option<Recompute>, bool);
 
 struct ParamState {
     spec: ParamSpec,
@@ -116,13 +136,121 @@ pub struct Trainer<M: Model> {
     schedule: LrSchedule,
     params: Vec<ParamState>,
     step: u64,
-    programs: HashMap<(Kind, usize, usize), Compiled>,
+    graphs: HashMap<GraphKey, Rc<Traced>>,
+    programs: HashMap<ProgramKey, Rc<Program>>,
+    plan: Option<Plan>,
+    /// A fixed plan (simulations, tests): no planning, no recovery.
+    forced: Option<Choice>,
+    recoveries: u64,
     fragmentation_warned: bool,
+}
+
+fn trace(model: &dyn Model, specs: &[ParamSpec], key: GraphKey) -> Result<Traced> {
+    let (kind, mb, t, b) = key;
+    let mut g = Graph::new();
+    let tokens = g.input("tokens", [mb, t], DType::I32)?;
+    let logits = model.forward(&mut g, tokens)?;
+    if kind == Kind::Logits {
+        return Ok(Traced {
+            graph: g,
+            tokens,
+            targets: None,
+            out: logits,
+            grads: vec![],
+        });
+    }
+    let targets = g.input("targets", [mb, t], DType::I32)?;
+    let loss = g.cross_entropy(logits, targets)?;
+    let mut grads = vec![];
+    if kind == Kind::Train {
+        let wrt = specs
+            .iter()
+            .map(|p| p.record(&mut g))
+            .collect::<Result<Vec<_>>>()?;
+        // Each micro-batch's mean loss weighs mb/b of the batch's mean loss.
+        grads = autodiff::backward_seeded(&mut g, loss, &wrt, mb as f64 / b as f64)?;
+    }
+    Ok(Traced {
+        graph: g,
+        tokens,
+        targets: Some(targets),
+        out: loss,
+        grads,
+    })
+}
+
+fn lower_traced(tr: &Traced, recompute: Option<Recompute>, accumulate: bool) -> Result<Program> {
+    let mut outputs = vec![tr.out];
+    if !accumulate {
+        outputs.extend(&tr.grads);
+    }
+    lower_with(
+        &tr.graph,
+        &outputs,
+        &LowerOptions {
+            recompute,
+            accumulate: if accumulate { tr.grads.clone() } else { vec![] },
+            gradients: tr.grads.clone(),
+        },
+    )
+}
+
+/// Transformer blocks the model records (recompute policies cut at them).
+pub(crate) fn count_blocks(model: &dyn Model, cfg: &TrainConfig) -> Result<usize> {
+    let tr = trace(model, &[], (Kind::Logits, 1, cfg.seq_len, 1))?;
+    Ok(tr
+        .graph
+        .nodes()
+        .iter()
+        .filter_map(|n| n.block)
+        .max()
+        .map_or(0, |b| b as usize + 1))
+}
+
+/// FLOPs of one step of `cfg.batch` under `choice`, recompute included.
+pub(crate) fn step_flops(model: &dyn Model, cfg: &TrainConfig, choice: Choice) -> Result<u64> {
+    let key = (Kind::Train, choice.micro_batch, cfg.seq_len, cfg.batch);
+    let tr = trace(model, &model.param_specs(), key)?;
+    let p = lower_traced(&tr, Some(choice.recompute), false)?;
+    Ok(p.flops * (cfg.batch / choice.micro_batch) as u64)
 }
 
 impl<M: Model> Trainer<M> {
     /// Initialises the parameters from `cfg.seed` and places them on `device`.
+    /// Each step shape is planned within the device's budget (or its whole
+    /// memory when no budget is set) the first time it is seen.
     pub fn new(device: Device, model: M, opt: AdamW, cfg: TrainConfig) -> Result<Trainer<M>> {
+        Self::build(device, model, opt, cfg, None)
+    }
+
+    /// A trainer that always runs `choice` (no planning, no recovery). On a
+    /// simulated device the weights are allocated but never written.
+    pub fn with_plan(
+        device: Device,
+        model: M,
+        opt: AdamW,
+        cfg: TrainConfig,
+        choice: Choice,
+    ) -> Result<Trainer<M>> {
+        if choice.micro_batch == 0 || cfg.batch % choice.micro_batch != 0 {
+            return Err(Error::invalid(
+                "micro-batch",
+                format!(
+                    "{} does not divide the batch of {}",
+                    choice.micro_batch, cfg.batch
+                ),
+            ));
+        }
+        Self::build(device, model, opt, cfg, Some(choice))
+    }
+
+    fn build(
+        mut device: Device,
+        model: M,
+        opt: AdamW,
+        cfg: TrainConfig,
+        forced: Option<Choice>,
+    ) -> Result<Trainer<M>> {
         cfg.validate(model.block_size())?;
         if !(opt.lr.is_finite() && opt.lr > 0.0) {
             return Err(Error::invalid(
@@ -137,30 +265,44 @@ impl<M: Model> Trainer<M> {
             total: cfg.steps,
             min_ratio: cfg.min_lr_ratio,
         };
-        let mut t = Trainer {
+        let init = !device.is_simulated();
+        let mut rng = Rng::fork(cfg.seed, "init");
+        let mut params = Vec::new();
+        let place = |device: &mut Device, spec: &ParamSpec, h: Option<HostTensor>, tag: Tag| {
+            device.set_tag(tag);
+            match h {
+                Some(h) => device.upload(&h),
+                None => device.alloc(spec.shape.clone(), DType::F32),
+            }
+        };
+        for spec in model.param_specs() {
+            let zeros = || init.then(|| HostTensor::zeros(spec.shape.clone(), DType::F32));
+            let value = place(
+                &mut device,
+                &spec,
+                init.then(|| spec.init_values(&mut rng)),
+                Tag::new(MemPhase::Setup, "param", TensorKind::Weight),
+            )?;
+            let state = Tag::new(MemPhase::Setup, "adamw_state", TensorKind::OptimizerState);
+            let m = place(&mut device, &spec, zeros(), state)?;
+            let v = place(&mut device, &spec, zeros(), state)?;
+            params.push(ParamState { spec, value, m, v });
+        }
+        Ok(Trainer {
             device,
             model,
             opt,
             cfg,
             schedule,
-            params: Vec::new(),
+            params,
             step: 0,
+            graphs: HashMap::new(),
             programs: HashMap::new(),
+            plan: None,
+            forced,
+            recoveries: 0,
             fragmentation_warned: false,
-        };
-        let mut rng = Rng::fork(t.cfg.seed, "init");
-        for spec in t.model.param_specs() {
-            let init = spec.init_values(&mut rng);
-            let value = t.device.upload(&init)?;
-            let m = t
-                .device
-                .upload(&HostTensor::zeros(spec.shape.clone(), DType::F32))?;
-            let v = t
-                .device
-                .upload(&HostTensor::zeros(spec.shape.clone(), DType::F32))?;
-            t.params.push(ParamState { spec, value, m, v });
-        }
-        Ok(t)
+        })
     }
 
     pub fn model(&self) -> &M {
@@ -182,6 +324,10 @@ impl<M: Model> Trainer<M> {
     pub fn memory_stats(&self) -> MemoryStats {
         self.device.memory_stats()
     }
+    /// Out-of-memory recoveries so far.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries
+    }
 
     /// Current parameter values, by name, in the model's order.
     pub fn parameters(&mut self) -> Result<Vec<(String, HostTensor)>> {
@@ -192,58 +338,100 @@ impl<M: Model> Trainer<M> {
         Ok(out)
     }
 
-    fn compile(&self, kind: Kind, b: usize, t: usize) -> Result<Compiled> {
-        let mut g = Graph::new();
-        let tokens = g.input("tokens", [b, t], DType::I32)?;
-        let logits = self.model.forward(&mut g, tokens)?;
-        if kind == Kind::Logits {
-            let program = lower(&g, &[logits])?;
-            return Ok(Compiled {
-                graph: g,
-                program,
-                tokens,
-                targets: None,
-            });
+    fn traced(&mut self, key: GraphKey) -> Result<Rc<Traced>> {
+        if let Some(t) = self.graphs.get(&key) {
+            return Ok(t.clone());
         }
-        let targets = g.input("targets", [b, t], DType::I32)?;
-        let loss = g.cross_entropy(logits, targets)?;
-        let mut outputs = vec![loss];
-        if kind == Kind::Train {
-            let wrt = self
-                .params
-                .iter()
-                .map(|p| p.spec.record(&mut g))
-                .collect::<Result<Vec<_>>>()?;
-            outputs.extend(autodiff::backward(&mut g, loss, &wrt)?);
-        }
-        let program = lower(&g, &outputs)?;
-        Ok(Compiled {
-            graph: g,
-            program,
-            tokens,
-            targets: Some(targets),
-        })
+        let specs: Vec<ParamSpec> = self.params.iter().map(|p| p.spec.clone()).collect();
+        let t = Rc::new(trace(&self.model, &specs, key)?);
+        self.graphs.insert(key, t.clone());
+        Ok(t)
     }
 
-    /// Runs the program of `kind` for `batch`, returning its outputs.
-    fn run(&mut self, kind: Kind, batch: &Batch) -> Result<Vec<DeviceTensor>> {
-        let key = (kind, batch.batch, batch.seq);
-        if !self.programs.contains_key(&key) {
-            let c = self.compile(kind, batch.batch, batch.seq)?;
-            self.programs.insert(key, c);
+    fn program(
+        &mut self,
+        key: GraphKey,
+        recompute: Option<Recompute>,
+        accumulate: bool,
+    ) -> Result<(Rc<Traced>, Rc<Program>)> {
+        let tr = self.traced(key)?;
+        let pk = (key, recompute, accumulate);
+        if let Some(p) = self.programs.get(&pk) {
+            return Ok((tr, p.clone()));
         }
-        let c = &self.programs[&key];
-        self.device.set_tag(Tag {
-            phase: MemPhase::Data,
-            op: "upload",
-            value: None,
-        });
-        let shape = Shape::new(&[batch.batch, batch.seq]);
+        let p = Rc::new(lower_traced(&tr, recompute, accumulate)?);
+        self.programs.insert(pk, p.clone());
+        Ok((tr, p))
+    }
+
+    /// The plan for the configured step shape, made now if not yet made.
+    pub fn plan(&mut self) -> Result<&Plan> {
+        let (b, t) = (self.cfg.batch, self.cfg.seq_len);
+        self.ensure_plan(b, t)?;
+        self.plan
+            .as_ref()
+            .ok_or_else(|| Error::Internal("a forced trainer has no plan".into()))
+    }
+
+    /// Uses `plan` (made by [`planner::plan`] for this model and step shape)
+    /// instead of planning again.
+    pub fn use_plan(&mut self, plan: Plan) {
+        self.plan = Some(plan);
+    }
+
+    /// The budget plans are made for: the device's, or all of its memory.
+    fn plan_budget(&self) -> u64 {
+        self.device
+            .budget_bytes()
+            .unwrap_or_else(|| self.device.total_memory())
+    }
+
+    fn ensure_plan(&mut self, b: usize, t: usize) -> Result<Choice> {
+        if let Some(c) = self.forced {
+            return Ok(c);
+        }
+        if let Some(p) = &self.plan {
+            if p.batch == b && p.seq == t {
+                return Ok(p.choice());
+            }
+        }
+        let cfg = TrainConfig {
+            batch: b,
+            seq_len: t,
+            ..self.cfg.clone()
+        };
+        let p = planner::plan(&self.model, self.opt, &cfg, self.plan_budget(), &[])?;
+        log::debug!("{p}");
+        let c = p.choice();
+        self.plan = Some(p);
+        Ok(c)
+    }
+
+    fn predicted_peak(&self) -> u64 {
+        self.plan.as_ref().map_or(0, |p| p.predicted_peak_bytes)
+    }
+
+    /// Runs the program of `kind` on the micro-batch `sub` of a batch of `b`,
+    /// adding gradients into `sinks` when given.
+    fn run(
+        &mut self,
+        kind: Kind,
+        sub: &Batch,
+        b: usize,
+        recompute: Option<Recompute>,
+        sinks: &[&TensorRef],
+    ) -> Result<Vec<DeviceTensor>> {
+        let key = (kind, sub.batch, sub.seq, b);
+        let accumulate = !sinks.is_empty();
+        let (tr, prog) = self.program(key, recompute, accumulate)?;
+        self.device
+            .set_tag(Tag::new(MemPhase::Data, "upload", TensorKind::Data));
+        let shape = Shape::new(&[sub.batch, sub.seq]);
         let tokens = self
             .device
-            .upload(&HostTensor::from_i32(shape.clone(), &batch.tokens)?)?;
-        let targets = match c.targets {
-            Some(_) => match HostTensor::from_i32(shape, &batch.targets)
+            .upload(&HostTensor::from_i32(shape.clone(), &sub.tokens)?)?;
+        let targets = match tr.targets {
+            Some(_) => match HostTensor::from_i32(shape, &sub.targets)
                 .and_then(|h| self.device.upload(&h))
             {
                 Ok(t) => Some(t),
@@ -255,12 +443,12 @@ impl<M: Model> Trainer<M> {
             None => None,
         };
         let mut bind: Bindings = HashMap::new();
-        bind.insert(c.tokens, tokens.view());
-        if let (Some(v), Some(t)) = (c.targets, &targets) {
+        bind.insert(tr.tokens, tokens.view());
+        if let (Some(v), Some(t)) = (tr.targets, &targets) {
             bind.insert(v, t.view());
         }
         for p in &self.params {
-            if let Some(v) = c.graph.lookup(&p.spec.name) {
+            if let Some(v) = tr.graph.lookup(&p.spec.name) {
                 bind.insert(v, p.value.view());
             }
         }
@@ -269,7 +457,7 @@ impl<M: Model> Trainer<M> {
         } else {
             Mode::Eval
         };
-        let result = execute(&mut self.device, &c.graph, &c.program, &bind, mode);
+        let result = execute_into(&mut self.device, &tr.graph, &prog, &bind, mode, sinks);
         self.device.free(tokens);
         if let Some(t) = targets {
             self.device.free(t);
@@ -287,22 +475,90 @@ impl<M: Model> Trainer<M> {
         }
     }
 
-    /// One optimizer step on `batch`. Parameters change only at its very end.
+    /// One micro-batch of a training step: its loss and, for the first
+    /// micro-batch, the gradients (later ones add into `accum`).
+    fn train_micro(
+        &mut self,
+        sub: &Batch,
+        b: usize,
+        choice: Choice,
+        accum: Option<&[DeviceTensor]>,
+    ) -> Result<(f32, Vec<DeviceTensor>)> {
+        let sinks: Vec<&TensorRef> = accum.map_or(vec![], |a| a.iter().map(|t| t.view()).collect());
+        // Borrow of `accum` ends before the device is used mutably below.
+        let sinks: Vec<TensorRef> = sinks.into_iter().cloned().collect();
+        let sink_refs: Vec<&TensorRef> = sinks.iter().collect();
+        let mut outs = self.run(Kind::Train, sub, b, Some(choice.recompute), &sink_refs)?;
+        let loss_t = outs.remove(0);
+        let loss = self.read_scalar(loss_t.view());
+        self.device.free(loss_t);
+        match loss {
+            Ok(l) => Ok((l, outs)),
+            Err(e) => {
+                self.free_all(outs);
+                Err(e)
+            }
+        }
+    }
+
+    /// One optimizer step on `batch`, in micro-batches as planned. Parameters
+    /// and optimizer state change only at its very end, so when memory runs out
+    /// inside it the trainer re-plans for the memory really available and re-runs
+    /// the failed micro-batch; gradients of earlier micro-batches stay.
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
         let start = Instant::now();
         self.device.set_step(self.step + 1);
-        let outs = self.run(Kind::Train, batch)?;
-        self.device.set_tag(Tag {
-            phase: MemPhase::Optimizer,
-            op: "adamw",
-            value: None,
-        });
-        let loss = self.read_scalar(outs[0].view());
-        let grads: Vec<&TensorRef> = outs[1..].iter().map(|t| t.view()).collect();
-        let norm = self.device.backend_mut().sum_squares(&grads).map(f64::sqrt);
-        let (loss, norm) = match (loss, norm) {
-            (Ok(l), Ok(n)) => (l, n),
-            (Err(e), _) | (_, Err(e)) => {
+        let b = batch.batch;
+        let mut choice = self.ensure_plan(b, batch.seq)?;
+        let mut grads: Option<Vec<DeviceTensor>> = None;
+        let mut loss = 0f64;
+        let mut done = 0;
+        let mut attempts = 0u32;
+        let mut retried_same = false;
+        while done < b {
+            let mb = choice.micro_batch;
+            let sub = batch.slice(done, mb);
+            match self.train_micro(&sub, b, choice, grads.as_deref()) {
+                Ok((l, g)) => {
+                    loss += l as f64 * mb as f64 / b as f64;
+                    if grads.is_none() {
+                        grads = Some(g);
+                    }
+                    done += mb;
+                    retried_same = false;
+                }
+                Err(e @ Error::OutOfMemory { .. }) if self.forced.is_none() && self.cfg.recover => {
+                    attempts += 1;
+                    self.recoveries += 1;
+                    match self.replan_after_oom(b, batch.seq, choice, retried_same, attempts, &e) {
+                        Ok(c) => {
+                            retried_same = c == choice;
+                            choice = c;
+                        }
+                        Err(fatal) => {
+                            if let Some(g) = grads {
+                                self.free_all(g);
+                            }
+                            return Err(fatal);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(g) = grads {
+                        self.free_all(g);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let outs = grads.unwrap_or_default();
+        let loss = loss as f32;
+        self.device
+            .set_tag(Tag::new(MemPhase::Optimizer, "adamw", TensorKind::Gradient));
+        let grads: Vec<&TensorRef> = outs.iter().map(|t| t.view()).collect();
+        let norm = match self.device.backend_mut().sum_squares(&grads) {
+            Ok(n) => n.sqrt(),
+            Err(e) => {
                 self.free_all(outs);
                 return Err(e);
             }
@@ -330,8 +586,7 @@ impl<M: Model> Trainer<M> {
                     decay: p.spec.decays(),
                 })
                 .collect();
-            let r = self.device.backend_mut().adamw(&slots, &args);
-            if let Err(e) = r {
+            if let Err(e) = self.device.backend_mut().adamw(&slots, &args) {
                 self.free_all(outs);
                 return Err(e);
             }
@@ -348,30 +603,106 @@ impl<M: Model> Trainer<M> {
             grad_norm: norm,
             tokens_per_s: (batch.batch * batch.seq) as f64 / secs.max(1e-9),
             skipped,
+            micro_batch: choice.micro_batch,
+            recompute: choice.recompute,
+            predicted_peak_bytes: self.predicted_peak(),
+            recoveries: attempts,
             memory,
         })
+    }
+
+    /// A new plan after an out-of-memory error inside a step: within the memory
+    /// really available now, with micro-batches that divide the failed one (so
+    /// the rest of the batch still splits evenly). The first time the same plan
+    /// comes back the failure is taken as transient and retried once; after
+    /// that the new plan must predict a lower peak than the failed one.
+    fn replan_after_oom(
+        &mut self,
+        b: usize,
+        t: usize,
+        failed: Choice,
+        retried_same: bool,
+        attempts: u32,
+        err: &Error,
+    ) -> Result<Choice> {
+        let step = self.step + 1;
+        if attempts > MAX_RECOVERIES {
+            return Err(Error::RecoveryFailed {
+                step,
+                attempts: attempts - 1,
+                last: err.to_string(),
+            });
+        }
+        self.device.empty_cache();
+        let stats = self.device.memory_stats();
+        let available = stats.reserved_bytes + self.device.free_memory();
+        let mut cap = self
+            .device
+            .budget_bytes()
+            .map_or(available, |bud| bud.min(available));
+        if retried_same {
+            cap = cap.min(self.predicted_peak().saturating_sub(1));
+        }
+        let allowed: Vec<usize> = (1..=failed.micro_batch)
+            .rev()
+            .filter(|m| failed.micro_batch % m == 0)
+            .collect();
+        let cfg = TrainConfig {
+            batch: b,
+            seq_len: t,
+            ..self.cfg.clone()
+        };
+        let p = planner::plan(&self.model, self.opt, &cfg, cap, &allowed).map_err(|pe| {
+            Error::RecoveryFailed {
+                step,
+                attempts,
+                last: format!(
+                    "{err}; no plan fits the {} now available: {pe}",
+                    format_bytes(cap)
+                ),
+            }
+        })?;
+        log::warn!(
+            "step {step}: out of memory in micro-batch of {} (recompute {}); re-planned for {} available: micro-batch {}, recompute {}, predicted peak {}",
+            failed.micro_batch,
+            failed.recompute,
+            format_bytes(cap),
+            p.micro_batch,
+            p.recompute,
+            format_bytes(p.predicted_peak_bytes)
+        );
+        let c = p.choice();
+        self.plan = Some(p);
+        Ok(c)
     }
 
     /// PyTorch users learn to watch for "cached ≫ allocated"; say it once, here.
     fn warn_fragmentation(&mut self, m: &MemoryStats) {
         let f = m.fragmentation();
-        if f > 0.10 && !self.fragmentation_warned {
+        if f > 0.10 && !self.fragmentation_warned && !self.device.is_simulated() {
             self.fragmentation_warned = true;
             log::warn!(
-                "memory fragmentation {:.0}%: peak reserved {} for a peak of {} allocated; the difference is cached segments no tensor could use. The caching allocator keeps them for reuse; they count against --budget.",
+                "memory fragmentation {:.0}%: peak reserved {} for a peak of {} allocated; the difference is cached segments no tensor could use. The caching allocator keeps them for reuse; they count against the budget.",
                 100.0 * f,
-                crate::memory::format_bytes(m.peak_reserved_bytes),
-                crate::memory::format_bytes(m.peak_allocated_bytes)
+                format_bytes(m.peak_reserved_bytes),
+                format_bytes(m.peak_allocated_bytes)
             );
         }
     }
 
-    /// Loss on one batch without touching any state.
+    /// Mean loss on one batch (in planned micro-batches) without touching any state.
     pub fn loss(&mut self, batch: &Batch) -> Result<f32> {
-        let outs = self.run(Kind::Eval, batch)?;
-        let l = self.read_scalar(outs[0].view());
-        self.free_all(outs);
-        l
+        let choice = self.ensure_plan(batch.batch, batch.seq)?;
+        let mb = choice.micro_batch;
+        let mut loss = 0f64;
+        for start in (0..batch.batch).step_by(mb) {
+            let sub = batch.slice(start, mb);
+            let outs = self.run(Kind::Eval, &sub, batch.batch, None, &[])?;
+            let l = self.read_scalar(outs[0].view());
+            self.free_all(outs);
+            loss += l? as f64 * mb as f64 / batch.batch as f64;
+        }
+        Ok(loss as f32)
     }
 
     /// Mean validation loss over `eval_batches` batches that are the same at every
@@ -413,7 +744,7 @@ impl<M: Model> Trainer<M> {
                 tokens,
                 targets: vec![0; t],
             };
-            let outs = self.run(Kind::Logits, &batch)?;
+            let outs = self.run(Kind::Logits, &batch, 1, None, &[])?;
             let logits = self.device.download(outs[0].view());
             self.free_all(outs);
             let logits = logits?.to_f64_vec();

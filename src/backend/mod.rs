@@ -2,6 +2,7 @@
 //! backend; each implements the whole op list of `graph::ops`.
 
 pub mod cpu;
+pub mod null;
 
 use crate::error::{Error, Result};
 use crate::graph::Op;
@@ -54,6 +55,8 @@ pub trait Backend {
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()>;
     fn write(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()>;
     fn read(&mut self, src: &TensorRef) -> Result<Vec<u8>>;
+    /// `dst += src` elementwise (gradient accumulation across micro-batches).
+    fn accumulate(&mut self, dst: &TensorRef, src: &TensorRef) -> Result<()>;
     /// Σ x² over all elements of all tensors, for global-norm clipping.
     fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64>;
     /// AdamW with decoupled weight decay, updating params and moments in place.
@@ -100,6 +103,19 @@ impl Device {
             backend: Box::new(backend),
             memory: CachingAllocator::new(Box::new(wrap(raw))),
         }
+    }
+
+    /// A device that stores nothing and computes nothing, with `capacity` bytes:
+    /// programs run on it allocate exactly as on a real device.
+    pub fn simulated(capacity: u64) -> Device {
+        Device {
+            backend: Box::new(null::NullBackend),
+            memory: CachingAllocator::new(Box::new(crate::memory::SimMemory::new(capacity))),
+        }
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        self.backend.name() == "simulated"
     }
 
     /// The backend named `name` ("cpu", or "auto" for the best available).

@@ -10,6 +10,11 @@ use crate::error::{Error, Result};
 /// value of each of `wrt`, in order. A parameter the loss does not depend on gets
 /// a zero gradient.
 pub fn backward(g: &mut Graph, loss: Value, wrt: &[Value]) -> Result<Vec<Value>> {
+    backward_seeded(g, loss, wrt, 1.0)
+}
+
+/// [`backward`] of `seed × loss`: a micro-batch's share of a batch's mean loss.
+pub fn backward_seeded(g: &mut Graph, loss: Value, wrt: &[Value], seed: f64) -> Result<Vec<Value>> {
     if g.shape(loss).numel() != 1 {
         return Err(Error::shape(
             "backward",
@@ -40,7 +45,7 @@ pub fn backward(g: &mut Graph, loss: Value, wrt: &[Value]) -> Result<Vec<Value>>
     let saved_block = g.block;
     let mut grads: HashMap<Value, Value> = HashMap::new();
     let (shape, dt) = (g.shape(loss).clone(), g.dtype(loss));
-    grads.insert(loss, g.fill(1.0, shape, dt)?);
+    grads.insert(loss, g.fill(seed, shape, dt)?);
 
     for ni in (0..forward_nodes).rev() {
         let node = g.nodes()[ni].clone();

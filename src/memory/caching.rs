@@ -165,6 +165,7 @@ impl<R: RawMemory> CachingAllocator<R> {
                 bytes,
                 phase: self.tag.phase,
                 op: self.tag.op.to_string(),
+                tensor: self.tag.tensor,
                 value: self.tag.value,
                 step: self.step,
                 allocated: self.stats.allocated_bytes,

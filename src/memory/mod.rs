@@ -13,7 +13,7 @@ pub use budget::{format_bytes, Budget};
 pub use caching::{Block, CachingAllocator};
 pub use sim::{Faults, FaultyMemory, SimMemory};
 pub use stats::MemoryStats;
-pub use timeline::{MemPhase, Tag, Trace};
+pub use timeline::{MemPhase, Tag, TensorKind, Trace};
 
 /// A segment obtained from the device. `handle` is backend-defined: a host
 /// address on cpu, a device pointer on cuda, a buffer id on wgpu.

@@ -34,22 +34,42 @@ impl MemPhase {
     }
 }
 
+/// What a tensor is, for the planner's breakdown of a peak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TensorKind {
+    Weight,
+    OptimizerState,
+    Gradient,
+    Activation,
+    Data,
+    Workspace,
+}
+
 /// What an allocation is for: cheap to copy, set by the executor before each node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tag {
     pub phase: MemPhase,
     pub op: &'static str,
-    /// The graph value (or parameter index) the tensor holds, when known.
+    pub tensor: TensorKind,
+    /// The graph value the tensor holds, when known.
     pub value: Option<u32>,
+}
+
+impl Tag {
+    pub fn new(phase: MemPhase, op: &'static str, tensor: TensorKind) -> Tag {
+        Tag {
+            phase,
+            op,
+            tensor,
+            value: None,
+        }
+    }
 }
 
 impl Default for Tag {
     fn default() -> Self {
-        Tag {
-            phase: MemPhase::Setup,
-            op: "tensor",
-            value: None,
-        }
+        Tag::new(MemPhase::Setup, "tensor", TensorKind::Activation)
     }
 }
 
@@ -71,6 +91,7 @@ pub struct Event {
     pub bytes: u64,
     pub phase: MemPhase,
     pub op: String,
+    pub tensor: TensorKind,
     pub value: Option<u32>,
     /// Training step (1-based) the event belongs to; 0 before the first.
     pub step: u64,

@@ -61,6 +61,21 @@ impl ParamSpec {
     }
 }
 
+impl<M: Model + ?Sized> Model for &M {
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        (**self).param_specs()
+    }
+    fn forward(&self, g: &mut Graph, tokens: Value) -> Result<Value> {
+        (**self).forward(g, tokens)
+    }
+    fn vocab_size(&self) -> usize {
+        (**self).vocab_size()
+    }
+    fn block_size(&self) -> usize {
+        (**self).block_size()
+    }
+}
+
 /// A language model the trainer can run: token ids in, logits out.
 pub trait Model {
     fn param_specs(&self) -> Vec<ParamSpec>;

@@ -8,7 +8,7 @@ use super::program::{Instr, Program};
 use crate::backend::{Device, DeviceTensor, TensorRef};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Phase, Value, ValueKind};
-use crate::memory::{MemPhase, Tag};
+use crate::memory::{MemPhase, Tag, TensorKind};
 
 /// Device tensors for the graph's parameters and inputs.
 pub type Bindings<'a> = HashMap<Value, &'a TensorRef>;
@@ -34,8 +34,20 @@ pub fn execute(
     bind: &Bindings,
     mode: Mode,
 ) -> Result<Vec<DeviceTensor>> {
+    execute_into(dev, g, p, bind, mode, &[])
+}
+
+/// Like [`execute`], adding each `Accumulate` value into `sinks[slot]`.
+pub fn execute_into(
+    dev: &mut Device,
+    g: &Graph,
+    p: &Program,
+    bind: &Bindings,
+    mode: Mode,
+    sinks: &[&TensorRef],
+) -> Result<Vec<DeviceTensor>> {
     let mut slots: Vec<Option<Slot>> = (0..g.num_values()).map(|_| None).collect();
-    match run(dev, g, p, bind, mode, &mut slots) {
+    match run(dev, g, p, bind, mode, sinks, &mut slots) {
         Ok(()) => {
             let mut outs = Vec::with_capacity(p.outputs.len());
             for &o in &p.outputs {
@@ -86,6 +98,7 @@ fn run(
     p: &Program,
     bind: &Bindings,
     mode: Mode,
+    sinks: &[&TensorRef],
     slots: &mut [Option<Slot>],
 ) -> Result<()> {
     for (&v, r) in bind {
@@ -109,7 +122,18 @@ fn run(
     }
     for &instr in &p.instrs {
         match instr {
-            Instr::Run(ni) => {
+            Instr::Accumulate { value, slot } => {
+                let (Some(s), Some(dst)) = (slots[value.index()].as_ref(), sinks.get(slot)) else {
+                    return Err(Error::Internal(format!(
+                        "accumulate of value {} into missing slot {slot}",
+                        value.0
+                    )));
+                };
+                let src = s.r.clone();
+                dev.backend_mut().accumulate(dst, &src)?;
+            }
+            Instr::Run(ni) | Instr::Recompute(ni) => {
+                let recompute = matches!(instr, Instr::Recompute(_));
                 let n = g.node(ni);
                 for &v in &n.inputs {
                     if slots[v.index()].is_none() {
@@ -136,13 +160,20 @@ fn run(
                 }
                 let phase = match (mode, n.phase) {
                     (Mode::Eval, _) => MemPhase::Eval,
+                    (Mode::Train, _) if recompute => MemPhase::Recompute,
                     (Mode::Train, Phase::Forward) => MemPhase::Forward,
                     (Mode::Train, Phase::Backward) => MemPhase::Backward,
                 };
                 for &o in &n.outputs {
+                    let tensor = if p.gradients.contains(&o) {
+                        TensorKind::Gradient
+                    } else {
+                        TensorKind::Activation
+                    };
                     dev.set_tag(Tag {
                         phase,
                         op: n.op.name(),
+                        tensor,
                         value: Some(o.0),
                     });
                     let (shape, dtype) = (g.shape(o).clone(), g.dtype(o));

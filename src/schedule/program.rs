@@ -1,16 +1,35 @@
 //! A program: the graph lowered to a straight list of instructions. Each tensor is
-//! freed right after its last use, so the program alone fixes the memory profile
-//! of a step (which is what the planner simulates).
+//! freed right after its last use, activations the recompute policy drops are
+//! computed again just before the backward pass reads them, and gradients can be
+//! accumulated into caller buffers as soon as they are final. The program alone
+//! fixes the memory profile of a step, which is what the planner simulates.
 
+use std::collections::{HashMap, HashSet};
+
+use super::recompute::{kept_values, saved_values, Recompute};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, NodeId, Value, ValueKind};
+use crate::graph::{Graph, NodeId, Phase, Value, ValueKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Instr {
     /// Allocate the node's outputs and run its op.
     Run(NodeId),
+    /// Run a forward node again for the backward pass (its outputs were dropped).
+    Recompute(NodeId),
+    /// Add the value into the caller's accumulator `slot` (then it is freed).
+    Accumulate { value: Value, slot: usize },
     /// Give a tensor's memory back (its storage root; views share it).
     Free(Value),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LowerOptions {
+    pub recompute: Option<Recompute>,
+    /// Values to add into caller-provided accumulators (slot = index here)
+    /// instead of returning them: gradients of later micro-batches.
+    pub accumulate: Vec<Value>,
+    /// Values that are gradients (returned or accumulated), for memory tags.
+    pub gradients: Vec<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -20,11 +39,21 @@ pub struct Program {
     pub outputs: Vec<Value>,
     /// For each value, the value that owns its memory (itself, or what it views).
     pub root: Vec<Value>,
+    /// Floating-point operations of one run, recompute included.
+    pub flops: u64,
+    /// Nodes run again by recompute.
+    pub recomputed: usize,
+    pub gradients: HashSet<Value>,
 }
 
-/// Lowers the part of `g` that `outputs` depend on. Parameters and inputs are bound
-/// by the caller and never freed by the program.
+/// Lowers the part of `g` that `outputs` depend on, keeping every activation.
 pub fn lower(g: &Graph, outputs: &[Value]) -> Result<Program> {
+    lower_with(g, outputs, &LowerOptions::default())
+}
+
+/// Lowers with a recompute policy and gradient accumulation. Parameters and
+/// inputs are bound by the caller and never freed by the program.
+pub fn lower_with(g: &Graph, outputs: &[Value], opts: &LowerOptions) -> Result<Program> {
     let nv = g.num_values();
     // Storage roots: a view's memory belongs to the value it views.
     let mut root: Vec<Value> = (0..nv as u32).map(Value).collect();
@@ -33,11 +62,12 @@ pub fn lower(g: &Graph, outputs: &[Value]) -> Result<Program> {
             root[n.outputs[0].index()] = root[n.inputs[0].index()];
         }
     }
+    let external = |v: Value| !matches!(g.info(v).kind, ValueKind::Computed { .. });
 
-    // Only nodes that outputs depend on run.
+    // Only nodes that outputs (and accumulated values) depend on run.
     let mut live_node = vec![false; g.nodes().len()];
     let mut want = vec![false; nv];
-    for &o in outputs {
+    for &o in outputs.iter().chain(&opts.accumulate) {
         want[o.index()] = true;
     }
     for (i, n) in g.nodes().iter().enumerate().rev() {
@@ -49,45 +79,101 @@ pub fn lower(g: &Graph, outputs: &[Value]) -> Result<Program> {
         }
     }
 
-    let mut kept = vec![false; nv];
+    let mut forever = vec![false; nv]; // output roots: never freed
     for &o in outputs {
         let r = root[o.index()];
-        if kept[r.index()] && r != o {
+        if forever[r.index()] && r != o {
             return Err(Error::Internal(format!(
                 "two program outputs share the memory of value {}",
                 r.0
             )));
         }
-        kept[r.index()] = true;
+        forever[r.index()] = true;
     }
-    let external = |v: Value| !matches!(g.info(v).kind, ValueKind::Computed { .. });
-
-    // Last instruction (node position) that reads each storage root.
-    let order: Vec<usize> = (0..g.nodes().len()).filter(|&i| live_node[i]).collect();
-    let mut last_use: Vec<Option<usize>> = vec![None; nv];
-    for (pos, &ni) in order.iter().enumerate() {
-        for v in &g.nodes()[ni].inputs {
-            last_use[root[v.index()].index()] = Some(pos);
+    let slot_of: HashMap<Value, usize> = opts
+        .accumulate
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v, i))
+        .collect();
+    for &v in &opts.accumulate {
+        if root[v.index()] != v || forever[v.index()] || external(v) {
+            return Err(Error::Internal(format!(
+                "value {} cannot be accumulated (a view, an output or an input)",
+                v.0
+            )));
         }
     }
 
-    let mut instrs = Vec::with_capacity(order.len() * 2);
-    let mut frees_after: Vec<Vec<Value>> = vec![Vec::new(); order.len()];
-    for (pos, &ni) in order.iter().enumerate() {
-        let n = &g.nodes()[ni];
-        for &o in &n.outputs {
-            let r = root[o.index()];
-            if r != o || kept[o.index()] || external(o) {
+    // Which saved activations stay in memory.
+    let saved = saved_values(g, &root, &live_node);
+    let mut dropped: HashSet<Value> = match opts.recompute {
+        Some(p) => {
+            let kept = kept_values(g, &root, &saved, p);
+            saved.difference(&kept).copied().collect()
+        }
+        None => HashSet::new(),
+    };
+    dropped.retain(|v| !forever[v.index()]);
+
+    // Step 1: the sequence of node runs, recomputes inserted where needed. When
+    // the backward pass starts, only kept saved activations and outputs are
+    // still in memory; everything else of the forward pass was freed.
+    let resident: Vec<bool> = (0..nv)
+        .map(|i| {
+            let r = root[i];
+            forever[r.index()] || (saved.contains(&r) && !dropped.contains(&r))
+        })
+        .collect();
+    let seq = sequence(g, &root, &live_node, &resident);
+
+    // Step 2: liveness over the sequence (a recompute redefines a value): each
+    // definition's storage is freed after its last use before the next one.
+    let mut frees_after: Vec<Vec<Value>> = vec![Vec::new(); seq.len()];
+    let mut live: HashSet<Value> = HashSet::new();
+    for (i, &(ni, _)) in seq.iter().enumerate().rev() {
+        let n = g.node(ni);
+        if !n.op.is_alias() {
+            for &o in &n.outputs {
+                if forever[o.index()] {
+                    continue;
+                }
+                if !live.remove(&o) {
+                    frees_after[i].push(o); // dead on arrival
+                }
+            }
+        }
+        for &u in &n.inputs {
+            let r = root[u.index()];
+            if external(r) || forever[r.index()] {
                 continue;
             }
-            // An output nobody reads is freed as soon as its node has run.
-            let at = last_use[o.index()].unwrap_or(pos).max(pos);
-            frees_after[at].push(o);
+            if live.insert(r) {
+                frees_after[i].push(r);
+            }
         }
     }
-    for (pos, &ni) in order.iter().enumerate() {
-        instrs.push(Instr::Run(NodeId(ni as u32)));
-        for &v in &frees_after[pos] {
+
+    let mut instrs = Vec::with_capacity(seq.len() * 2);
+    let mut flops = 0u64;
+    let mut recomputed = 0;
+    for (i, &(ni, again)) in seq.iter().enumerate() {
+        let n = g.node(ni);
+        instrs.push(if again {
+            recomputed += 1;
+            Instr::Recompute(ni)
+        } else {
+            Instr::Run(ni)
+        });
+        let ins: Vec<&crate::tensor::Shape> = n.inputs.iter().map(|&v| g.shape(v)).collect();
+        let outs: Vec<&crate::tensor::Shape> = n.outputs.iter().map(|&v| g.shape(v)).collect();
+        if !n.op.is_alias() {
+            flops += n.op.flops(&ins, &outs);
+        }
+        for &v in &frees_after[i] {
+            if let Some(&slot) = slot_of.get(&v) {
+                instrs.push(Instr::Accumulate { value: v, slot });
+            }
             instrs.push(Instr::Free(v));
         }
     }
@@ -95,7 +181,98 @@ pub fn lower(g: &Graph, outputs: &[Value]) -> Result<Program> {
         instrs,
         outputs: outputs.to_vec(),
         root,
+        flops,
+        recomputed,
+        gradients: opts.gradients.iter().copied().collect(),
     })
+}
+
+/// Node runs in order: every live node once, and before a backward node, the
+/// recompute of whatever dropped activation it reads that is not in memory
+/// (recursively, from the nearest values that are).
+fn sequence(g: &Graph, root: &[Value], live: &[bool], resident: &[bool]) -> Vec<(NodeId, bool)> {
+    let mut seq = Vec::new();
+    // A value is "present" when its storage holds its current definition. For a
+    // view, that means its root has not been redefined since the view was made.
+    let mut gen = vec![0u32; g.num_values()]; // definitions of each root so far
+    let mut view_gen = vec![0u32; g.num_values()];
+    let mut present = vec![false; g.num_values()];
+    let in_backward = |ni: usize| g.nodes()[ni].phase == Phase::Backward;
+
+    fn define(
+        g: &Graph,
+        ni: NodeId,
+        root: &[Value],
+        gen: &mut [u32],
+        view_gen: &mut [u32],
+        present: &mut [bool],
+    ) {
+        let n = g.node(ni);
+        for &o in &n.outputs {
+            if n.op.is_alias() {
+                view_gen[o.index()] = gen[root[o.index()].index()];
+            } else {
+                gen[o.index()] += 1;
+            }
+            present[o.index()] = true;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ensure(
+        g: &Graph,
+        v: Value,
+        root: &[Value],
+        gen: &mut [u32],
+        view_gen: &mut [u32],
+        present: &mut [bool],
+        seq: &mut Vec<(NodeId, bool)>,
+    ) {
+        let Some(p) = g.producer(v) else { return }; // parameters and inputs
+        let node = g.node(p);
+        let ok = if node.op.is_alias() {
+            present[v.index()]
+                && view_gen[v.index()] == gen[root[v.index()].index()]
+                && present[root[v.index()].index()]
+        } else {
+            present[v.index()]
+        };
+        if ok {
+            return;
+        }
+        for &u in &node.inputs {
+            ensure(g, u, root, gen, view_gen, present, seq);
+        }
+        seq.push((p, true));
+        define(g, p, root, gen, view_gen, present);
+    }
+
+    let mut backward_started = false;
+    for (i, n) in g.nodes().iter().enumerate() {
+        if !live[i] {
+            continue;
+        }
+        let ni = NodeId(i as u32);
+        if in_backward(i) && !backward_started {
+            backward_started = true;
+            // From here on, only resident forward values are in memory (the
+            // liveness pass frees the rest after their last forward reader).
+            for (v, p) in present.iter_mut().enumerate() {
+                let fwd = g.producer(Value(v as u32)).is_some();
+                if fwd && !resident[v] {
+                    *p = false;
+                }
+            }
+        }
+        if backward_started {
+            for &u in &n.inputs {
+                ensure(g, u, root, &mut gen, &mut view_gen, &mut present, &mut seq);
+            }
+        }
+        seq.push((ni, false));
+        define(g, ni, root, &mut gen, &mut view_gen, &mut present);
+    }
+    seq
 }
 
 #[cfg(test)]

@@ -110,6 +110,25 @@ impl Backend for CpuBackend {
         Ok(bytes(src).to_vec())
     }
 
+    fn accumulate(&mut self, dst: &TensorRef, src: &TensorRef) -> Result<()> {
+        if dst.shape != src.shape {
+            return Err(Error::shape(
+                "accumulate",
+                format!("{} into {}", src.shape, dst.shape),
+            ));
+        }
+        if dst.dtype == DType::F32 && src.dtype == DType::F32 {
+            let d = bytemuck_cast_mut::<f32>(bytes_mut(dst));
+            let s = bytemuck_cast::<f32>(bytes(src));
+            d.iter_mut().zip(s).for_each(|(d, &s)| *d += s);
+            return Ok(());
+        }
+        let mut d = load_f64(dst.dtype, bytes(dst));
+        let s = load_f64(src.dtype, bytes(src));
+        d.iter_mut().zip(&s).for_each(|(d, &s)| *d += s);
+        store_f64(dst.dtype, &d, bytes_mut(dst))
+    }
+
     fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64> {
         // Per-tensor sums in tensor order: deterministic for a given parameter list.
         Ok(ts

@@ -250,6 +250,53 @@ impl Op {
         }
     }
 
+    /// Ops whose outputs recompute cheaply (elementwise, norms, views, reductions):
+    /// the "cheap" recompute policy drops only their outputs, as Megatron's
+    /// selective recompute keeps the matmul outputs.
+    pub fn is_cheap(&self) -> bool {
+        !matches!(
+            self,
+            Op::MatMul { .. }
+                | Op::Attention { .. }
+                | Op::AttentionBackward { .. }
+                | Op::Embedding
+                | Op::EmbeddingBackward { .. }
+                | Op::CrossEntropy
+                | Op::CrossEntropyBackward
+        )
+    }
+
+    /// Floating-point operations of one run of the op on operands of shapes `ins`
+    /// with outputs of shapes `outs`: the planner's cost model.
+    pub fn flops(&self, ins: &[&Shape], outs: &[&Shape]) -> u64 {
+        let out_n = outs.first().map_or(0, |s| s.numel()) as u64;
+        let in_n = ins.first().map_or(0, |s| s.numel()) as u64;
+        match self {
+            Op::MatMul { ta, tb } => match matmul::dims(ins[0], ins[1], *ta, *tb) {
+                Ok((d, _)) => 2 * (d.batch * d.m * d.n * d.k) as u64,
+                Err(_) => 0,
+            },
+            Op::Attention { n_head } | Op::AttentionBackward { n_head } => {
+                let (b, t, c) = attention::btc(ins[0], *n_head).unwrap_or((0, 0, 0));
+                // Causal: half of the T×T scores, each a dot of length C/H for
+                // QKᵀ and for PV; the backward pass does about 2.5 times that.
+                let fwd = 2 * (b * t * t * c) as u64;
+                if matches!(self, Op::Attention { .. }) {
+                    fwd
+                } else {
+                    fwd * 5 / 2
+                }
+            }
+            Op::CrossEntropy | Op::CrossEntropyBackward | Op::Softmax | Op::SoftmaxBackward => {
+                5 * in_n
+            }
+            Op::LayerNorm { .. } | Op::LayerNormBackward => 8 * in_n,
+            Op::Gelu | Op::GeluBackward => 10 * out_n,
+            Op::Embedding | Op::EmbeddingBackward { .. } => out_n.max(in_n),
+            _ => out_n,
+        }
+    }
+
     /// Which inputs can carry a gradient (token ids and targets never do).
     pub fn differentiable_input(&self, i: usize) -> bool {
         match self {

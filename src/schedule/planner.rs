@@ -1,0 +1,350 @@
+//! The planner: for each candidate (micro-batch × recompute policy) it lowers
+//! the step and runs it through the real caching allocator over a simulated
+//! device, so the predicted peak is the allocator's own behaviour, not a formula.
+//! It picks the cheapest candidate (FLOPs, recompute counted) that fits.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::recompute::Recompute;
+use crate::backend::Device;
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::memory::timeline::{Event, EventKind, TensorKind};
+use crate::memory::{format_bytes, Budget};
+use crate::nn::Model;
+use crate::optim::AdamW;
+use crate::train::{TrainConfig, Trainer};
+
+/// What the planner decides for a step shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Choice {
+    pub micro_batch: usize,
+    pub recompute: Recompute,
+}
+
+/// A predicted peak, split by what the memory holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breakdown {
+    pub weights: u64,
+    pub gradients: u64,
+    pub optimizer_state: u64,
+    pub activations: u64,
+    pub data: u64,
+    pub workspace: u64,
+    /// Reserved by the allocator but holding no tensor at the peak.
+    pub allocator_slack: u64,
+}
+
+impl Breakdown {
+    pub fn total(&self) -> u64 {
+        self.weights
+            + self.gradients
+            + self.optimizer_state
+            + self.activations
+            + self.data
+            + self.workspace
+            + self.allocator_slack
+    }
+
+    fn parts(&self) -> [(&'static str, u64); 7] {
+        [
+            ("weights", self.weights),
+            ("gradients", self.gradients),
+            ("optimizer state", self.optimizer_state),
+            ("activations", self.activations),
+            ("data", self.data),
+            ("workspace", self.workspace),
+            ("allocator slack", self.allocator_slack),
+        ]
+    }
+
+    /// The largest part, by name.
+    pub fn dominant(&self) -> &'static str {
+        self.parts()
+            .iter()
+            .max_by_key(|p| p.1)
+            .map_or("nothing", |p| p.0)
+    }
+
+    pub fn summary(&self) -> String {
+        self.parts()
+            .iter()
+            .filter(|p| p.1 > 0)
+            .map(|(n, b)| format!("{n} {}", format_bytes(*b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One candidate the planner considered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub micro_batch: usize,
+    pub recompute: Recompute,
+    /// FLOPs of a whole step (all micro-batches, recompute included).
+    pub flops: u64,
+    /// Simulated peak reserved bytes under the budget; `None`: not simulated
+    /// (a cheaper candidate already fitted) or out of memory in simulation.
+    pub peak_bytes: Option<u64>,
+    /// `None`: not simulated.
+    pub fits: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub batch: usize,
+    pub seq: usize,
+    pub micro_batch: usize,
+    pub recompute: Recompute,
+    pub budget_bytes: u64,
+    pub predicted_peak_bytes: u64,
+    pub flops_per_step: u64,
+    pub breakdown: Breakdown,
+    pub candidates: Vec<Candidate>,
+}
+
+impl Plan {
+    pub fn choice(&self) -> Choice {
+        Choice {
+            micro_batch: self.micro_batch,
+            recompute: self.recompute,
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "plan for batch {} × {} tokens, budget {}:",
+            self.batch,
+            self.seq,
+            format_bytes(self.budget_bytes)
+        )?;
+        writeln!(
+            f,
+            "  {:>11}  {:<16} {:>12}  {:>14}  fits",
+            "micro-batch", "recompute", "GFLOP/step", "peak"
+        )?;
+        for c in &self.candidates {
+            let chosen = c.micro_batch == self.micro_batch && c.recompute == self.recompute;
+            writeln!(
+                f,
+                "{} {:>11}  {:<16} {:>12.1}  {:>14}  {}",
+                if chosen { "→" } else { " " },
+                c.micro_batch,
+                c.recompute.to_string(),
+                c.flops as f64 / 1e9,
+                c.peak_bytes.map_or("-".into(), format_bytes),
+                match c.fits {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "(not tried)",
+                }
+            )?;
+        }
+        writeln!(
+            f,
+            "  chosen: micro-batch {}, recompute {}; predicted peak {} ({})",
+            self.micro_batch,
+            self.recompute,
+            format_bytes(self.predicted_peak_bytes),
+            self.breakdown.summary()
+        )
+    }
+}
+
+/// A simulated run's peak.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Simulated {
+    pub peak_reserved: u64,
+    pub peak_allocated: u64,
+    pub breakdown: Breakdown,
+}
+
+fn zero_batch(b: usize, t: usize) -> Batch {
+    Batch {
+        batch: b,
+        seq: t,
+        tokens: vec![0; b * t],
+        targets: vec![0; b * t],
+    }
+}
+
+/// Runs setup, a step, an evaluation and a second step (the warm cache) of
+/// `choice` on a simulated device under `budget` (`None`: unlimited).
+pub fn simulate(
+    model: &dyn Model,
+    opt: AdamW,
+    cfg: &TrainConfig,
+    choice: Choice,
+    budget: Option<u64>,
+) -> Result<Simulated> {
+    let mut dev = Device::simulated(u64::MAX / 4);
+    dev.set_budget(budget.map(Budget::Bytes));
+    dev.start_trace();
+    let mut t = Trainer::with_plan(dev, model, opt, cfg.clone(), choice)?;
+    let batch = zero_batch(cfg.batch, cfg.seq_len);
+    t.step(&batch)?;
+    t.loss(&batch)?;
+    t.step(&batch)?;
+    let stats = t.memory_stats();
+    let events = t.device_mut().take_trace().unwrap_or_default();
+    let mut breakdown = breakdown_at_peak(&events);
+    breakdown.allocator_slack = stats.peak_reserved_bytes - stats.peak_allocated_bytes;
+    Ok(Simulated {
+        peak_reserved: stats.peak_reserved_bytes,
+        peak_allocated: stats.peak_allocated_bytes,
+        breakdown,
+    })
+}
+
+/// Live bytes by tensor kind at the first moment allocated memory peaks.
+fn breakdown_at_peak(events: &[Event]) -> Breakdown {
+    let peak = events.iter().map(|e| e.allocated).max().unwrap_or(0);
+    let mut live = std::collections::HashMap::new();
+    for e in events {
+        match e.kind {
+            EventKind::Alloc => {
+                live.insert(e.addr, (e.bytes, e.tensor));
+            }
+            EventKind::Free => {
+                live.remove(&e.addr);
+            }
+            _ => {}
+        }
+        if e.kind == EventKind::Alloc && e.allocated == peak {
+            break;
+        }
+    }
+    let mut b = Breakdown::default();
+    for &(bytes, kind) in live.values() {
+        match kind {
+            TensorKind::Weight => b.weights += bytes,
+            TensorKind::OptimizerState => b.optimizer_state += bytes,
+            TensorKind::Gradient => b.gradients += bytes,
+            TensorKind::Activation => b.activations += bytes,
+            TensorKind::Data => b.data += bytes,
+            TensorKind::Workspace => b.workspace += bytes,
+        }
+    }
+    b
+}
+
+/// Plans a step of `cfg.batch × cfg.seq_len` within `budget` bytes, with
+/// micro-batches from `micro_batches` (divisors of the batch; empty: all).
+pub fn plan(
+    model: &dyn Model,
+    opt: AdamW,
+    cfg: &TrainConfig,
+    budget: u64,
+    micro_batches: &[usize],
+) -> Result<Plan> {
+    cfg.validate(model.block_size())?;
+    let b = cfg.batch;
+    let mbs: Vec<usize> = if micro_batches.is_empty() {
+        (1..=b).rev().filter(|m| b % m == 0).collect()
+    } else {
+        micro_batches
+            .iter()
+            .copied()
+            .filter(|m| *m > 0 && b % m == 0)
+            .collect()
+    };
+    let n_blocks = crate::train::count_blocks(model, cfg)?;
+    let mut cands: Vec<Candidate> = Vec::new();
+    for &mb in &mbs {
+        for pol in Recompute::candidates(n_blocks) {
+            let choice = Choice {
+                micro_batch: mb,
+                recompute: pol,
+            };
+            let flops = crate::train::step_flops(model, cfg, choice)?;
+            cands.push(Candidate {
+                micro_batch: mb,
+                recompute: pol,
+                flops,
+                peak_bytes: None,
+                fits: None,
+            });
+        }
+    }
+    // Cheapest first; among equals, the larger micro-batch (fewer, larger kernels).
+    cands.sort_by(|x, y| {
+        x.flops
+            .cmp(&y.flops)
+            .then(y.micro_batch.cmp(&x.micro_batch))
+    });
+
+    let mut chosen = None;
+    for c in cands.iter_mut() {
+        let choice = Choice {
+            micro_batch: c.micro_batch,
+            recompute: c.recompute,
+        };
+        match simulate(model, opt, cfg, choice, Some(budget)) {
+            Ok(s) => {
+                c.peak_bytes = Some(s.peak_reserved);
+                c.fits = Some(true);
+                chosen = Some((choice, s, c.flops));
+                break;
+            }
+            Err(Error::OutOfMemory { .. }) => c.fits = Some(false),
+            Err(e) => return Err(e),
+        }
+    }
+    match chosen {
+        Some((choice, s, flops)) => Ok(Plan {
+            batch: b,
+            seq: cfg.seq_len,
+            micro_batch: choice.micro_batch,
+            recompute: choice.recompute,
+            budget_bytes: budget,
+            predicted_peak_bytes: s.peak_reserved,
+            flops_per_step: flops,
+            breakdown: s.breakdown,
+            candidates: cands,
+        }),
+        None => Err(no_plan_fits(model, opt, cfg, budget, &mbs)?),
+    }
+}
+
+/// The error for a budget nothing fits: the smallest plan's need and its parts.
+fn no_plan_fits(
+    model: &dyn Model,
+    opt: AdamW,
+    cfg: &TrainConfig,
+    budget: u64,
+    mbs: &[usize],
+) -> Result<Error> {
+    let mb = *mbs.iter().min().unwrap_or(&1);
+    let mut best: Option<(Choice, Simulated)> = None;
+    for pol in Recompute::candidates(crate::train::count_blocks(model, cfg)?) {
+        let choice = Choice {
+            micro_batch: mb,
+            recompute: pol,
+        };
+        let s = simulate(model, opt, cfg, choice, None)?;
+        if best
+            .as_ref()
+            .is_none_or(|b| s.peak_reserved < b.1.peak_reserved)
+        {
+            best = Some((choice, s));
+        }
+    }
+    let (choice, s) = best.ok_or_else(|| Error::Internal("no candidate plans".into()))?;
+    Ok(Error::NoPlanFits {
+        budget,
+        needed: s.peak_reserved,
+        detail: format!(
+            "the smallest plan (micro-batch {}, recompute {}) needs {} — {}; {} dominate",
+            choice.micro_batch,
+            choice.recompute,
+            format_bytes(s.peak_reserved),
+            s.breakdown.summary(),
+            s.breakdown.dominant()
+        ),
+    })
+}
