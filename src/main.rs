@@ -31,8 +31,32 @@ struct Cli {
 enum Command {
     /// Train a GPT (default: a tiny byte-level model on the bundled Shakespeare).
     Train(TrainArgs),
+    /// Will this model fit this budget? Plans a step by simulation only: no GPU,
+    /// no weights allocated.
+    Plan(PlanArgs),
     /// Draw a memory trace (from `train --memory-trace`) as an SVG timeline.
     Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Tokens per sequence (default: the model's context).
+    #[arg(long)]
+    seq: Option<usize>,
+    /// Memory budget: 24GiB, 512MiB, 1.5GB, 90% (of --backend's memory) or bytes.
+    #[arg(long, default_value = "90%")]
+    budget: String,
+    /// Whose memory a percentage budget is of: auto or cpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -96,6 +120,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Train(a) => train(a),
         Command::Report(a) => report(a),
+        Command::Plan(a) => plan(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -287,4 +312,52 @@ fn report(a: ReportArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn plan(a: PlanArgs) -> Result<()> {
+    let config = GptConfig::preset(&a.model)?;
+    let seq = a.seq.unwrap_or(config.block_size);
+    let cfg = TrainConfig {
+        batch: a.batch,
+        seq_len: seq,
+        ..TrainConfig::default()
+    };
+    cfg.validate(config.block_size)?;
+    let budget = Budget::parse(&a.budget)?;
+    let total = Device::by_name(&a.backend)?.total_memory();
+    let budget_bytes = budget.resolve(total);
+    let model = Gpt::new(config.clone())?;
+    let opt = AdamW::new(config.default_lr());
+    let start = Instant::now();
+    let r = headroom::schedule::plan(&model, opt, &cfg, budget_bytes, &[]);
+    let secs = start.elapsed().as_secs_f64();
+    match (r, a.json) {
+        (Ok(p), true) => {
+            let mut v = serde_json::to_value(&p).map_err(|e| Error::Internal(e.to_string()))?;
+            v["fits"] = json!(true);
+            v["model"] = json!(a.model);
+            v["params"] = json!(model.num_params());
+            v["plan_seconds"] = json!(secs);
+            println!("{v}");
+            Ok(())
+        }
+        (Ok(p), false) => {
+            println!("{} ({} parameters)", a.model, model.num_params());
+            print!("{p}");
+            println!("planned in {:.0} ms (simulation only)", secs * 1e3);
+            Ok(())
+        }
+        (Err(e @ Error::NoPlanFits { .. }), true) => {
+            let Error::NoPlanFits { budget, needed, .. } = &e else {
+                unreachable!()
+            };
+            println!(
+                "{}",
+                json!({"fits": false, "model": a.model, "budget_bytes": budget,
+                       "needed_bytes": needed, "error": e.to_string(), "plan_seconds": secs})
+            );
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+    }
 }

@@ -164,7 +164,7 @@ fn budget_errors() {
     fails_with(os(&["--budget", "150%"]), "at most 100");
     fails_with(
         os(&["--budget", "1MiB"]),
-        "out of memory: tried to allocate",
+        "no plan fits the budget of 1.00 MiB",
     );
 }
 
@@ -182,4 +182,48 @@ fn report_of_a_missing_or_bad_trace() {
         "{err}"
     );
     std::fs::remove_file(&f).unwrap();
+}
+
+fn run_args(args: &[&str]) -> Output {
+    let v = os(args);
+    let refs: Vec<&std::ffi::OsStr> = v.iter().map(|a| a.as_os_str()).collect();
+    headroom(&refs)
+}
+
+#[test]
+fn plan_answers_will_it_fit() {
+    let args = [
+        "plan",
+        "--model",
+        "gpt2-350m",
+        "--batch",
+        "16",
+        "--seq",
+        "512",
+        "--json",
+    ];
+    let out = run_args(&[&args[..], &["--budget", "24GiB"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["fits"], true);
+    for key in [
+        "micro_batch",
+        "recompute",
+        "predicted_peak_bytes",
+        "budget_bytes",
+        "candidates",
+    ] {
+        assert!(v.get(key).is_some(), "{key} in {v}");
+    }
+    assert!(v["predicted_peak_bytes"].as_u64().unwrap() <= 24 << 30);
+
+    let out = run_args(&[&args[..], &["--budget", "1MiB"]].concat());
+    assert!(!out.status.success(), "nothing fits: non-zero exit");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["fits"], false);
+    assert!(v["needed_bytes"].as_u64().unwrap() > 1 << 20);
 }

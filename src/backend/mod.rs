@@ -231,6 +231,12 @@ impl Device {
         self.memory.reset_peak_stats()
     }
 
+    /// Fault injection for tests: the `n`-th allocation from now fails with
+    /// `OutOfMemory`.
+    pub fn fail_allocation_in(&mut self, n: u64) {
+        self.memory.fail_allocation_in(n)
+    }
+
     /// Tags the allocations that follow, for the memory timeline.
     pub fn set_tag(&mut self, tag: Tag) {
         self.memory.set_tag(tag)

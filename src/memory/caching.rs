@@ -41,6 +41,10 @@ pub struct Block {
 #[derive(Clone, Debug)]
 struct Info {
     handle: u64,
+    /// Order in which the segment was obtained. Best fit breaks ties by it, not
+    /// by the device address, so a simulated device makes the same choices as a
+    /// real one whatever addresses each hands out.
+    seg: u64,
     offset: u64,
     size: u64,
     requested: u64,
@@ -50,7 +54,7 @@ struct Info {
     next: Option<usize>,
 }
 
-type FreeKey = (u64, u64, u64, usize); // (size, handle, offset, slot): best fit first
+type FreeKey = (u64, u64, u64, usize); // (size, segment order, offset, slot): best fit first
 
 pub fn round_size(bytes: u64) -> u64 {
     bytes.max(1).div_ceil(MIN_BLOCK) * MIN_BLOCK
@@ -92,6 +96,8 @@ pub struct CachingAllocator<R: RawMemory> {
     tag: Tag,
     step: u64,
     trace: Option<Vec<Event>>,
+    /// Fault injection: fail the allocation this many calls from now.
+    fail_in: Option<u64>,
 }
 
 impl<R: RawMemory> CachingAllocator<R> {
@@ -106,7 +112,14 @@ impl<R: RawMemory> CachingAllocator<R> {
             tag: Tag::default(),
             step: 0,
             trace: None,
+            fail_in: None,
         }
+    }
+
+    /// Fault injection for tests: the `n`-th allocation from now (0: the next)
+    /// fails with `OutOfMemory` as if the device were full.
+    pub fn fail_allocation_in(&mut self, n: u64) {
+        self.fail_in = Some(n);
     }
 
     pub fn with_budget(raw: R, budget: Option<u64>) -> Self {
@@ -176,7 +189,7 @@ impl<R: RawMemory> CachingAllocator<R> {
 
     fn key(&self, id: usize) -> FreeKey {
         let b = &self.blocks[id];
-        (b.size, b.handle, b.offset, id)
+        (b.size, b.seg, b.offset, id)
     }
 
     fn new_slot(&mut self, info: Info) -> usize {
@@ -208,8 +221,10 @@ impl<R: RawMemory> CachingAllocator<R> {
             .max(self.stats.reserved_bytes);
         self.stats.num_segment_allocs += 1;
         self.record(EventKind::SegmentAlloc, seg.handle, seg.bytes);
+        let order = self.stats.num_segment_allocs;
         Some(self.new_slot(Info {
             handle: seg.handle,
+            seg: order,
             offset: 0,
             size: seg.bytes,
             requested: 0,
@@ -247,6 +262,15 @@ impl<R: RawMemory> CachingAllocator<R> {
     }
 
     pub fn alloc(&mut self, bytes: u64) -> Result<Block> {
+        match self.fail_in {
+            Some(0) => {
+                self.fail_in = None;
+                self.stats.num_ooms += 1;
+                return Err(self.oom(bytes));
+            }
+            Some(n) => self.fail_in = Some(n - 1),
+            None => {}
+        }
         let size = round_size(bytes);
         let pool = pool_of(size);
         let pi = pool as usize;
@@ -263,6 +287,7 @@ impl<R: RawMemory> CachingAllocator<R> {
             let b = self.blocks[id].clone();
             let r = self.new_slot(Info {
                 handle: b.handle,
+                seg: b.seg,
                 offset: b.offset + size,
                 size: rest,
                 requested: 0,
@@ -317,13 +342,17 @@ impl<R: RawMemory> CachingAllocator<R> {
             }
         }
         self.stats.num_ooms += 1;
-        Err(Error::OutOfMemory {
+        Err(self.oom(requested))
+    }
+
+    fn oom(&self, requested: u64) -> Error {
+        Error::OutOfMemory {
             requested,
             allocated: self.stats.allocated_bytes,
             reserved: self.stats.reserved_bytes,
             budget: self.budget,
             device_free: self.raw.free_bytes(),
-        })
+        }
     }
 
     pub fn free(&mut self, b: Block) {

@@ -339,7 +339,7 @@ fn no_plan_fits(
         budget,
         needed: s.peak_reserved,
         detail: format!(
-            "the smallest plan (micro-batch {}, recompute {}) needs {} — {}; {} dominate",
+            "the smallest plan (micro-batch {}, recompute {}) needs {} — {}; the largest part is {}",
             choice.micro_batch,
             choice.recompute,
             format_bytes(s.peak_reserved),

@@ -149,7 +149,12 @@ pub fn kept_values(
                     continue;
                 }
                 match n.block {
-                    None => keep.extend(n.outputs.iter().map(|o| root[o.index()])),
+                    None => {
+                        // Outside the blocks everything stays, including the
+                        // stream that leaves the last block.
+                        keep.extend(n.outputs.iter().map(|o| root[o.index()]));
+                        keep.extend(n.inputs.iter().map(|u| root[u.index()]));
+                    }
                     Some(b) if b % k == 0 => {
                         // The block's entry: inputs that come from outside it.
                         for &u in &n.inputs {

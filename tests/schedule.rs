@@ -1,0 +1,390 @@
+//! The scheduler on cpu: recompute is bit-identical, micro-batching matches the
+//! full batch, predictions match measured peaks, and a step survives running
+//! out of memory at any allocation.
+
+use headroom::data::{Batch, Dataset, Split};
+use headroom::memory::{Budget, FaultyMemory};
+use headroom::rng::Rng;
+use headroom::schedule::{plan, simulate, Choice, Recompute};
+use headroom::{AdamW, Device, Error, Gpt, GptConfig, HostTensor, TrainConfig, Trainer};
+
+fn small() -> GptConfig {
+    GptConfig {
+        vocab_size: 256,
+        block_size: 32,
+        n_layer: 3,
+        n_head: 2,
+        n_embd: 32,
+    }
+}
+
+fn cfg(batch: usize, seq: usize) -> TrainConfig {
+    TrainConfig {
+        batch,
+        seq_len: seq,
+        steps: 10,
+        eval_batches: 1,
+        ..TrainConfig::default()
+    }
+}
+
+fn batches(n: usize, b: usize, t: usize) -> Vec<Batch> {
+    let data = Dataset::bundled();
+    let mut rng = Rng::new(11);
+    (0..n)
+        .map(|_| data.batch(Split::Train, &mut rng, b, t).unwrap())
+        .collect()
+}
+
+const POLICIES: [Recompute; 5] = [
+    Recompute::None,
+    Recompute::Cheap,
+    Recompute::Every(1),
+    Recompute::Every(2),
+    Recompute::Every(4),
+];
+
+/// Trains with a fixed plan on cpu and returns (losses, final parameters).
+fn run_with(
+    choice: Choice,
+    c: &TrainConfig,
+    data: &[Batch],
+) -> (Vec<f32>, Vec<(String, HostTensor)>) {
+    let model = Gpt::new(small()).unwrap();
+    let mut t =
+        Trainer::with_plan(Device::cpu(), model, AdamW::new(3e-3), c.clone(), choice).unwrap();
+    let losses = data.iter().map(|b| t.step(b).unwrap().loss).collect();
+    (losses, t.parameters().unwrap())
+}
+
+#[test]
+fn recompute_gives_bit_identical_training() {
+    let c = cfg(4, 32);
+    let data = batches(3, 4, 32);
+    let base = run_with(
+        Choice {
+            micro_batch: 4,
+            recompute: Recompute::None,
+        },
+        &c,
+        &data,
+    );
+    for pol in &POLICIES[1..] {
+        let r = run_with(
+            Choice {
+                micro_batch: 4,
+                recompute: *pol,
+            },
+            &c,
+            &data,
+        );
+        assert_eq!(
+            r.0.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            base.0.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{pol}: losses"
+        );
+        assert!(r.1 == base.1, "{pol}: parameters differ");
+    }
+}
+
+#[test]
+fn recompute_lowers_the_simulated_peak() {
+    let model = Gpt::new(small()).unwrap();
+    let c = cfg(16, 32);
+    let peak = |pol| {
+        let s = simulate(
+            &model,
+            AdamW::new(1e-3),
+            &c,
+            Choice {
+                micro_batch: 16,
+                recompute: pol,
+            },
+            None,
+        )
+        .unwrap();
+        (s.peak_allocated, s.breakdown.activations)
+    };
+    let (none, act_none) = peak(Recompute::None);
+    let (cheap, _) = peak(Recompute::Cheap);
+    let (every, act_every) = peak(Recompute::Every(1));
+    assert!(cheap < none, "cheap {cheap} < none {none}");
+    assert!(every < cheap, "every-block {every} < cheap {cheap}");
+    assert!(
+        act_every * 2 < act_none,
+        "activations {act_every} vs {act_none}"
+    );
+}
+
+#[test]
+fn micro_batches_match_the_full_batch() {
+    let c = cfg(4, 32);
+    let data = batches(3, 4, 32);
+    let full = run_with(
+        Choice {
+            micro_batch: 4,
+            recompute: Recompute::None,
+        },
+        &c,
+        &data,
+    );
+    for mb in [2, 1] {
+        for pol in [Recompute::None, Recompute::Every(1)] {
+            let r = run_with(
+                Choice {
+                    micro_batch: mb,
+                    recompute: pol,
+                },
+                &c,
+                &data,
+            );
+            for (a, b) in r.0.iter().zip(&full.0) {
+                assert!(
+                    (a - b).abs() <= 2e-6 * b.abs(),
+                    "mb {mb} {pol}: loss {a} vs {b}"
+                );
+            }
+            // AdamW moves each weight by at most about lr per step; the updates
+            // agree to 0.1% of that (gradients differ only in summation order).
+            let tol = 1e-3 * 3e-3 * data.len() as f64;
+            for ((name, x), (_, y)) in r.1.iter().zip(&full.1) {
+                let (x, y) = (x.to_f64_vec(), y.to_f64_vec());
+                let err = x
+                    .iter()
+                    .zip(&y)
+                    .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err <= tol, "mb {mb} {pol}: {name} differs by {err}");
+            }
+        }
+    }
+}
+
+/// Predicted (simulated) against measured (cpu) peak reserved, for every
+/// candidate the planner would consider; returns the worst relative error.
+fn check_predictions(gc: GptConfig, c: TrainConfig) -> f64 {
+    let data = batches(2, c.batch, c.seq_len);
+    let mut worst = 0f64;
+    let mbs: Vec<usize> = (1..=c.batch).rev().filter(|m| c.batch % m == 0).collect();
+    for &mb in &mbs {
+        for pol in POLICIES {
+            let choice = Choice {
+                micro_batch: mb,
+                recompute: pol,
+            };
+            let model = Gpt::new(gc.clone()).unwrap();
+            let predicted = simulate(&model, AdamW::new(1e-3), &c, choice, None)
+                .unwrap()
+                .peak_reserved;
+            // The same sequence for real: setup, step, eval, step; under a
+            // budget equal to the prediction, which it must never pass.
+            let mut dev = Device::cpu();
+            dev.set_budget(Some(Budget::Bytes(predicted)));
+            let mut t =
+                Trainer::with_plan(dev, model, AdamW::new(1e-3), c.clone(), choice).unwrap();
+            t.step(&data[0]).unwrap();
+            t.loss(&data[0]).unwrap();
+            t.step(&data[1]).unwrap();
+            let measured = t.memory_stats().peak_reserved_bytes;
+            assert!(
+                measured <= predicted,
+                "{choice:?}: measured {measured} passed the budget {predicted}"
+            );
+            let err = (predicted as f64 - measured as f64).abs() / measured as f64;
+            assert!(
+                err <= 0.02,
+                "{choice:?}: predicted {predicted}, measured {measured}"
+            );
+            worst = worst.max(err);
+        }
+    }
+    worst
+}
+
+#[test]
+fn predictions_match_measured_peaks_for_tiny() {
+    let worst = check_predictions(GptConfig::tiny(), cfg(8, 64));
+    println!("tiny: worst prediction error {:.4}%", worst * 100.0);
+}
+
+#[test]
+fn predictions_match_measured_peaks_for_a_deeper_model() {
+    let gc = GptConfig {
+        vocab_size: 256,
+        block_size: 128,
+        n_layer: 6,
+        n_head: 4,
+        n_embd: 128,
+    };
+    let worst = check_predictions(gc, cfg(4, 128));
+    println!("6-layer: worst prediction error {:.4}%", worst * 100.0);
+}
+
+#[test]
+fn nothing_fits_is_a_typed_error_naming_the_budget_that_would() {
+    let model = Gpt::new(small()).unwrap();
+    let c = cfg(8, 32);
+    let e = plan(&model, AdamW::new(1e-3), &c, 1 << 20, &[]).unwrap_err();
+    let Error::NoPlanFits { needed, .. } = e else {
+        panic!("expected NoPlanFits, got {e:?}")
+    };
+    assert!(needed > 1 << 20);
+    assert!(e.to_string().contains("Raise --budget to at least"), "{e}");
+    // The budget it names does work.
+    let p = plan(&model, AdamW::new(1e-3), &c, needed, &[]).unwrap();
+    assert!(p.predicted_peak_bytes <= needed);
+}
+
+#[test]
+fn the_planner_prefers_no_recompute_when_memory_is_plenty() {
+    let model = Gpt::new(small()).unwrap();
+    let p = plan(&model, AdamW::new(1e-3), &cfg(8, 32), 1 << 32, &[]).unwrap();
+    assert_eq!((p.micro_batch, p.recompute), (8, Recompute::None));
+    let b = p.breakdown;
+    assert_eq!(b.total(), p.predicted_peak_bytes);
+    assert!(b.weights > 0 && b.optimizer_state == 2 * b.weights && b.activations > 0);
+}
+
+fn faulty_trainer(
+    c: &TrainConfig,
+) -> (
+    Trainer<Gpt>,
+    std::rc::Rc<std::cell::RefCell<headroom::memory::Faults>>,
+) {
+    let mut faults = None;
+    let dev = Device::cpu_wrapped(|raw| {
+        let (m, f) = FaultyMemory::new(raw);
+        faults = Some(f);
+        m
+    });
+    let t = Trainer::new(dev, Gpt::new(small()).unwrap(), AdamW::new(3e-3), c.clone()).unwrap();
+    (t, faults.unwrap())
+}
+
+#[test]
+fn a_failure_at_any_allocation_of_a_step_is_recovered_without_loss() {
+    let c = cfg(4, 16);
+    let data = batches(3, 4, 16);
+    let (mut clean, _) = faulty_trainer(&c);
+    clean.step(&data[0]).unwrap();
+    let before = clean.memory_stats().num_allocs;
+    clean.step(&data[1]).unwrap();
+    let allocs = clean.memory_stats().num_allocs - before;
+    let clean_alloc = clean.memory_stats().allocated_bytes;
+    clean.step(&data[2]).unwrap();
+    let clean_params = clean.parameters().unwrap();
+    assert!(allocs > 100, "a step makes many allocations ({allocs})");
+
+    for i in 0..allocs {
+        let (mut t, _) = faulty_trainer(&c);
+        t.step(&data[0]).unwrap();
+        t.device_mut().fail_allocation_in(i);
+        let r = t.step(&data[1]).unwrap();
+        assert_eq!(
+            r.recoveries, 1,
+            "failure at allocation {i} was recovered once"
+        );
+        assert_eq!(
+            t.memory_stats().allocated_bytes,
+            clean_alloc,
+            "no leak after recovery {i}"
+        );
+        t.step(&data[2]).unwrap();
+        assert!(
+            t.parameters().unwrap() == clean_params,
+            "recovery at {i}: weights differ"
+        );
+    }
+}
+
+#[test]
+fn a_device_allocation_that_fails_twice_is_recovered_too() {
+    let c = cfg(16, 32);
+    let data = batches(3, 16, 32);
+    let (mut clean, faults) = faulty_trainer(&c);
+    clean.step(&data[0]).unwrap();
+    clean.device_mut().empty_cache();
+    let before = faults.borrow().attempts;
+    clean.step(&data[1]).unwrap();
+    let k = faults.borrow().attempts - before;
+    assert!(
+        k >= 2,
+        "the step allocates segments on an empty cache ({k})"
+    );
+    clean.step(&data[2]).unwrap();
+    let clean_params = clean.parameters().unwrap();
+    for i in 0..k {
+        let (mut t, faults) = faulty_trainer(&c);
+        t.step(&data[0]).unwrap();
+        t.device_mut().empty_cache();
+        {
+            let mut f = faults.borrow_mut();
+            f.script.extend(std::iter::repeat_n(false, i as usize));
+            // The device allocation and its retry after flushing the cache fail.
+            f.script.extend([true, true]);
+        }
+        let r = t.step(&data[1]).unwrap();
+        assert!(r.recoveries >= 1, "device failure {i} was recovered");
+        t.step(&data[2]).unwrap();
+        assert!(
+            t.parameters().unwrap() == clean_params,
+            "device failure {i}: weights differ"
+        );
+    }
+}
+
+#[test]
+fn a_device_that_shrinks_mid_run_gets_a_new_plan() {
+    let c = cfg(8, 32);
+    let data = batches(4, 8, 32);
+    let (mut t, faults) = faulty_trainer(&c);
+    t.step(&data[0]).unwrap();
+    let first = t.plan().unwrap().clone();
+    assert_eq!(first.micro_batch, 8);
+    // Another process takes memory: only enough is left for a smaller plan.
+    let model = Gpt::new(small()).unwrap();
+    let smallest = simulate(
+        &model,
+        AdamW::new(3e-3),
+        &c,
+        Choice {
+            micro_batch: 1,
+            recompute: Recompute::Every(1),
+        },
+        None,
+    )
+    .unwrap()
+    .peak_reserved;
+    let cap = (smallest + first.predicted_peak_bytes) / 2;
+    faults.borrow_mut().capacity = Some(cap);
+    t.device_mut().empty_cache();
+    let r = t.step(&data[1]).unwrap();
+    assert!(r.recoveries >= 1);
+    let now = t.plan().unwrap().clone();
+    assert!(
+        now.predicted_peak_bytes <= cap,
+        "new plan fits what is left"
+    );
+    assert_ne!(
+        (now.micro_batch, now.recompute),
+        (first.micro_batch, first.recompute)
+    );
+    for b in &data[2..] {
+        let r = t.step(b).unwrap();
+        assert!(r.loss.is_finite());
+    }
+    assert!(t.memory_stats().reserved_bytes <= cap);
+}
+
+#[test]
+fn recovery_gives_up_with_a_typed_error_when_nothing_can_fit() {
+    let c = cfg(16, 32);
+    let data = batches(2, 16, 32);
+    let (mut t, _) = faulty_trainer(&c);
+    t.step(&data[0]).unwrap();
+    let resident = t.memory_stats().allocated_bytes;
+    // Less than the weights and optimizer state already take: no plan can fit.
+    t.device_mut().set_budget(Some(Budget::Bytes(resident)));
+    let e = t.step(&data[1]).unwrap_err();
+    assert!(matches!(e, Error::RecoveryFailed { .. }), "{e:?}");
+    assert_eq!(t.memory_stats().allocated_bytes, resident, "nothing leaked");
+}
