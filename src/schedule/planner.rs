@@ -156,6 +156,11 @@ impl fmt::Display for Plan {
     }
 }
 
+/// FLOPs of one step of `cfg.batch` under `choice`, recompute included.
+pub fn step_flops(model: &dyn Model, cfg: &TrainConfig, choice: Choice) -> Result<u64> {
+    crate::train::step_flops(model, cfg, choice)
+}
+
 /// A simulated run's peak.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Simulated {
