@@ -75,6 +75,10 @@ pub enum Error {
         last: String,
     },
 
+    /// f16 training kept overflowing until the loss scale fell below its floor.
+    #[error("step {step}: the f16 loss scale would fall to {scale} (floor {floor}): gradients overflow at every scale. Train in bf16 or f32 (--precision), or lower --lr.")]
+    LossScaleFloor { step: u64, scale: f64, floor: f64 },
+
     /// Internal invariant broken: a bug in headroom, not in the caller's input.
     #[error("internal error (please report): {0}")]
     Internal(String),

@@ -14,12 +14,14 @@ pub mod nn;
 pub mod optim;
 pub mod report;
 pub mod rng;
+pub mod scaler;
 pub mod schedule;
 pub mod tensor;
 pub mod train;
 
 pub use backend::Device;
 pub use error::{Error, Result};
+pub use graph::amp::Precision;
 pub use graph::{Graph, Value};
 pub use nn::{Gpt, GptConfig, Model};
 pub use optim::AdamW;

@@ -14,7 +14,7 @@ use headroom::data::{ByteTokenizer, Dataset, Split};
 use headroom::memory::timeline::TRACE_FORMAT;
 use headroom::memory::{format_bytes, Budget, Trace};
 use headroom::rng::Rng;
-use headroom::{AdamW, Device, Error, Gpt, GptConfig, Result, TrainConfig, Trainer};
+use headroom::{AdamW, Device, Error, Gpt, GptConfig, Precision, Result, TrainConfig, Trainer};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,9 @@ struct PlanArgs {
     /// Memory budget: 24GiB, 512MiB, 1.5GB, 90% (of --backend's memory) or bytes.
     #[arg(long, default_value = "90%")]
     budget: String,
+    /// f32, bf16, f16 or auto (resolved for --backend).
+    #[arg(long, default_value = "auto")]
+    precision: String,
     /// Whose memory a percentage budget is of: auto or cpu.
     #[arg(long, default_value = "auto")]
     backend: String,
@@ -109,6 +112,10 @@ struct TrainArgs {
     /// Record every allocation and free (tagged by op and phase) as JSON in FILE.
     #[arg(long)]
     memory_trace: Option<PathBuf>,
+    /// Activation precision: f32, bf16, f16 (with loss scaling) or auto (the
+    /// backend's best; f32 on cpu, which only stores low precision).
+    #[arg(long, default_value = "auto")]
+    precision: String,
     /// Bytes to generate after training.
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
@@ -165,11 +172,13 @@ fn train(a: TrainArgs) -> Result<()> {
         None => Dataset::bundled(),
     };
     let seq = a.seq.unwrap_or(config.block_size);
-    let cfg = TrainConfig {
+    let precision: Precision = a.precision.parse()?;
+    let mut cfg = TrainConfig {
         batch: a.batch,
         seq_len: seq,
         steps: a.steps,
         seed: a.seed,
+        precision,
         ..TrainConfig::default()
     };
     cfg.validate(config.block_size)?;
@@ -178,6 +187,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let budget = Budget::parse(a.budget.as_deref().unwrap_or("90%"))?;
     let mut device = Device::by_name(&a.backend)?;
     let budget_bytes = device.set_budget(Some(budget));
+    cfg.precision = precision.resolve(device.preferred_low_precision());
     log::info!("memory budget {} ({budget})", format_bytes(budget_bytes));
     if a.memory_trace.is_some() {
         device.start_trace();
@@ -229,6 +239,8 @@ fn train(a: TrainArgs) -> Result<()> {
             "recompute": r.recompute.to_string(),
             "predicted_peak_bytes": r.predicted_peak_bytes,
             "recoveries": r.recoveries,
+            "precision": r.precision.to_string(),
+            "loss_scale": r.loss_scale,
         }))?;
         if (a.eval_every > 0 && s % a.eval_every == 0) || s == a.steps {
             let v = trainer.eval_loss(&data)?;
@@ -241,10 +253,13 @@ fn train(a: TrainArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let mem = trainer.memory_stats();
     println!(
-        "trained {} steps in {secs:.1} s ({:.0} tokens/s); final val loss {:.4}",
+        "trained {} steps in {secs:.1} s ({:.0} tokens/s, {}); final val loss {:.4}; {} steps skipped, {} out-of-memory recoveries",
         a.steps,
         tokens as f64 / secs,
+        trainer.precision(),
         last_val.unwrap_or(f64::NAN),
+        trainer.skipped_steps(),
+        trainer.recoveries(),
     );
     print!("{mem}");
     if let Some(path) = &a.memory_trace {
@@ -317,14 +332,17 @@ fn report(a: ReportArgs) -> Result<()> {
 fn plan(a: PlanArgs) -> Result<()> {
     let config = GptConfig::preset(&a.model)?;
     let seq = a.seq.unwrap_or(config.block_size);
+    let device = Device::by_name(&a.backend)?;
+    let precision: Precision = a.precision.parse()?;
     let cfg = TrainConfig {
         batch: a.batch,
         seq_len: seq,
+        precision: precision.resolve(device.preferred_low_precision()),
         ..TrainConfig::default()
     };
     cfg.validate(config.block_size)?;
     let budget = Budget::parse(&a.budget)?;
-    let total = Device::by_name(&a.backend)?.total_memory();
+    let total = device.total_memory();
     let budget_bytes = budget.resolve(total);
     let model = Gpt::new(config.clone())?;
     let opt = AdamW::new(config.default_lr());

@@ -9,11 +9,13 @@ use std::time::Instant;
 use crate::backend::{AdamWSlot, Device, DeviceTensor, TensorRef};
 use crate::data::{Batch, Dataset, Split};
 use crate::error::{Error, Result};
+use crate::graph::amp::Precision;
 use crate::graph::{autodiff, Graph, Value};
 use crate::memory::{format_bytes, MemPhase, MemoryStats, Tag, TensorKind};
 use crate::nn::{Model, ParamSpec};
 use crate::optim::{AdamW, LrSchedule};
 use crate::rng::Rng;
+use crate::scaler::LossScaler;
 use crate::schedule::planner::{self, Choice, Plan};
 use crate::schedule::{execute_into, lower_with, Bindings, LowerOptions, Mode, Program, Recompute};
 use crate::tensor::{DType, HostTensor, Shape};
@@ -35,6 +37,8 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     /// Re-plan and retry inside a step when memory runs out.
     pub recover: bool,
+    /// Activation precision; `Auto` is resolved against the device.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -48,6 +52,7 @@ impl Default for TrainConfig {
             seed: 1,
             eval_batches: 8,
             recover: true,
+            precision: Precision::Auto,
         }
     }
 }
@@ -96,6 +101,9 @@ pub struct StepReport {
     pub predicted_peak_bytes: u64,
     /// Out-of-memory recoveries inside this step.
     pub recoveries: u32,
+    pub precision: Precision,
+    /// The f16 loss scale used for this step (1 without scaling).
+    pub loss_scale: f64,
     pub memory: MemoryStats,
 }
 
@@ -111,6 +119,9 @@ struct Traced {
     graph: Graph,
     tokens: Value,
     targets: Option<Value>,
+    /// Train graphs: the scalar the backward pass starts from (the micro-batch's
+    /// share of the mean loss, times the loss scale).
+    seed: Option<Value>,
     /// The single output of eval (loss) and logits graphs; the loss of train graphs.
     out: Value,
     /// Train graphs: the gradient of each parameter, in the trainer's order.
@@ -143,37 +154,55 @@ pub struct Trainer<M: Model> {
     forced: Option<Choice>,
     recoveries: u64,
     fragmentation_warned: bool,
+    scaler: Option<LossScaler>,
+    skipped_steps: u64,
+    /// Test hook: write inf into a gradient of the next step.
+    inject_overflow: bool,
 }
 
-fn trace(model: &dyn Model, specs: &[ParamSpec], key: GraphKey) -> Result<Traced> {
-    let (kind, mb, t, b) = key;
+fn trace(
+    model: &dyn Model,
+    specs: &[ParamSpec],
+    key: GraphKey,
+    precision: Precision,
+) -> Result<Traced> {
+    let (kind, mb, t, _) = key;
     let mut g = Graph::new();
+    g.set_autocast(precision.low_dtype());
     let tokens = g.input("tokens", [mb, t], DType::I32)?;
-    let logits = model.forward(&mut g, tokens)?;
+    let mut logits = model.forward(&mut g, tokens)?;
     if kind == Kind::Logits {
+        if g.dtype(logits) != DType::F32 {
+            logits = g.cast(logits, DType::F32)?;
+        }
         return Ok(Traced {
             graph: g,
             tokens,
             targets: None,
+            seed: None,
             out: logits,
             grads: vec![],
         });
     }
     let targets = g.input("targets", [mb, t], DType::I32)?;
     let loss = g.cross_entropy(logits, targets)?;
+    g.set_autocast(None);
     let mut grads = vec![];
+    let mut seed = None;
     if kind == Kind::Train {
         let wrt = specs
             .iter()
             .map(|p| p.record(&mut g))
             .collect::<Result<Vec<_>>>()?;
-        // Each micro-batch's mean loss weighs mb/b of the batch's mean loss.
-        grads = autodiff::backward_seeded(&mut g, loss, &wrt, mb as f64 / b as f64)?;
+        let s = g.input("loss_seed", Shape::scalar(), g.dtype(loss))?;
+        grads = autodiff::backward_from(&mut g, loss, &wrt, s)?;
+        seed = Some(s);
     }
     Ok(Traced {
         graph: g,
         tokens,
         targets: Some(targets),
+        seed,
         out: loss,
         grads,
     })
@@ -197,7 +226,12 @@ fn lower_traced(tr: &Traced, recompute: Option<Recompute>, accumulate: bool) -> 
 
 /// Transformer blocks the model records (recompute policies cut at them).
 pub(crate) fn count_blocks(model: &dyn Model, cfg: &TrainConfig) -> Result<usize> {
-    let tr = trace(model, &[], (Kind::Logits, 1, cfg.seq_len, 1))?;
+    let tr = trace(
+        model,
+        &[],
+        (Kind::Logits, 1, cfg.seq_len, 1),
+        Precision::F32,
+    )?;
     Ok(tr
         .graph
         .nodes()
@@ -210,7 +244,7 @@ pub(crate) fn count_blocks(model: &dyn Model, cfg: &TrainConfig) -> Result<usize
 /// FLOPs of one step of `cfg.batch` under `choice`, recompute included.
 pub(crate) fn step_flops(model: &dyn Model, cfg: &TrainConfig, choice: Choice) -> Result<u64> {
     let key = (Kind::Train, choice.micro_batch, cfg.seq_len, cfg.batch);
-    let tr = trace(model, &model.param_specs(), key)?;
+    let tr = trace(model, &model.param_specs(), key, cfg.precision)?;
     let p = lower_traced(&tr, Some(choice.recompute), false)?;
     Ok(p.flops * (cfg.batch / choice.micro_batch) as u64)
 }
@@ -248,10 +282,21 @@ impl<M: Model> Trainer<M> {
         mut device: Device,
         model: M,
         opt: AdamW,
-        cfg: TrainConfig,
+        mut cfg: TrainConfig,
         forced: Option<Choice>,
     ) -> Result<Trainer<M>> {
         cfg.validate(model.block_size())?;
+        cfg.precision = cfg.precision.resolve(device.preferred_low_precision());
+        if let Some(low) = cfg.precision.low_dtype() {
+            if !device.supports(low) {
+                return Err(Error::Unsupported {
+                    backend: device.name(),
+                    what: format!("{} training", cfg.precision),
+                    hint: "use --precision f32 or auto",
+                });
+            }
+        }
+        let scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
         if !(opt.lr.is_finite() && opt.lr > 0.0) {
             return Err(Error::invalid(
                 "--lr",
@@ -302,7 +347,36 @@ impl<M: Model> Trainer<M> {
             forced,
             recoveries: 0,
             fragmentation_warned: false,
+            scaler,
+            skipped_steps: 0,
+            inject_overflow: false,
         })
+    }
+
+    /// The precision this trainer runs in (`Auto` resolved).
+    pub fn precision(&self) -> Precision {
+        self.cfg.precision
+    }
+
+    /// The f16 loss scaler, when the precision needs one.
+    pub fn scaler(&self) -> Option<&LossScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// Replaces the loss scaler (to tune its settings).
+    pub fn set_scaler(&mut self, s: LossScaler) {
+        self.scaler = Some(s);
+    }
+
+    /// Steps whose update was skipped (non-finite loss or gradients).
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped_steps
+    }
+
+    /// Fault injection for tests: one gradient of the next step becomes inf
+    /// before the overflow check, as an f16 overflow would make it.
+    pub fn inject_overflow_next_step(&mut self) {
+        self.inject_overflow = true;
     }
 
     pub fn model(&self) -> &M {
@@ -343,7 +417,7 @@ impl<M: Model> Trainer<M> {
             return Ok(t.clone());
         }
         let specs: Vec<ParamSpec> = self.params.iter().map(|p| p.spec.clone()).collect();
-        let t = Rc::new(trace(&self.model, &specs, key)?);
+        let t = Rc::new(trace(&self.model, &specs, key, self.cfg.precision)?);
         self.graphs.insert(key, t.clone());
         Ok(t)
     }
@@ -421,6 +495,7 @@ impl<M: Model> Trainer<M> {
         recompute: Option<Recompute>,
         sinks: &[&TensorRef],
     ) -> Result<Vec<DeviceTensor>> {
+        let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let key = (kind, sub.batch, sub.seq, b);
         let accumulate = !sinks.is_empty();
         let (tr, prog) = self.program(key, recompute, accumulate)?;
@@ -442,7 +517,29 @@ impl<M: Model> Trainer<M> {
             },
             None => None,
         };
+        // Each micro-batch's mean loss weighs mb/b of the batch's mean loss.
+        let seed = match tr.seed {
+            Some(_) => {
+                let v = (sub.batch as f64 / b as f64) * scale;
+                let up = HostTensor::from_f64_as(Shape::scalar(), &[v], DType::F32)
+                    .and_then(|h| self.device.upload(&h));
+                match up {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        self.device.free(tokens);
+                        if let Some(t) = targets {
+                            self.device.free(t);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         let mut bind: Bindings = HashMap::new();
+        if let (Some(v), Some(t)) = (tr.seed, &seed) {
+            bind.insert(v, t.view());
+        }
         bind.insert(tr.tokens, tokens.view());
         if let (Some(v), Some(t)) = (tr.targets, &targets) {
             bind.insert(v, t.view());
@@ -459,7 +556,7 @@ impl<M: Model> Trainer<M> {
         };
         let result = execute_into(&mut self.device, &tr.graph, &prog, &bind, mode, sinks);
         self.device.free(tokens);
-        if let Some(t) = targets {
+        for t in [targets, seed].into_iter().flatten() {
             self.device.free(t);
         }
         result
@@ -555,9 +652,18 @@ impl<M: Model> Trainer<M> {
         let loss = loss as f32;
         self.device
             .set_tag(Tag::new(MemPhase::Optimizer, "adamw", TensorKind::Gradient));
+        if std::mem::take(&mut self.inject_overflow) {
+            if let Err(e) = self.poison(&outs) {
+                self.free_all(outs);
+                return Err(e);
+            }
+        }
+        let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let grads: Vec<&TensorRef> = outs.iter().map(|t| t.view()).collect();
+        // One pass over the gradients: Σg² both detects inf/NaN (the sum is not
+        // finite) and gives the norm; unscaling is folded into AdamW's grad scale.
         let norm = match self.device.backend_mut().sum_squares(&grads) {
-            Ok(n) => n.sqrt(),
+            Ok(n) => n.sqrt() / scale,
             Err(e) => {
                 self.free_all(outs);
                 return Err(e);
@@ -565,15 +671,26 @@ impl<M: Model> Trainer<M> {
         };
         let lr = self.schedule.at(self.step);
         let skipped = !(loss.is_finite() && norm.is_finite());
+        if let Some(s) = &mut self.scaler {
+            if let Err(e) = s.update(skipped, self.step + 1) {
+                self.free_all(outs);
+                return Err(e);
+            }
+        }
         if skipped {
+            self.skipped_steps += 1;
+            let why = if self.scaler.is_some() {
+                "f16 overflow; the loss scaler adjusts"
+            } else {
+                "the run may be diverging: lower --lr"
+            };
             log::warn!(
-                "step {}: loss {loss} / gradient norm {norm} is not finite; update skipped",
+                "step {}: loss {loss} / gradient norm {norm} is not finite; update skipped ({why})",
                 self.step + 1
             );
         } else {
-            let args = self
-                .opt
-                .step_args(lr, self.step + 1, self.opt.clip_scale(norm));
+            let clip = self.opt.clip_scale(norm);
+            let args = self.opt.step_args(lr, self.step + 1, clip / scale);
             let slots: Vec<AdamWSlot> = self
                 .params
                 .iter()
@@ -607,8 +724,22 @@ impl<M: Model> Trainer<M> {
             recompute: choice.recompute,
             predicted_peak_bytes: self.predicted_peak(),
             recoveries: attempts,
+            precision: self.cfg.precision,
+            loss_scale: scale,
             memory,
         })
+    }
+
+    /// Writes inf into the first element of the first gradient.
+    fn poison(&mut self, grads: &[DeviceTensor]) -> Result<()> {
+        let Some(g) = grads.first() else {
+            return Ok(());
+        };
+        let h = self.device.download(g.view())?;
+        let mut v = h.to_f64_vec();
+        v[0] = f64::INFINITY;
+        let h = HostTensor::from_f64_as(h.shape.clone(), &v, h.dtype)?;
+        self.device.write(g, &h)
     }
 
     /// A new plan after an out-of-memory error inside a step: within the memory

@@ -51,6 +51,12 @@ pub struct AdamWSlot<'a> {
 pub trait Backend {
     fn name(&self) -> &'static str;
     fn supports(&self, dtype: DType) -> bool;
+    /// The low-precision dtype this backend computes fastest in, if any
+    /// (`Precision::Auto` picks it). The cpu backend stores f16/bf16 but computes
+    /// in f32, so it prefers none.
+    fn preferred_low_precision(&self) -> Option<DType> {
+        None
+    }
     /// Runs one op. Outputs are distinct blocks from inputs.
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()>;
     fn write(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()>;
@@ -141,6 +147,10 @@ impl Device {
 
     pub fn supports(&self, dtype: DType) -> bool {
         self.backend.supports(dtype)
+    }
+
+    pub fn preferred_low_precision(&self) -> Option<DType> {
+        self.backend.preferred_low_precision()
     }
 
     pub fn alloc(&mut self, shape: Shape, dtype: DType) -> Result<DeviceTensor> {

@@ -15,6 +15,27 @@ pub fn backward(g: &mut Graph, loss: Value, wrt: &[Value]) -> Result<Vec<Value>>
 
 /// [`backward`] of `seed × loss`: a micro-batch's share of a batch's mean loss.
 pub fn backward_seeded(g: &mut Graph, loss: Value, wrt: &[Value], seed: f64) -> Result<Vec<Value>> {
+    let (shape, dt) = (g.shape(loss).clone(), g.dtype(loss));
+    g.set_phase(Phase::Backward);
+    let s = g.fill(seed, shape, dt)?;
+    backward_from(g, loss, wrt, s)
+}
+
+/// [`backward`] starting from the gradient value `seed` (the same shape and
+/// dtype as `loss`), such as an input the caller sets per run.
+pub fn backward_from(g: &mut Graph, loss: Value, wrt: &[Value], seed: Value) -> Result<Vec<Value>> {
+    if g.shape(seed) != g.shape(loss) || g.dtype(seed) != g.dtype(loss) {
+        return Err(Error::shape(
+            "backward",
+            format!(
+                "seed {} {} must match the loss {} {}",
+                g.shape(seed),
+                g.dtype(seed),
+                g.shape(loss),
+                g.dtype(loss)
+            ),
+        ));
+    }
     if g.shape(loss).numel() != 1 {
         return Err(Error::shape(
             "backward",
@@ -44,8 +65,7 @@ pub fn backward_seeded(g: &mut Graph, loss: Value, wrt: &[Value], seed: f64) -> 
     g.set_phase(Phase::Backward);
     let saved_block = g.block;
     let mut grads: HashMap<Value, Value> = HashMap::new();
-    let (shape, dt) = (g.shape(loss).clone(), g.dtype(loss));
-    grads.insert(loss, g.fill(seed, shape, dt)?);
+    grads.insert(loss, seed);
 
     for ni in (0..forward_nodes).rev() {
         let node = g.nodes()[ni].clone();

@@ -1,6 +1,7 @@
 //! The traced graph. Model code records ops into a [`Graph`]; every value has a
 //! static shape and dtype, fixed when it is recorded.
 
+pub mod amp;
 pub mod autodiff;
 pub mod ops;
 
@@ -76,6 +77,10 @@ pub struct Graph {
     phase: Option<Phase>,
     block: Option<u32>,
     param_dtype: Option<DType>,
+    /// Low-precision dtype while autocast is on (forward recording only).
+    autocast: Option<DType>,
+    /// Casts already recorded: (value, dtype) → cast value.
+    casts: HashMap<(Value, DType), Value>,
 }
 
 impl Graph {
@@ -176,9 +181,47 @@ impl Graph {
         self.by_name.get(name).copied()
     }
 
+    /// Turns autocast on (`Some(bf16 or f16)`) or off for the ops recorded next.
+    /// Autocast never applies to backward nodes.
+    pub fn set_autocast(&mut self, low: Option<DType>) {
+        self.autocast = low;
+    }
+
+    pub fn autocast(&self) -> Option<DType> {
+        self.autocast
+    }
+
+    /// `x` cast to `to`, recorded once per graph however often it is asked for.
+    fn cast_once(&mut self, x: Value, to: DType) -> Result<Value> {
+        if let Some(&c) = self.casts.get(&(x, to)) {
+            return Ok(c);
+        }
+        let c = self.record(Op::Cast { to }, &[x])?[0];
+        self.casts.insert((x, to), c);
+        Ok(c)
+    }
+
     /// Records `op` applied to `inputs` and returns its outputs. The op's shape rule
     /// runs here, so a shape error points at the line of model code that caused it.
+    /// Under autocast, operands are first cast as `amp::rule` says.
     pub fn apply(&mut self, op: Op, inputs: &[Value]) -> Result<Vec<Value>> {
+        let low = match self.autocast {
+            Some(low) if self.phase.unwrap_or(Phase::Forward) == Phase::Forward => low,
+            _ => return self.record(op, inputs),
+        };
+        let dtypes: Vec<DType> = inputs.iter().map(|&v| self.dtype(v)).collect();
+        let targets = amp::target_dtypes(amp::rule(&op), &dtypes, low);
+        let mut cast = Vec::with_capacity(inputs.len());
+        for (&v, t) in inputs.iter().zip(targets) {
+            cast.push(match t {
+                Some(to) => self.cast_once(v, to)?,
+                None => v,
+            });
+        }
+        self.record(op, &cast)
+    }
+
+    fn record(&mut self, op: Op, inputs: &[Value]) -> Result<Vec<Value>> {
         let metas: Vec<(&Shape, DType)> = inputs
             .iter()
             .map(|&v| {

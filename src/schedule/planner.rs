@@ -96,6 +96,7 @@ pub struct Candidate {
 pub struct Plan {
     pub batch: usize,
     pub seq: usize,
+    pub precision: crate::graph::amp::Precision,
     pub micro_batch: usize,
     pub recompute: Recompute,
     pub budget_bytes: u64,
@@ -118,9 +119,10 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "plan for batch {} × {} tokens, budget {}:",
+            "plan for batch {} × {} tokens, {}, budget {}:",
             self.batch,
             self.seq,
+            self.precision,
             format_bytes(self.budget_bytes)
         )?;
         writeln!(
@@ -304,6 +306,7 @@ pub fn plan(
         Some((choice, s, flops)) => Ok(Plan {
             batch: b,
             seq: cfg.seq_len,
+            precision: cfg.precision,
             micro_batch: choice.micro_batch,
             recompute: choice.recompute,
             budget_bytes: budget,
