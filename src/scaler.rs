@@ -16,8 +16,10 @@ pub struct LossScaler {
     pub hysteresis: u32,
     /// Below this the run stops with an error instead of scaling towards zero.
     pub min_scale: f64,
-    clean_in_row: u32,
-    overflows_in_row: u32,
+    /// Clean steps since the last change of scale.
+    pub clean_in_row: u32,
+    /// Overflowing steps in a row not yet backed off for.
+    pub overflows_in_row: u32,
 }
 
 impl Default for LossScaler {

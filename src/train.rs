@@ -403,6 +403,17 @@ impl<M: Model> Trainer<M> {
         self.recoveries
     }
 
+    /// AdamW moments by parameter name: (name, first moment, second moment).
+    pub fn optimizer_state(&mut self) -> Result<Vec<(String, HostTensor, HostTensor)>> {
+        let mut out = Vec::new();
+        for p in &self.params {
+            let m = self.device.download(p.m.view())?;
+            let v = self.device.download(p.v.view())?;
+            out.push((p.spec.name.clone(), m, v));
+        }
+        Ok(out)
+    }
+
     /// Current parameter values, by name, in the model's order.
     pub fn parameters(&mut self) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::new();

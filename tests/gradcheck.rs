@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use headroom::graph::{autodiff, Graph, Value};
 use headroom::nn::Model;
 use headroom::rng::Rng;
-use headroom::schedule::{execute, lower, Mode};
+use headroom::schedule::{execute, lower, Mode, Program};
 use headroom::{DType, Device, Gpt, GptConfig, HostTensor, Shape};
 
 enum Arg {
@@ -19,8 +19,153 @@ enum Arg {
     Ids(&'static [usize], i32),
 }
 
+type Build<'a> = &'a dyn Fn(&mut Graph, &[Value]) -> headroom::Result<Vec<Value>>;
+
+/// The operands as host tensors: float ones as f64 values, ids as i32.
+fn draw(name: &str, args: &[Arg]) -> (Vec<Option<Vec<f64>>>, Vec<HostTensor>, Rng) {
+    let mut rng = Rng::new(name.bytes().map(|b| b as u64).sum());
+    let mut floats = Vec::new();
+    let mut ids = Vec::new();
+    for a in args {
+        match a {
+            Arg::F(s) => {
+                floats.push(Some(
+                    (0..Shape::new(s).numel())
+                        .map(|_| 0.5 * rng.normal())
+                        .collect(),
+                ));
+                ids.push(HostTensor::zeros([0], DType::I32));
+            }
+            Arg::Named(_, s) => {
+                floats.push(Some(
+                    (0..Shape::new(s).numel())
+                        .map(|_| 0.5 * rng.normal())
+                        .collect(),
+                ));
+                ids.push(HostTensor::zeros([0], DType::I32));
+            }
+            Arg::Ids(s, bound) => {
+                let v: Vec<i32> = (0..Shape::new(s).numel())
+                    .map(|_| rng.below(*bound as usize) as i32)
+                    .collect();
+                floats.push(None);
+                ids.push(HostTensor::from_i32(Shape::new(s), &v).unwrap());
+            }
+        }
+    }
+    (floats, ids, rng)
+}
+
+/// A built case: the graph in `dt`, its operand values, loss and gradients.
+struct Case {
+    g: Graph,
+    vals: Vec<Value>,
+    weights: Vec<(Value, Vec<f64>)>,
+    loss: Value,
+    grads: Vec<(usize, Value)>,
+}
+
+fn build_case(
+    args: &[Arg],
+    dt: DType,
+    rng: &mut Rng,
+    build: Build,
+    autocast: Option<DType>,
+) -> Case {
+    let mut g = Graph::new();
+    g.set_param_dtype(dt);
+    let mut vals = Vec::new();
+    let mut wrt = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let v = match a {
+            Arg::F(s) => g.param(&format!("x{i}"), Shape::new(s), dt).unwrap(),
+            Arg::Named(n, s) => g.param(n, Shape::new(s), dt).unwrap(),
+            Arg::Ids(s, _) => g
+                .input(&format!("x{i}"), Shape::new(s), DType::I32)
+                .unwrap(),
+        };
+        if !matches!(a, Arg::Ids(..)) {
+            wrt.push((i, v));
+        }
+        vals.push(v);
+    }
+    g.set_autocast(autocast);
+    let outs = build(&mut g, &vals).unwrap();
+    g.set_autocast(None);
+    let mut loss = None;
+    let mut weights = Vec::new();
+    for (k, &o) in outs.iter().enumerate() {
+        let s = g.shape(o).clone();
+        let odt = g.dtype(o);
+        let r = g.input(&format!("r{k}"), s.clone(), odt).unwrap();
+        weights.push((r, (0..s.numel()).map(|_| rng.normal()).collect()));
+        let p = g.mul(o, r).unwrap();
+        let axes: Vec<usize> = (0..s.rank()).collect();
+        let term = g.sum(p, &axes).unwrap();
+        loss = Some(match loss {
+            None => term,
+            Some(l) => g.add(l, term).unwrap(),
+        });
+    }
+    let loss = loss.unwrap();
+    let params: Vec<Value> = wrt.iter().map(|w| w.1).collect();
+    let grads = autodiff::backward(&mut g, loss, &params).unwrap();
+    Case {
+        g,
+        vals,
+        weights,
+        loss,
+        grads: wrt.iter().map(|w| w.0).zip(grads).collect(),
+    }
+}
+
+/// Runs `prog` of `case` with float operands `floats` (stored in their graph
+/// dtype) and returns every output as f64.
+fn run(
+    dev: &mut Device,
+    case: &Case,
+    floats: &[Option<Vec<f64>>],
+    ids: &[HostTensor],
+    prog: &Program,
+) -> Vec<Vec<f64>> {
+    let mut ts = Vec::new();
+    for ((&v, f), id) in case.vals.iter().zip(floats).zip(ids) {
+        let h = match f {
+            Some(x) => {
+                HostTensor::from_f64_as(case.g.shape(v).clone(), x, case.g.dtype(v)).unwrap()
+            }
+            None => id.clone(),
+        };
+        ts.push((v, dev.upload(&h).unwrap()));
+    }
+    for (r, x) in &case.weights {
+        let h = HostTensor::from_f64_as(case.g.shape(*r).clone(), x, case.g.dtype(*r)).unwrap();
+        ts.push((*r, dev.upload(&h).unwrap()));
+    }
+    let bind: HashMap<Value, _> = ts.iter().map(|(v, t)| (*v, t.view())).collect();
+    let outs = execute(dev, &case.g, prog, &bind, Mode::Train).unwrap();
+    let res = outs
+        .iter()
+        .map(|t| dev.download(t.view()).unwrap().to_f64_vec())
+        .collect();
+    for t in outs {
+        dev.free(t);
+    }
+    for (_, t) in ts {
+        dev.free(t);
+    }
+    res
+}
+
+fn train_program(case: &Case) -> Program {
+    let mut outputs = vec![case.loss];
+    outputs.extend(case.grads.iter().map(|g| g.1));
+    lower(&case.g, &outputs).unwrap()
+}
+
 /// Builds `build(args)` in f64, differentiates Σ out ⊙ r, and compares each
-/// gradient element (up to `max_elems` per operand) with central differences.
+/// gradient element (up to 48 per operand) with central differences; then
+/// checks the same gradients computed in bf16 and f16 against the f64 ones.
 fn check(
     name: &str,
     args: &[Arg],
@@ -36,100 +181,22 @@ fn check_with(
     tol: f64,
     build: impl Fn(&mut Graph, &[Value]) -> headroom::Result<Vec<Value>>,
 ) {
-    let mut rng = Rng::new(name.bytes().map(|b| b as u64).sum());
-    let mut g = Graph::new();
-    g.set_param_dtype(DType::F64);
-    let mut vals = Vec::new();
-    let mut host = Vec::new();
-    let mut wrt = Vec::new();
-    for (i, a) in args.iter().enumerate() {
-        match a {
-            Arg::F(_) | Arg::Named(..) => {
-                let (name, s) = match a {
-                    Arg::Named(n, s) => (n.clone(), Shape::new(s)),
-                    Arg::F(s) => (format!("x{i}"), Shape::new(s)),
-                    _ => unreachable!(),
-                };
-                let v = g.param(&name, s.clone(), DType::F64).unwrap();
-                let data: Vec<f64> = (0..s.numel()).map(|_| 0.5 * rng.normal()).collect();
-                host.push(HostTensor::from_f64_as(s, &data, DType::F64).unwrap());
-                wrt.push((vals.len(), v));
-                vals.push(v);
-            }
-            Arg::Ids(s, bound) => {
-                let v = g
-                    .input(&format!("x{i}"), Shape::new(s), DType::I32)
-                    .unwrap();
-                let data: Vec<i32> = (0..Shape::new(s).numel())
-                    .map(|_| rng.below(*bound as usize) as i32)
-                    .collect();
-                host.push(HostTensor::from_i32(Shape::new(s), &data).unwrap());
-                vals.push(v);
-            }
-        }
-    }
-    let outs = build(&mut g, &vals).unwrap();
-    let mut loss = None;
-    let mut weights = Vec::new();
-    for (k, &o) in outs.iter().enumerate() {
-        let s = g.shape(o).clone();
-        let r = g.input(&format!("r{k}"), s.clone(), DType::F64).unwrap();
-        let data: Vec<f64> = (0..s.numel()).map(|_| rng.normal()).collect();
-        weights.push((
-            r,
-            HostTensor::from_f64_as(s.clone(), &data, DType::F64).unwrap(),
-        ));
-        let p = g.mul(o, r).unwrap();
-        let axes: Vec<usize> = (0..s.rank()).collect();
-        let term = g.sum(p, &axes).unwrap();
-        loss = Some(match loss {
-            None => term,
-            Some(l) => g.add(l, term).unwrap(),
-        });
-    }
-    let loss = loss.unwrap();
-    let params: Vec<Value> = wrt.iter().map(|w| w.1).collect();
-    let grads = autodiff::backward(&mut g, loss, &params).unwrap();
-    let mut outputs = vec![loss];
-    outputs.extend(&grads);
-    let train = lower(&g, &outputs).unwrap();
-    let fwd = lower(&g, &[loss]).unwrap();
-
+    let (floats, ids, mut rng) = draw(name, args);
+    let mut wrng = rng.clone();
+    let case = build_case(args, DType::F64, &mut rng, &build, None);
+    let train = train_program(&case);
+    let fwd = lower(&case.g, &[case.loss]).unwrap();
     let mut dev = Device::cpu();
-    let run = |dev: &mut Device, host: &[HostTensor], prog: &headroom::schedule::Program| {
-        let mut ts = Vec::new();
-        for (&v, h) in vals.iter().zip(host) {
-            ts.push((v, dev.upload(h).unwrap()));
-        }
-        for (r, h) in &weights {
-            ts.push((*r, dev.upload(h).unwrap()));
-        }
-        let bind: HashMap<Value, _> = ts.iter().map(|(v, t)| (*v, t.view())).collect();
-        let outs = execute(dev, &g, prog, &bind, Mode::Train).unwrap();
-        let res: Vec<Vec<f64>> = outs
-            .iter()
-            .map(|t| dev.download(t.view()).unwrap().to_f64_vec())
-            .collect();
-        for t in outs {
-            dev.free(t);
-        }
-        for (_, t) in ts {
-            dev.free(t);
-        }
-        res
-    };
-    let analytic = run(&mut dev, &host, &train);
+    let analytic = run(&mut dev, &case, &floats, &ids, &train);
     let max_elems = 48;
-    for (gi, &(arg, _)) in wrt.iter().enumerate() {
-        let n = host[arg].numel();
+    for (gi, &(arg, _)) in case.grads.iter().enumerate() {
+        let n = floats[arg].as_ref().unwrap().len();
         let step = n.div_ceil(max_elems).max(1);
         for e in (0..n).step_by(step) {
             let mut probe = |delta: f64| {
-                let mut h2 = host.clone();
-                let mut v = h2[arg].to_f64_vec();
-                v[e] += delta;
-                h2[arg] = HostTensor::from_f64_as(h2[arg].shape.clone(), &v, DType::F64).unwrap();
-                run(&mut dev, &h2, &fwd)[0][0]
+                let mut f2 = floats.clone();
+                f2[arg].as_mut().unwrap()[e] += delta;
+                run(&mut dev, &case, &f2, &ids, &fwd)[0][0]
             };
             let numeric = (probe(h) - probe(-h)) / (2.0 * h);
             let a = analytic[1 + gi][e];
@@ -145,6 +212,91 @@ fn check_with(
         0,
         "{name}: leaked device memory"
     );
+    if tol <= 1e-6 {
+        check_low_precision(name, args, &floats, &ids, &mut wrng, &build);
+    }
+}
+
+/// Expected error of a low-precision gradient, relative to the largest f64
+/// gradient element. One op: a few units of the dtype's rounding (2⁻⁸ = 3.9e-3
+/// for bf16, 2⁻¹¹ = 4.9e-4 for f16). A whole model under autocast: the
+/// roundings of every layer compound.
+fn lowp_tolerance(dt: DType, model: bool) -> f64 {
+    match (dt, model) {
+        (DType::BF16, false) => 1e-2,
+        (_, false) => 1.5e-3,
+        (DType::BF16, true) => 0.1,
+        (_, true) => 2e-2,
+    }
+}
+
+/// The same case in bf16 and f16 (computed in f32, rounded on every store as a
+/// GPU would), against f64 gradients of the same inputs. A single op runs with
+/// its operands stored in the low dtype; a model (named parameters) runs as
+/// training does: f32 master weights under autocast.
+fn check_low_precision(
+    name: &str,
+    args: &[Arg],
+    floats: &[Option<Vec<f64>>],
+    ids: &[HostTensor],
+    wrng: &mut Rng,
+    build: Build,
+) {
+    let model = args.iter().any(|a| matches!(a, Arg::Named(..)));
+    for dt in [DType::BF16, DType::F16] {
+        let rounded: Vec<Option<Vec<f64>>> = floats
+            .iter()
+            .map(|f| {
+                f.as_ref().map(|x| {
+                    if model {
+                        x.clone()
+                    } else {
+                        HostTensor::from_f64_as([x.len()], x, dt)
+                            .unwrap()
+                            .to_f64_vec()
+                    }
+                })
+            })
+            .collect();
+        let mut r1 = wrng.clone();
+        let mut r2 = wrng.clone();
+        let mut reference = build_case(args, DType::F64, &mut r1, build, None);
+        let mut low = if model {
+            build_case(args, DType::F32, &mut r2, build, Some(dt))
+        } else {
+            build_case(args, dt, &mut r2, build, None)
+        };
+        // Both see the same random weights, rounded to the low dtype.
+        for (a, b) in reference.weights.iter_mut().zip(low.weights.iter_mut()) {
+            let q = HostTensor::from_f64_as([a.1.len()], &a.1, dt)
+                .unwrap()
+                .to_f64_vec();
+            a.1 = q.clone();
+            b.1 = q;
+        }
+        let mut dev = Device::cpu();
+        let want = run(
+            &mut dev,
+            &reference,
+            &rounded,
+            ids,
+            &train_program(&reference),
+        );
+        let got = run(&mut dev, &low, &rounded, ids, &train_program(&low));
+        for gi in 0..reference.grads.len() {
+            let (w, g) = (&want[1 + gi], &got[1 + gi]);
+            let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-3);
+            let err = w.iter().zip(g).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+            if std::env::var("HEADROOM_PRINT_LOWP").is_ok() {
+                println!("lowp {name} {dt} grad {gi}: rel err {err:.2e}");
+            }
+            let tol = lowp_tolerance(dt, model);
+            assert!(
+                err <= tol,
+                "{name} in {dt}: gradient {gi} is off by {err:.3e} of its largest element (tolerance {tol})"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,181 @@
+//! Mixed precision on cpu: the loss scaler's skip/backoff/growth, autocast's
+//! casts, and the planner seeing the smaller activations.
+
+use headroom::data::{Batch, Dataset, Split};
+use headroom::graph::{Graph, Op, ValueKind};
+use headroom::nn::Model;
+use headroom::rng::Rng;
+use headroom::scaler::LossScaler;
+use headroom::schedule::plan;
+use headroom::{AdamW, DType, Device, Gpt, GptConfig, Precision, TrainConfig, Trainer};
+
+fn small() -> GptConfig {
+    GptConfig {
+        vocab_size: 256,
+        block_size: 32,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+    }
+}
+
+fn cfg(precision: Precision) -> TrainConfig {
+    TrainConfig {
+        batch: 4,
+        seq_len: 32,
+        steps: 20,
+        precision,
+        ..TrainConfig::default()
+    }
+}
+
+fn batches(n: usize) -> Vec<Batch> {
+    let data = Dataset::bundled();
+    let mut rng = Rng::new(3);
+    (0..n)
+        .map(|_| data.batch(Split::Train, &mut rng, 4, 32).unwrap())
+        .collect()
+}
+
+fn trainer(p: Precision) -> Trainer<Gpt> {
+    Trainer::new(
+        Device::cpu(),
+        Gpt::new(small()).unwrap(),
+        AdamW::new(3e-3),
+        cfg(p),
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_overflow_skips_exactly_that_step_and_backs_off_after_the_hysteresis() {
+    let data = batches(5);
+    let mut t = trainer(Precision::F16);
+    assert_eq!(t.scaler().unwrap().scale, 65536.0);
+    let r = t.step(&data[0]).unwrap();
+    assert!(!r.skipped && r.loss.is_finite());
+    let (params, state) = (t.parameters().unwrap(), t.optimizer_state().unwrap());
+
+    t.inject_overflow_next_step();
+    let r = t.step(&data[1]).unwrap();
+    assert!(r.skipped, "the overflowing step is skipped");
+    assert!(t.parameters().unwrap() == params, "weights untouched");
+    assert!(
+        t.optimizer_state().unwrap() == state,
+        "optimizer state untouched"
+    );
+    assert_eq!(
+        t.scaler().unwrap().scale,
+        65536.0,
+        "one overflow: no backoff yet (hysteresis 2)"
+    );
+
+    t.inject_overflow_next_step();
+    let r = t.step(&data[2]).unwrap();
+    assert!(r.skipped);
+    assert!(t.parameters().unwrap() == params);
+    assert_eq!(
+        t.scaler().unwrap().scale,
+        32768.0,
+        "second overflow in a row halves the scale"
+    );
+
+    let r = t.step(&data[3]).unwrap();
+    assert!(!r.skipped && r.loss_scale == 32768.0);
+    assert!(
+        t.parameters().unwrap() != params,
+        "a clean step updates again"
+    );
+    assert_eq!(t.skipped_steps(), 2);
+}
+
+#[test]
+fn clean_steps_grow_the_scale() {
+    let data = batches(4);
+    let mut t = trainer(Precision::F16);
+    t.set_scaler(LossScaler {
+        growth_interval: 3,
+        ..LossScaler::default()
+    });
+    for b in &data[..3] {
+        assert!(!t.step(b).unwrap().skipped);
+    }
+    assert_eq!(t.scaler().unwrap().scale, 131072.0);
+}
+
+#[test]
+fn f16_with_the_scaler_tracks_f32() {
+    let data = batches(6);
+    let mut a = trainer(Precision::F32);
+    let mut b = trainer(Precision::F16);
+    let mut c = trainer(Precision::Bf16);
+    assert!(c.scaler().is_none(), "bf16 needs no loss scaler");
+    for d in &data {
+        let (la, lb, lc) = (
+            a.step(d).unwrap().loss,
+            b.step(d).unwrap().loss,
+            c.step(d).unwrap().loss,
+        );
+        assert!((la - lb).abs() < 0.02 * la, "f16 {lb} vs f32 {la}");
+        assert!((la - lc).abs() < 0.05 * la, "bf16 {lc} vs f32 {la}");
+    }
+}
+
+#[test]
+fn autocast_records_one_low_precision_copy_per_weight() {
+    let model = Gpt::new(small()).unwrap();
+    let mut g = Graph::new();
+    g.set_autocast(Some(DType::BF16));
+    let tokens = g.input("tokens", [2, 8], DType::I32).unwrap();
+    let logits = model.forward(&mut g, tokens).unwrap();
+    let mut casts_of = std::collections::HashMap::new();
+    for n in g.nodes() {
+        if let Op::Cast { to } = n.op {
+            // Activations may go up to f32 (the residual stream); weights only down.
+            if let ValueKind::Param(name) = &g.info(n.inputs[0]).kind {
+                assert_eq!(to, DType::BF16);
+                *casts_of.entry(name.clone()).or_insert(0) += 1;
+            }
+        }
+        if let Op::MatMul { .. } | Op::Attention { .. } = n.op {
+            for &v in &n.inputs {
+                assert_eq!(
+                    g.dtype(v),
+                    DType::BF16,
+                    "{} takes bf16 operands",
+                    n.op.name()
+                );
+            }
+        }
+        if let Op::LayerNorm { .. } = n.op {
+            assert_eq!(g.dtype(n.inputs[0]), DType::F32, "layernorm runs in f32");
+        }
+    }
+    // wte feeds the embedding (f32) and the tied output matmul (one bf16 copy).
+    assert_eq!(casts_of.get("wte.weight"), Some(&1));
+    assert!(casts_of.values().all(|&n| n == 1), "{casts_of:?}");
+    assert_eq!(g.dtype(logits), DType::BF16);
+}
+
+#[test]
+fn bf16_plans_need_less_memory() {
+    let model = Gpt::new(GptConfig::tiny()).unwrap();
+    let c = |p| TrainConfig {
+        batch: 32,
+        seq_len: 64,
+        precision: p,
+        ..TrainConfig::default()
+    };
+    let f32p = plan(&model, AdamW::new(1e-3), &c(Precision::F32), 1 << 34, &[]).unwrap();
+    let bf16p = plan(&model, AdamW::new(1e-3), &c(Precision::Bf16), 1 << 34, &[]).unwrap();
+    assert!(
+        bf16p.breakdown.activations < f32p.breakdown.activations,
+        "bf16 {} vs f32 {}",
+        bf16p.breakdown.activations,
+        f32p.breakdown.activations
+    );
+    assert_eq!(
+        bf16p.breakdown.weights, f32p.breakdown.weights,
+        "f32 master weights either way"
+    );
+}
