@@ -79,6 +79,24 @@ pub enum Error {
     #[error("step {step}: the f16 loss scale would fall to {scale} (floor {floor}): gradients overflow at every scale. Train in bf16 or f32 (--precision), or lower --lr.")]
     LossScaleFloor { step: u64, scale: f64, floor: f64 },
 
+    #[error("checkpoint {path} is corrupt: {why}")]
+    CorruptCheckpoint { path: PathBuf, why: String },
+
+    #[error("no valid checkpoint in {dir} ({tried} tried; last problem: {last}); start without --resume or point --checkpoint-dir elsewhere")]
+    NoValidCheckpoint {
+        dir: PathBuf,
+        tried: usize,
+        last: String,
+    },
+
+    /// A checkpoint made for something else than what is being resumed.
+    #[error("checkpoint {path} does not match this run: {what}")]
+    CheckpointMismatch { path: PathBuf, what: String },
+
+    /// Training stopped by Ctrl-C after saving (the CLI exits with 130).
+    #[error("interrupted after step {step}")]
+    Interrupted { step: u64 },
+
     /// Internal invariant broken: a bug in headroom, not in the caller's input.
     #[error("internal error (please report): {0}")]
     Internal(String),
@@ -128,7 +146,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(what: &'static str, why: impl Into<String>) -> Self {
+    pub fn invalid(what: &'static str, why: impl Into<String>) -> Self {
         Error::InvalidArgument {
             what,
             why: why.into(),

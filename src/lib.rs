@@ -6,6 +6,7 @@
 //! [`memory`] allocator.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod graph;

@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,8 @@ enum Command {
     /// Will this model fit this budget? Plans a step by simulation only: no GPU,
     /// no weights allocated.
     Plan(PlanArgs),
+    /// Generate text from a checkpoint.
+    Sample(SampleArgs),
     /// Draw a memory trace (from `train --memory-trace`) as an SVG timeline.
     Report(ReportArgs),
 }
@@ -60,6 +64,26 @@ struct PlanArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// A checkpoint directory, or a --checkpoint-dir (its newest valid checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text to continue.
+    #[arg(long, default_value = "\n")]
+    prompt: String,
+    /// Tokens (bytes) to generate.
+    #[arg(long, default_value_t = 200)]
+    tokens: usize,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Backend: auto or cpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
 }
 
 #[derive(clap::Args)]
@@ -116,6 +140,18 @@ struct TrainArgs {
     /// backend's best; f32 on cpu, which only stores low precision).
     #[arg(long, default_value = "auto")]
     precision: String,
+    /// Save checkpoints into DIR (at the end, every --checkpoint-every steps, and on Ctrl-C).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Steps between checkpoints (0: only at the end and on Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// How many checkpoints to keep in --checkpoint-dir.
+    #[arg(long, default_value_t = 3)]
+    keep_checkpoints: usize,
+    /// Continue from the newest valid checkpoint in --checkpoint-dir.
+    #[arg(long)]
+    resume: bool,
     /// Bytes to generate after training.
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
@@ -128,9 +164,11 @@ fn main() -> ExitCode {
         Command::Train(a) => train(a),
         Command::Report(a) => report(a),
         Command::Plan(a) => plan(a),
+        Command::Sample(a) => sample(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Interrupted { .. }) => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -141,14 +179,22 @@ fn main() -> ExitCode {
 struct Metrics(Option<BufWriter<File>>);
 
 impl Metrics {
-    fn open(path: Option<&PathBuf>) -> Result<Metrics> {
+    /// Creates the metrics file, or appends to it when a run resumes.
+    fn open(path: Option<&PathBuf>, append: bool) -> Result<Metrics> {
         Ok(Metrics(match path {
-            Some(p) => Some(BufWriter::new(File::create(p).map_err(|source| {
-                Error::Io {
-                    path: p.clone(),
-                    source,
-                }
-            })?)),
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(append)
+                    .truncate(!append)
+                    .open(p)
+                    .map_err(|source| Error::Io {
+                        path: p.clone(),
+                        source,
+                    })?;
+                Some(BufWriter::new(f))
+            }
             None => None,
         }))
     }
@@ -207,23 +253,65 @@ fn train(a: TrainArgs) -> Result<()> {
         data.len(Split::Train),
         data.len(Split::Val)
     );
-    let mut metrics = Metrics::open(a.metrics_out.as_ref())?;
     let mut trainer = Trainer::new(device, model, opt, cfg)?;
     trainer.use_plan(plan);
+    if a.resume {
+        let dir = a.checkpoint_dir.as_ref().ok_or_else(|| {
+            Error::invalid("--resume", "needs --checkpoint-dir DIR to resume from")
+        })?;
+        match headroom::checkpoint::latest_valid(dir)? {
+            Some(ck) => {
+                let path = ck.path.clone();
+                let s = trainer.restore(ck)?;
+                log::info!("resumed from {} (step {s})", path.display());
+            }
+            None => log::info!(
+                "no checkpoint in {} yet: starting from step 0",
+                dir.display()
+            ),
+        }
+    }
+    let mut metrics = Metrics::open(a.metrics_out.as_ref(), a.resume)?;
+    let interrupted = install_ctrl_c()?;
+    let save = |trainer: &mut Trainer<Gpt>| -> Result<()> {
+        if let Some(dir) = &a.checkpoint_dir {
+            let path = dir.join(headroom::checkpoint::name_for(trainer.steps_done()));
+            trainer.save_checkpoint(&path)?;
+            headroom::checkpoint::prune(dir, a.keep_checkpoints)?;
+            log::info!("saved checkpoint {}", path.display());
+        }
+        Ok(())
+    };
 
+    let first = trainer.steps_done() + 1;
     let bar = ProgressBar::new(a.steps);
+    bar.set_position(first - 1);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
         )
         .expect("static template"),
     );
-    let mut rng = Rng::fork(a.seed, "train-data");
     let start = Instant::now();
     let mut tokens = 0usize;
     let mut last_val = None;
-    for s in 1..=a.steps {
-        let batch = data.batch(Split::Train, &mut rng, a.batch, seq)?;
+    for s in first..=a.steps {
+        if interrupted.load(Ordering::SeqCst) {
+            bar.finish_and_clear();
+            save(&mut trainer)?;
+            let how = match &a.checkpoint_dir {
+                Some(d) => format!(
+                    "resume with the same command plus --resume (checkpoint in {})",
+                    d.display()
+                ),
+                None => "nothing was saved: pass --checkpoint-dir DIR to keep the state".into(),
+            };
+            eprintln!("interrupted after step {}; {how}", trainer.steps_done());
+            return Err(Error::Interrupted {
+                step: trainer.steps_done(),
+            });
+        }
+        let batch = trainer.next_batch(&data)?;
         let r = trainer.step(&batch)?;
         tokens += a.batch * seq;
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", r.loss, r.tokens_per_s));
@@ -248,7 +336,11 @@ fn train(a: TrainArgs) -> Result<()> {
             metrics.line(json!({"step": s, "val_loss": v}))?;
             last_val = Some(v);
         }
+        if a.checkpoint_every > 0 && s % a.checkpoint_every == 0 && s != a.steps {
+            bar.suspend(|| save(&mut trainer))?;
+        }
     }
+    save(&mut trainer)?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let mem = trainer.memory_stats();
@@ -378,4 +470,61 @@ fn plan(a: PlanArgs) -> Result<()> {
         }
         (Err(e), _) => Err(e),
     }
+}
+
+/// First Ctrl-C: finish the step, save, exit. Second: stop at once, removing the
+/// temporary directory of a save in progress so nothing partial stays behind.
+fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            headroom::checkpoint::in_progress::abandon();
+            eprintln!("\nsecond Ctrl-C: stopping now");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nCtrl-C: finishing this step, then saving and exiting (Ctrl-C again to stop at once)"
+        );
+    })
+    .map_err(|e| Error::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
+    Ok(flag)
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let ck = headroom::checkpoint::open(&a.checkpoint)?;
+    let m = &ck.manifest;
+    let config: GptConfig =
+        serde_json::from_value(m.model.clone()).map_err(|e| Error::CheckpointMismatch {
+            path: ck.path.clone(),
+            what: format!("its model is not a GPT this build knows ({e})"),
+        })?;
+    if !(a.temperature.is_finite() && a.temperature > 0.0) {
+        return Err(Error::invalid("--temperature", "must be a positive number"));
+    }
+    // The run's own settings, so the checkpoint restores without complaint.
+    let cfg = TrainConfig {
+        batch: m.train.batch,
+        seq_len: m.train.seq_len,
+        steps: m.train.steps,
+        seed: m.train.seed,
+        warmup: Some(m.schedule.warmup),
+        min_lr_ratio: m.schedule.min_ratio,
+        precision: m.precision,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(
+        Device::by_name(&a.backend)?,
+        Gpt::new(config)?,
+        m.optimizer,
+        cfg,
+    )?;
+    let path = ck.path.clone();
+    let step = trainer.restore(ck)?;
+    log::info!("sampling from {} (step {step})", path.display());
+    let prompt = ByteTokenizer::encode(a.prompt.as_bytes());
+    let mut rng = Rng::fork(a.seed, "sample");
+    let ids = trainer.generate(&prompt, a.tokens, a.temperature, &mut rng)?;
+    println!("{}{}", a.prompt, ByteTokenizer::decode(&ids));
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::backend::{AdamWSlot, Device, DeviceTensor, TensorRef};
+use crate::checkpoint::{self, Checkpoint, DataInfo, Manifest, TrainState};
 use crate::data::{Batch, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::graph::amp::Precision;
@@ -19,6 +20,7 @@ use crate::scaler::LossScaler;
 use crate::schedule::planner::{self, Choice, Plan};
 use crate::schedule::{execute_into, lower_with, Bindings, LowerOptions, Mode, Program, Recompute};
 use crate::tensor::{DType, HostTensor, Shape};
+use std::path::Path;
 
 /// Re-plans one step may make before giving up.
 const MAX_RECOVERIES: u32 = 8;
@@ -158,6 +160,9 @@ pub struct Trainer<M: Model> {
     skipped_steps: u64,
     /// Test hook: write inf into a gradient of the next step.
     inject_overflow: bool,
+    /// Draws training batches; its state is saved in checkpoints.
+    sampler: Rng,
+    data_info: Option<DataInfo>,
 }
 
 fn trace(
@@ -297,6 +302,7 @@ impl<M: Model> Trainer<M> {
             }
         }
         let scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
+        let cfg_seed = cfg.seed;
         if !(opt.lr.is_finite() && opt.lr > 0.0) {
             return Err(Error::invalid(
                 "--lr",
@@ -350,7 +356,145 @@ impl<M: Model> Trainer<M> {
             scaler,
             skipped_steps: 0,
             inject_overflow: false,
+            sampler: Rng::fork(cfg_seed, "train-data"),
+            data_info: None,
         })
+    }
+
+    /// The next training batch from `data`, drawn by the trainer's own sampler
+    /// (so a checkpoint resumes the same stream of batches).
+    pub fn next_batch(&mut self, data: &Dataset) -> Result<Batch> {
+        self.data_info = Some(DataInfo {
+            name: data.name.clone(),
+            train_bytes: data.len(Split::Train),
+        });
+        data.batch(
+            Split::Train,
+            &mut self.sampler,
+            self.cfg.batch,
+            self.cfg.seq_len,
+        )
+    }
+
+    /// Saves the whole training state at `path` (a directory, written
+    /// atomically): weights, AdamW moments, step, LR schedule, loss scaler,
+    /// sampler state and plan.
+    pub fn save_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let params = self.parameters()?;
+        let moments = self.optimizer_state()?;
+        let manifest = Manifest {
+            format: checkpoint::FORMAT.to_string(),
+            step: self.step,
+            model: self.model.describe(),
+            precision: self.cfg.precision,
+            train: TrainState {
+                batch: self.cfg.batch,
+                seq_len: self.cfg.seq_len,
+                steps: self.cfg.steps,
+                seed: self.cfg.seed,
+            },
+            schedule: self.schedule,
+            optimizer: self.opt,
+            scaler: self.scaler.clone(),
+            sampler_state: self.sampler.state(),
+            data: self.data_info.clone(),
+            plan: self.plan.as_ref().map(|p| p.choice()).or(self.forced),
+            skipped_steps: self.skipped_steps,
+            recoveries: self.recoveries,
+            files: Default::default(),
+        };
+        checkpoint::save(path.as_ref(), manifest, &params, &moments)
+    }
+
+    /// Continues from the checkpoint at `path` (a checkpoint directory, or a
+    /// directory of them: the newest valid one). Returns the step it resumed at.
+    pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<u64> {
+        let ck = checkpoint::open(path.as_ref())?;
+        self.restore(ck)
+    }
+
+    /// Loads a checkpoint's state into this trainer, after checking that it
+    /// was made for the same model, precision and parameters.
+    pub fn restore(&mut self, ck: Checkpoint) -> Result<u64> {
+        let m = &ck.manifest;
+        let mismatch = |what: String| Error::CheckpointMismatch {
+            path: ck.path.clone(),
+            what,
+        };
+        let mine = self.model.describe();
+        if m.model != mine {
+            return Err(mismatch(describe_diff(&m.model, &mine)));
+        }
+        if m.precision != self.cfg.precision {
+            return Err(mismatch(format!(
+                "it was trained in {}, this run is {}; pass --precision {}",
+                m.precision, self.cfg.precision, m.precision
+            )));
+        }
+        let saved: HashMap<&str, &HostTensor> =
+            ck.params.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for p in &self.params {
+            match saved.get(p.spec.name.as_str()) {
+                Some(t) if t.shape == p.spec.shape => {}
+                Some(t) => {
+                    return Err(mismatch(format!(
+                        "parameter {} is {} there, {} here",
+                        p.spec.name, t.shape, p.spec.shape
+                    )))
+                }
+                None => return Err(mismatch(format!("parameter {} is missing", p.spec.name))),
+            }
+        }
+        if saved.len() != self.params.len() {
+            return Err(mismatch(format!(
+                "it has {} parameters, this model {}",
+                saved.len(),
+                self.params.len()
+            )));
+        }
+        let t = &m.train;
+        if (t.batch, t.seq_len, t.seed) != (self.cfg.batch, self.cfg.seq_len, self.cfg.seed) {
+            log::warn!(
+                "resuming a run saved with batch {} × {} and seed {} under batch {} × {} and seed {}: training continues, but not as the original run would have",
+                t.batch, t.seq_len, t.seed, self.cfg.batch, self.cfg.seq_len, self.cfg.seed
+            );
+        }
+        if m.schedule != self.schedule {
+            log::warn!("the learning-rate schedule differs from the checkpoint's (--lr or --steps changed); using this run's");
+        }
+        for p in &self.params {
+            let (mm, vv) = &ck.moments[&p.spec.name];
+            self.device.write(&p.value, saved[p.spec.name.as_str()])?;
+            self.device.write(&p.m, mm)?;
+            self.device.write(&p.v, vv)?;
+        }
+        self.step = m.step;
+        self.scaler = m.scaler.clone();
+        self.sampler = Rng::new(m.sampler_state);
+        self.skipped_steps = m.skipped_steps;
+        self.recoveries = m.recoveries;
+        self.data_info = m.data.clone();
+        if let (Some(choice), None) = (m.plan, self.forced) {
+            self.adopt_saved_plan(choice);
+        }
+        Ok(self.step)
+    }
+
+    /// Uses the checkpoint's plan when it still fits (same micro-batches, same
+    /// numerics); otherwise the next step plans afresh.
+    fn adopt_saved_plan(&mut self, choice: Choice) {
+        let budget = self.plan_budget();
+        match planner::plan_choice(&self.model, self.opt, &self.cfg, budget, choice) {
+            Ok(p) => self.plan = Some(p),
+            Err(e) => {
+                log::warn!(
+                    "the checkpoint's plan ({} / {}) no longer fits ({e}); planning again",
+                    choice.micro_batch,
+                    choice.recompute
+                );
+                self.plan = None;
+            }
+        }
     }
 
     /// The precision this trainer runs in (`Auto` resolved).
@@ -910,4 +1054,24 @@ fn sample(logits: &[f64], temperature: f64, rng: &mut Rng) -> usize {
         }
     }
     p.len() - 1
+}
+
+/// Names the fields where two model descriptions differ.
+fn describe_diff(saved: &serde_json::Value, mine: &serde_json::Value) -> String {
+    match (saved.as_object(), mine.as_object()) {
+        (Some(a), Some(b)) => {
+            let diffs: Vec<String> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k} is {v} there, {} here",
+                        b.get(k).map_or("absent".into(), |x| x.to_string())
+                    )
+                })
+                .collect();
+            format!("the model differs: {}", diffs.join(", "))
+        }
+        _ => format!("the model differs: {saved} there, {mine} here"),
+    }
 }

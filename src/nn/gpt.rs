@@ -202,4 +202,8 @@ impl Model for Gpt {
     fn block_size(&self) -> usize {
         self.config.block_size
     }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).unwrap_or(serde_json::Value::Null)
+    }
 }

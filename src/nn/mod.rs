@@ -74,6 +74,9 @@ impl<M: Model + ?Sized> Model for &M {
     fn block_size(&self) -> usize {
         (**self).block_size()
     }
+    fn describe(&self) -> serde_json::Value {
+        (**self).describe()
+    }
 }
 
 /// A language model the trainer can run: token ids in, logits out.
@@ -84,4 +87,8 @@ pub trait Model {
     fn vocab_size(&self) -> usize;
     /// The longest sequence the model accepts.
     fn block_size(&self) -> usize;
+    /// The model's configuration, saved in checkpoints and compared on resume.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }

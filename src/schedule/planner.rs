@@ -319,6 +319,37 @@ pub fn plan(
     }
 }
 
+/// The plan for one given choice, if it fits `budget`.
+pub fn plan_choice(
+    model: &dyn Model,
+    opt: AdamW,
+    cfg: &TrainConfig,
+    budget: u64,
+    choice: Choice,
+) -> Result<Plan> {
+    cfg.validate(model.block_size())?;
+    let s = simulate(model, opt, cfg, choice, Some(budget))?;
+    let flops = crate::train::step_flops(model, cfg, choice)?;
+    Ok(Plan {
+        batch: cfg.batch,
+        seq: cfg.seq_len,
+        precision: cfg.precision,
+        micro_batch: choice.micro_batch,
+        recompute: choice.recompute,
+        budget_bytes: budget,
+        predicted_peak_bytes: s.peak_reserved,
+        flops_per_step: flops,
+        breakdown: s.breakdown,
+        candidates: vec![Candidate {
+            micro_batch: choice.micro_batch,
+            recompute: choice.recompute,
+            flops,
+            peak_bytes: Some(s.peak_reserved),
+            fits: Some(true),
+        }],
+    })
+}
+
 /// The error for a budget nothing fits: the smallest plan's need and its parts.
 fn no_plan_fits(
     model: &dyn Model,

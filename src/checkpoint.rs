@@ -1,0 +1,398 @@
+//! Checkpoints: a saved training state that resumes exactly.
+//!
+//! A checkpoint is a directory `step-00000040/` holding `model.safetensors`
+//! (the weights, under GPT-2's names, readable from Python as they are),
+//! `optimizer.safetensors` (AdamW moments, `<name>.exp_avg` / `.exp_avg_sq`) and
+//! `manifest.json` (everything else, and a SHA-256 per file). It is written into
+//! a temporary directory beside its final name, every file and the directory are
+//! fsynced, and only then renamed into place: a checkpoint is complete and valid
+//! or absent, whenever the process dies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::graph::amp::Precision;
+use crate::optim::{AdamW, LrSchedule};
+use crate::scaler::LossScaler;
+use crate::schedule::Choice;
+use crate::tensor::{DType, HostTensor, Shape};
+
+pub const FORMAT: &str = "headroom-checkpoint-1";
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The training settings that shape the step (and so must match to resume exactly).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub steps: u64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    pub name: String,
+    pub train_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The model's own description (for GPT: its `GptConfig`).
+    pub model: serde_json::Value,
+    pub precision: Precision,
+    pub train: TrainState,
+    pub schedule: LrSchedule,
+    pub optimizer: AdamW,
+    pub scaler: Option<LossScaler>,
+    /// State of the training-data sampler's random generator.
+    pub sampler_state: u64,
+    pub data: Option<DataInfo>,
+    pub plan: Option<Choice>,
+    pub skipped_steps: u64,
+    pub recoveries: u64,
+    pub files: BTreeMap<String, FileSum>,
+}
+
+/// A loaded checkpoint: its manifest, weights and AdamW moments by name.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub params: Vec<(String, HostTensor)>,
+    pub moments: HashMap<String, (HostTensor, HostTensor)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, why: impl Into<String>) -> Error {
+    Error::CorruptCheckpoint {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The directory name of the checkpoint after `step` steps.
+pub fn name_for(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+fn safetensors_bytes(tensors: &[(String, &HostTensor)]) -> Result<Vec<u8>> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        if t.dtype != DType::F32 {
+            return Err(Error::Internal(format!(
+                "checkpoint tensor {name} is {}",
+                t.dtype
+            )));
+        }
+        let v = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            t.shape.dims().to_vec(),
+            &t.data,
+        )
+        .map_err(|e| Error::Internal(format!("safetensors view of {name}: {e}")))?;
+        views.push((name.clone(), v));
+    }
+    safetensors::tensor::serialize(views, None)
+        .map_err(|e| Error::Internal(format!("safetensors: {e}")))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<FileSum> {
+    let mut f = File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))?;
+    Ok(FileSum {
+        sha256: sha256(bytes),
+        bytes: bytes.len() as u64,
+    })
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    // Directory fsync makes the rename itself durable (a no-op where the
+    // platform does not support opening directories).
+    match File::open(path) {
+        Ok(d) => d.sync_all().or(Ok(())),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Writes a checkpoint at `path` (its directory, e.g. `run/step-00000040`),
+/// atomically: a reader sees the old state or the complete new one.
+pub fn save(
+    path: &Path,
+    mut manifest: Manifest,
+    params: &[(String, HostTensor)],
+    moments: &[(String, HostTensor, HostTensor)],
+) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| {
+            Error::invalid(
+                "checkpoint path",
+                format!("{} has no final component", path.display()),
+            )
+        })?
+        .to_string_lossy()
+        .into_owned();
+    fs::create_dir_all(parent).map_err(io(parent))?;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tmp = parent.join(format!(".tmp-{name}-{}-{nonce}", std::process::id()));
+    fs::create_dir(&tmp).map_err(io(&tmp))?;
+    crate::checkpoint::in_progress::set(Some(tmp.clone()));
+    let r = (|| {
+        let model: Vec<(String, &HostTensor)> =
+            params.iter().map(|(n, t)| (n.clone(), t)).collect();
+        let model_sum = write_synced(&tmp.join(MODEL_FILE), &safetensors_bytes(&model)?)?;
+        let mut opt: Vec<(String, &HostTensor)> = Vec::new();
+        for (n, m, v) in moments {
+            opt.push((format!("{n}.exp_avg"), m));
+            opt.push((format!("{n}.exp_avg_sq"), v));
+        }
+        let opt_sum = write_synced(&tmp.join(OPTIMIZER_FILE), &safetensors_bytes(&opt)?)?;
+        manifest.files = BTreeMap::from([
+            (MODEL_FILE.to_string(), model_sum),
+            (OPTIMIZER_FILE.to_string(), opt_sum),
+        ]);
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        write_synced(&tmp.join(MANIFEST_FILE), &json)?;
+        sync_dir(&tmp)?;
+        let old = parent.join(format!(".old-{name}-{}-{nonce}", std::process::id()));
+        let replaced = path.exists();
+        if replaced {
+            fs::rename(path, &old).map_err(io(path))?;
+        }
+        fs::rename(&tmp, path).map_err(io(path))?;
+        sync_dir(parent)?;
+        if replaced {
+            fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        Ok(())
+    })();
+    crate::checkpoint::in_progress::set(None);
+    if r.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    r
+}
+
+fn read_tensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, HostTensor)>> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| corrupt(path, format!("not safetensors: {e}")))?;
+    let mut out = Vec::new();
+    for (name, v) in st.tensors() {
+        if v.dtype() != safetensors::Dtype::F32 {
+            return Err(corrupt(
+                path,
+                format!("{name} is {:?}, expected F32", v.dtype()),
+            ));
+        }
+        out.push((
+            name,
+            HostTensor {
+                shape: Shape::new(v.shape()),
+                dtype: DType::F32,
+                data: v.data().to_vec(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Loads and verifies the checkpoint at `path` (a `step-*` directory).
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let mpath = path.join(MANIFEST_FILE);
+    let text =
+        fs::read(&mpath).map_err(|e| corrupt(&mpath, format!("cannot read the manifest ({e})")))?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| corrupt(&mpath, format!("bad manifest ({e})")))?;
+    if manifest.format != FORMAT {
+        return Err(corrupt(
+            &mpath,
+            format!("format '{}' is not '{FORMAT}'", manifest.format),
+        ));
+    }
+    let mut contents = HashMap::new();
+    for name in [MODEL_FILE, OPTIMIZER_FILE] {
+        let p = path.join(name);
+        let sum = manifest
+            .files
+            .get(name)
+            .ok_or_else(|| corrupt(&mpath, format!("no checksum for {name}")))?;
+        let bytes = fs::read(&p).map_err(|e| corrupt(&p, format!("cannot read ({e})")))?;
+        if bytes.len() as u64 != sum.bytes {
+            return Err(corrupt(
+                &p,
+                format!(
+                    "{} bytes, the manifest says {} (truncated?)",
+                    bytes.len(),
+                    sum.bytes
+                ),
+            ));
+        }
+        if sha256(&bytes) != sum.sha256 {
+            return Err(corrupt(
+                &p,
+                "checksum mismatch (the file changed after it was saved)",
+            ));
+        }
+        contents.insert(name, bytes);
+    }
+    let params = read_tensors(&path.join(MODEL_FILE), &contents[MODEL_FILE])?;
+    let opt = read_tensors(&path.join(OPTIMIZER_FILE), &contents[OPTIMIZER_FILE])?;
+    let mut opt: HashMap<String, HostTensor> = opt.into_iter().collect();
+    let mut moments = HashMap::new();
+    for (name, _) in &params {
+        let m = opt.remove(&format!("{name}.exp_avg"));
+        let v = opt.remove(&format!("{name}.exp_avg_sq"));
+        match (m, v) {
+            (Some(m), Some(v)) => {
+                moments.insert(name.clone(), (m, v));
+            }
+            _ => {
+                return Err(corrupt(
+                    &path.join(OPTIMIZER_FILE),
+                    format!("no AdamW moments for {name}"),
+                ))
+            }
+        }
+    }
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        manifest,
+        params,
+        moments,
+    })
+}
+
+/// Checkpoints in `dir`, newest first (by step).
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    if !dir.exists() {
+        return Ok(vec![]);
+    }
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            v.push((step, e.path()));
+        }
+    }
+    v.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(v)
+}
+
+/// The newest checkpoint in `dir` that loads and verifies. Corrupt ones are
+/// skipped with a warning naming the file; `Ok(None)` when there are none at all.
+pub fn latest_valid(dir: &Path) -> Result<Option<Checkpoint>> {
+    let all = list(dir)?;
+    let mut last = None;
+    for (_, p) in &all {
+        match load(p) {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) => {
+                log::warn!("skipping checkpoint {}: {e}", p.display());
+                last = Some(e.to_string());
+            }
+        }
+    }
+    match last {
+        None => Ok(None),
+        Some(why) => Err(Error::NoValidCheckpoint {
+            dir: dir.to_path_buf(),
+            tried: all.len(),
+            last: why,
+        }),
+    }
+}
+
+/// Loads `path` itself when it is a checkpoint, else the newest valid one in it.
+pub fn open(path: &Path) -> Result<Checkpoint> {
+    if path.join(MANIFEST_FILE).exists() {
+        return load(path);
+    }
+    latest_valid(path)?.ok_or_else(|| Error::NoValidCheckpoint {
+        dir: path.to_path_buf(),
+        tried: 0,
+        last: "no checkpoints there".into(),
+    })
+}
+
+/// Keeps the newest `keep` checkpoints in `dir` and removes leftovers of saves
+/// that never finished.
+pub fn prune(dir: &Path, keep: usize) -> Result<()> {
+    for (_, p) in list(dir)?.into_iter().skip(keep.max(1)) {
+        fs::remove_dir_all(&p).map_err(io(&p))?;
+    }
+    for e in fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with(&format!(".tmp-step-")) || name.starts_with(".old-step-");
+        let pid = std::process::id().to_string();
+        if ours && !name.contains(&format!("-{pid}-")) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// The save in progress, so a second Ctrl-C can remove its temporary directory
+/// before the process exits.
+pub mod in_progress {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    static CURRENT: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+    pub fn set(p: Option<PathBuf>) {
+        if let Ok(mut c) = CURRENT.lock() {
+            *c = p;
+        }
+    }
+
+    /// Removes the temporary directory of an unfinished save, if any.
+    pub fn abandon() {
+        if let Ok(mut c) = CURRENT.lock() {
+            if let Some(p) = c.take() {
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+    }
+}
