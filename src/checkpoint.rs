@@ -315,7 +315,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             v.push((step, e.path()));
         }
     }
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(v)
 }
 
@@ -364,7 +364,7 @@ pub fn prune(dir: &Path, keep: usize) -> Result<()> {
     for e in fs::read_dir(dir).map_err(io(dir))? {
         let e = e.map_err(io(dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name.starts_with(&format!(".tmp-step-")) || name.starts_with(".old-step-");
+        let ours = name.starts_with(".tmp-step-") || name.starts_with(".old-step-");
         let pid = std::process::id().to_string();
         if ours && !name.contains(&format!("-{pid}-")) {
             let _ = fs::remove_dir_all(e.path());
