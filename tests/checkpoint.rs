@@ -323,7 +323,7 @@ fn ctrl_c_saves_and_resume_continues_exactly() {
     );
 
     let m2 = d2.join("m.jsonl");
-    let mut child = run(&d2, &["--metrics-out", m2.to_str().unwrap()])
+    let child = run(&d2, &["--metrics-out", m2.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
