@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod null;
+pub mod wgpu;
 
 use crate::error::{Error, Result};
 use crate::graph::Op;
@@ -70,7 +71,7 @@ pub trait Backend {
 }
 
 /// Backend names `--backend` accepts.
-pub const BACKENDS: &[&str] = &["auto", "cpu"];
+pub const BACKENDS: &[&str] = &["auto", "cpu", "wgpu"];
 
 /// A tensor that owns its device memory; give it back with [`Device::free`].
 #[derive(Debug)]
@@ -124,10 +125,29 @@ impl Device {
         self.backend.name() == "simulated"
     }
 
-    /// The backend named `name` ("cpu", or "auto" for the best available).
+    /// The wgpu backend on the best adapter, a CPU-type one (lavapipe) included.
+    pub fn wgpu() -> Result<Device> {
+        Self::wgpu_adapter(true)?.ok_or_else(|| Error::Unsupported {
+            backend: "wgpu",
+            what: "this machine: wgpu found no adapter".into(),
+            hint: "install a Vulkan driver (for CPUs: apt-get install mesa-vulkan-drivers) or use --backend cpu",
+        })
+    }
+
+    fn wgpu_adapter(allow_cpu: bool) -> Result<Option<Device>> {
+        Ok(
+            wgpu::WgpuBackend::open(allow_cpu)?.map(|(backend, raw)| Device {
+                backend: Box::new(backend),
+                memory: CachingAllocator::new(Box::new(raw)),
+            }),
+        )
+    }
+
+    /// The backend named `name` ("cpu", "wgpu", or "auto" for the best available).
     pub fn by_name(name: &str) -> Result<Device> {
         match name {
             "cpu" => Ok(Device::cpu()),
+            "wgpu" => Device::wgpu(),
             "auto" => Device::best(),
             _ => Err(Error::UnknownBackend {
                 name: name.to_string(),
@@ -136,9 +156,18 @@ impl Device {
         }
     }
 
-    /// The fastest device available; the cpu backend when there is no GPU backend.
+    /// The fastest device available: a real GPU through wgpu, else the cpu
+    /// backend (a CPU-type wgpu adapter such as lavapipe only when asked for by
+    /// name: it is slower than the cpu backend).
     pub fn best() -> Result<Device> {
-        Ok(Device::cpu())
+        match Self::wgpu_adapter(false) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Ok(Device::cpu()),
+            Err(e) => {
+                log::warn!("wgpu unusable ({e}); using the cpu backend");
+                Ok(Device::cpu())
+            }
+        }
     }
 
     pub fn name(&self) -> &'static str {
