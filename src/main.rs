@@ -36,6 +36,8 @@ enum Command {
     /// Will this model fit this budget? Plans a step by simulation only: no GPU,
     /// no weights allocated.
     Plan(PlanArgs),
+    /// List the devices headroom can train on.
+    Devices(DevicesArgs),
     /// Generate text from a checkpoint.
     Sample(SampleArgs),
     /// Draw a memory trace (from `train --memory-trace`) as an SVG timeline.
@@ -62,6 +64,13 @@ struct PlanArgs {
     #[arg(long, default_value = "auto")]
     backend: String,
     /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct DevicesArgs {
+    /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -165,6 +174,7 @@ fn main() -> ExitCode {
         Command::Report(a) => report(a),
         Command::Plan(a) => plan(a),
         Command::Sample(a) => sample(a),
+        Command::Devices(a) => devices(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -526,5 +536,47 @@ fn sample(a: SampleArgs) -> Result<()> {
     let mut rng = Rng::fork(a.seed, "sample");
     let ids = trainer.generate(&prompt, a.tokens, a.temperature, &mut rng)?;
     println!("{}{}", a.prompt, ByteTokenizer::decode(&ids));
+    Ok(())
+}
+
+fn devices(a: DevicesArgs) -> Result<()> {
+    let cpu = Device::cpu();
+    let adapters = headroom::backend::wgpu::adapters();
+    let best = Device::best()?.name();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "best": best,
+                "cpu": {"memory_bytes": cpu.total_memory(), "dtypes": ["f32", "f16", "bf16", "f64"]},
+                "wgpu": adapters,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "cpu   host memory {}, f32 compute (f16/bf16 as storage)",
+        format_bytes(cpu.total_memory())
+    );
+    for ad in &adapters {
+        println!(
+            "wgpu  {} ({}, {}), driver {}, shader f16 {}, max buffer {}, max binding {}",
+            ad.name,
+            ad.device_type,
+            ad.backend,
+            if ad.driver.is_empty() {
+                "?"
+            } else {
+                &ad.driver
+            },
+            if ad.shader_f16 { "yes" } else { "no" },
+            format_bytes(ad.max_buffer_bytes),
+            format_bytes(ad.max_storage_binding_bytes)
+        );
+    }
+    if adapters.is_empty() {
+        println!("wgpu  no adapter (install a Vulkan driver; for CPUs: apt-get install mesa-vulkan-drivers)");
+    }
+    println!("--backend auto picks: {best}");
     Ok(())
 }

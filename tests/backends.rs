@@ -260,3 +260,68 @@ fn views_and_reductions(d: Dev) {
     });
 }
 test_device!(views_and_reductions);
+
+#[test]
+fn every_wgsl_kernel_compiles() {
+    match headroom::backend::wgpu::WgpuBackend::open(true) {
+        Ok(Some((mut b, _))) => b.compile_all().unwrap(),
+        Ok(None) if std::env::var_os("HEADROOM_REQUIRE_WGPU").is_none() => {
+            eprintln!("skipping: no wgpu adapter")
+        }
+        other => panic!(
+            "HEADROOM_REQUIRE_WGPU is set but wgpu is unusable: {:?}",
+            other.err()
+        ),
+    }
+}
+
+/// The trainer on each backend: the same first loss as cpu, falling losses, and
+/// allocated bytes flat over many steps (no leaks).
+fn training(d: Dev) {
+    use headroom::data::Dataset;
+    use headroom::{AdamW, Gpt, GptConfig, TrainConfig, Trainer};
+    let Some(dev) = open(d) else { return };
+    let gc = GptConfig {
+        vocab_size: 256,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+    };
+    let cfg = TrainConfig {
+        batch: 2,
+        seq_len: 16,
+        steps: 100,
+        ..TrainConfig::default()
+    };
+    let data = Dataset::bundled();
+    let mut t = Trainer::new(
+        dev,
+        Gpt::new(gc.clone()).unwrap(),
+        AdamW::new(1e-2),
+        cfg.clone(),
+    )
+    .unwrap();
+    let mut c = Trainer::new(Device::cpu(), Gpt::new(gc).unwrap(), AdamW::new(1e-2), cfg).unwrap();
+    let b = t.next_batch(&data).unwrap();
+    let first = t.step(&b).unwrap().loss;
+    let b = c.next_batch(&data).unwrap();
+    let want = c.step(&b).unwrap().loss;
+    assert!(
+        (first - want).abs() <= 1e-4 * want,
+        "first loss {first} vs cpu {want}"
+    );
+    let resident = t.memory_stats().allocated_bytes;
+    let mut last = 0.0;
+    for _ in 1..100 {
+        let b = t.next_batch(&data).unwrap();
+        last = t.step(&b).unwrap().loss;
+        assert_eq!(
+            t.memory_stats().allocated_bytes,
+            resident,
+            "allocated bytes stay flat"
+        );
+    }
+    assert!(last < first - 1.0, "loss falls: {first} → {last}");
+}
+test_device!(training);
