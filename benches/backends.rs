@@ -14,6 +14,7 @@ use headroom::schedule::{execute, lower, Mode};
 use headroom::{AdamW, DType, Device, Gpt, GptConfig, HostTensor, Shape, TrainConfig, Trainer};
 
 type Build = fn(&mut Graph, &[Value]) -> headroom::Result<Value>;
+type Opener = Box<dyn Fn() -> Option<Device>>;
 
 /// Median milliseconds of running `build` (forward only) with random inputs of
 /// `shapes`, the result read back each time (so queued GPU work is included).
@@ -94,8 +95,7 @@ fn main() {
             |g, v| g.layernorm(v[0], v[1], v[2], 1e-5),
         ),
     ];
-    let mut devices: Vec<(&str, Box<dyn Fn() -> Option<Device>>)> =
-        vec![("cpu", Box::new(|| Some(Device::cpu())))];
+    let mut devices: Vec<(&str, Opener)> = vec![("cpu", Box::new(|| Some(Device::cpu())))];
     devices.push(("wgpu", Box::new(|| Device::wgpu().ok())));
     let mut table: Vec<(String, Vec<Option<f64>>)> =
         cases.iter().map(|c| (c.0.to_string(), vec![])).collect();
