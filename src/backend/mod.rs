@@ -2,6 +2,7 @@
 //! backend; each implements the whole op list of `graph::ops`.
 
 pub mod cpu;
+pub mod cuda;
 pub mod null;
 pub mod wgpu;
 

@@ -1,0 +1,53 @@
+// Prepended to every kernel file. Storage types: float, __half, __nv_bfloat16;
+// arithmetic is always f32 (ld widens, st rounds to nearest-even).
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+typedef unsigned long long u64;
+
+// NVRTC compiles without the C math headers.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#ifndef NAN
+#define NAN __int_as_float(0x7fc00000)
+#endif
+
+__device__ __forceinline__ float ld(const float* p, u64 i) { return p[i]; }
+__device__ __forceinline__ float ld(const __half* p, u64 i) { return __half2float(p[i]); }
+__device__ __forceinline__ float ld(const __nv_bfloat16* p, u64 i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void st(float* p, u64 i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(__half* p, u64 i, float v) { p[i] = __float2half_rn(v); }
+__device__ __forceinline__ void st(__nv_bfloat16* p, u64 i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ u64 tid() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
+
+// Instantiates M(suffix, type) for every storage type.
+#define FOR_EACH_DTYPE(M) M(f32, float) M(f16, __half) M(bf16, __nv_bfloat16)
+
+// Sum of one value per thread across a block of 256, in a fixed order.
+__device__ float block_sum_256(float v) {
+    __shared__ float part[256];
+    part[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = part[0];
+    __syncthreads();
+    return r;
+}
+
+__device__ float block_max_256(float v) {
+    __shared__ float part[256];
+    part[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] = fmaxf(part[threadIdx.x], part[threadIdx.x + s]);
+        __syncthreads();
+    }
+    float r = part[0];
+    __syncthreads();
+    return r;
+}

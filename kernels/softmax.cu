@@ -1,0 +1,59 @@
+// Softmax and cross-entropy over rows of V: one block of 256 threads per row.
+#define SOFTMAX(S, T)                                                                              \
+extern "C" __global__ void softmax_forward_##S(const T* x, T* y, u64 v) {                          \
+    u64 r = blockIdx.x; const T* xr = x + r * v;                                                   \
+    float m = -INFINITY;                                                                           \
+    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));                            \
+    m = block_max_256(m);                                                                          \
+    float s = 0.0f;                                                                                \
+    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);                           \
+    float inv = 1.0f / block_sum_256(s);                                                           \
+    for (u64 j = threadIdx.x; j < v; j += 256) st(y, r * v + j, expf(ld(xr, j) - m) * inv);        \
+}                                                                                                  \
+extern "C" __global__ void softmax_backward_##S(const T* y, const T* dy, T* dx, u64 v) {           \
+    u64 r = blockIdx.x;                                                                            \
+    float s = 0.0f;                                                                                \
+    for (u64 j = threadIdx.x; j < v; j += 256) s += ld(y, r * v + j) * ld(dy, r * v + j);          \
+    s = block_sum_256(s);                                                                          \
+    for (u64 j = threadIdx.x; j < v; j += 256)                                                     \
+        st(dx, r * v + j, ld(y, r * v + j) * (ld(dy, r * v + j) - s));                             \
+}                                                                                                  \
+/* Per-row loss into the f32 workspace; an out-of-range target gives NaN. */                       \
+extern "C" __global__ void cross_entropy_rows_##S(const T* logits, const int* targets,             \
+                                                   float* row_loss, u64 v) {                       \
+    u64 r = blockIdx.x; const T* xr = logits + r * v;                                              \
+    float m = -INFINITY;                                                                           \
+    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));                            \
+    m = block_max_256(m);                                                                          \
+    float s = 0.0f;                                                                                \
+    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);                           \
+    s = block_sum_256(s);                                                                          \
+    if (threadIdx.x == 0) {                                                                        \
+        int t = targets[r];                                                                        \
+        row_loss[r] = (t < 0 || (u64)t >= v) ? NAN : m + logf(s) - ld(xr, t);                      \
+    }                                                                                              \
+}                                                                                                  \
+/* dlogits = (softmax − onehot) · dloss / rows, fused with the logits' softmax. */                 \
+extern "C" __global__ void cross_entropy_backward_##S(const T* logits, const int* targets,         \
+        const T* dloss, T* dlogits, u64 rows, u64 v) {                                             \
+    u64 r = blockIdx.x; const T* xr = logits + r * v;                                              \
+    float m = -INFINITY;                                                                           \
+    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));                            \
+    m = block_max_256(m);                                                                          \
+    float s = 0.0f;                                                                                \
+    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);                           \
+    s = block_sum_256(s);                                                                          \
+    float scale = ld(dloss, 0) / rows; int t = targets[r];                                         \
+    for (u64 j = threadIdx.x; j < v; j += 256) {                                                   \
+        float p = expf(ld(xr, j) - m) / s; if ((int)j == t) p -= 1.0f;                             \
+        st(dlogits, r * v + j, p * scale);                                                         \
+    }                                                                                              \
+}                                                                                                  \
+/* The mean of the row losses, added in row order by one block (deterministic). */                 \
+extern "C" __global__ void cross_entropy_mean_##S(const float* row_loss, T* loss, u64 rows) {      \
+    float s = 0.0f;                                                                                \
+    for (u64 r = threadIdx.x; r < rows; r += 256) s += row_loss[r];                                \
+    s = block_sum_256(s);                                                                          \
+    if (threadIdx.x == 0) st(loss, 0, s / rows);                                                   \
+}
+FOR_EACH_DTYPE(SOFTMAX)

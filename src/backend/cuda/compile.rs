@@ -1,0 +1,146 @@
+//! Run-time compilation of `kernels/*.cu` with NVRTC, to CUBIN for the device's
+//! own architecture (so an NVRTC newer than the driver is no problem).
+
+use std::ffi::CString;
+
+use crate::error::{Error, Result};
+
+const COMMON: &str = include_str!("../../../kernels/common.cuh");
+
+/// The kernel files, one per op family.
+pub const KERNEL_FILES: &[(&str, &str)] = &[
+    (
+        "elementwise",
+        include_str!("../../../kernels/elementwise.cu"),
+    ),
+    ("layernorm", include_str!("../../../kernels/layernorm.cu")),
+    ("softmax", include_str!("../../../kernels/softmax.cu")),
+    ("embedding", include_str!("../../../kernels/embedding.cu")),
+    ("attention", include_str!("../../../kernels/attention.cu")),
+    ("shape", include_str!("../../../kernels/shape.cu")),
+    ("reduce", include_str!("../../../kernels/reduce.cu")),
+    ("optim", include_str!("../../../kernels/optim.cu")),
+];
+
+/// Whether libnvrtc can be loaded (cudarc panics on first use otherwise).
+pub fn nvrtc_available() -> bool {
+    // SAFETY: only tries to dlopen the library by its usual names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Where `cuda_fp16.h` and `cuda_bf16.h` are: NVRTC 13.0 has them built in no
+/// more. HEADROOM_CUDA_INCLUDE overrides; then CUDA_PATH, CUDA_HOME,
+/// /usr/local/cuda and pip's nvidia packages.
+pub fn include_paths() -> Vec<String> {
+    let mut cands: Vec<String> = Vec::new();
+    if let Ok(p) = std::env::var("HEADROOM_CUDA_INCLUDE") {
+        cands.push(p);
+    }
+    for var in ["CUDA_PATH", "CUDA_HOME"] {
+        if let Ok(p) = std::env::var(var) {
+            cands.push(format!("{p}/include"));
+        }
+    }
+    cands.push("/usr/local/cuda/include".into());
+    for site in python_site_dirs() {
+        for sub in [
+            "nvidia/cu13/include",
+            "nvidia/cuda_runtime/include",
+            "nvidia/cu12/include",
+        ] {
+            cands.push(format!("{site}/{sub}"));
+        }
+    }
+    cands
+        .into_iter()
+        .filter(|p| std::path::Path::new(p).join("cuda_fp16.h").exists())
+        .collect()
+}
+
+fn python_site_dirs() -> Vec<String> {
+    let mut v = Vec::new();
+    for root in ["/usr/local/lib", "/usr/lib", "/opt/torch/.venv/lib"] {
+        if let Ok(d) = std::fs::read_dir(root) {
+            for e in d.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("python3") {
+                    for s in ["site-packages", "dist-packages"] {
+                        v.push(format!("{root}/{name}/{s}"));
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+fn nvrtc_err(file: &str, what: String) -> Error {
+    Error::Kernel {
+        op: "nvrtc",
+        detail: format!("kernels/{file}.cu: {what}"),
+    }
+}
+
+/// Compiles one kernel file to CUBIN for `arch` (such as "sm_90").
+pub fn compile(file: &str, arch: &str) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result, sys};
+    if !nvrtc_available() {
+        return Err(Error::Unsupported {
+            backend: "cuda",
+            what: "kernel compilation: libnvrtc was not found".into(),
+            hint: "install the CUDA toolkit or pip's nvidia-cuda-nvrtc, and put its lib directory on LD_LIBRARY_PATH",
+        });
+    }
+    let src = KERNEL_FILES
+        .iter()
+        .find(|k| k.0 == file)
+        .ok_or_else(|| Error::Internal(format!("no kernel file {file}")))?
+        .1;
+    let code =
+        CString::new(format!("{COMMON}\n{src}")).map_err(|e| nvrtc_err(file, e.to_string()))?;
+    let name = CString::new(format!("{file}.cu")).map_err(|e| nvrtc_err(file, e.to_string()))?;
+    let prog = result::create_program(&code, Some(&name))
+        .map_err(|e| nvrtc_err(file, format!("{e:?}")))?;
+    let mut opts = vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_string(),
+    ];
+    opts.extend(
+        include_paths()
+            .into_iter()
+            .map(|p| format!("--include-path={p}")),
+    );
+    // SAFETY: prog is a live program; options are plain strings.
+    let compiled = unsafe { result::compile_program(prog, &opts) };
+    let out = match compiled {
+        Ok(()) => unsafe {
+            let mut size = 0usize;
+            let r = sys::nvrtcGetCUBINSize(prog, &mut size);
+            if r != sys::nvrtcResult::NVRTC_SUCCESS {
+                Err(nvrtc_err(file, format!("cubin size: {r:?}")))
+            } else {
+                let mut buf = vec![0u8; size];
+                let r = sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut std::ffi::c_char);
+                if r != sys::nvrtcResult::NVRTC_SUCCESS {
+                    Err(nvrtc_err(file, format!("cubin: {r:?}")))
+                } else {
+                    Ok(buf)
+                }
+            }
+        },
+        Err(e) => {
+            // SAFETY: the program exists; the log is a C string.
+            let log = unsafe { result::get_program_log(prog) }
+                .map(|l| {
+                    let bytes: Vec<u8> =
+                        l.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                })
+                .unwrap_or_default();
+            Err(nvrtc_err(file, format!("{e:?} with {opts:?}:\n{log}")))
+        }
+    };
+    // SAFETY: destroyed once, after its last use.
+    let _ = unsafe { result::destroy_program(prog) };
+    out
+}
