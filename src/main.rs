@@ -115,7 +115,7 @@ struct TrainArgs {
     /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m.
     #[arg(long, default_value = "tiny")]
     model: String,
-    /// Backend: auto or cpu.
+    /// Backend: auto, cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     backend: String,
     /// Optimizer steps.

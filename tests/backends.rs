@@ -18,6 +18,7 @@ use headroom::{DType, Device, HostTensor, Shape};
 enum Dev {
     Cpu,
     Wgpu,
+    Cuda,
 }
 
 fn open(d: Dev) -> Option<Device> {
@@ -30,6 +31,14 @@ fn open(d: Dev) -> Option<Device> {
                 None
             }
             Err(e) => panic!("HEADROOM_REQUIRE_WGPU is set but wgpu is unusable: {e}"),
+        },
+        Dev::Cuda => match Device::cuda() {
+            Ok(dev) => Some(dev),
+            Err(e) if std::env::var_os("HEADROOM_REQUIRE_CUDA").is_none() => {
+                eprintln!("skipping the cuda test: {e}");
+                None
+            }
+            Err(e) => panic!("HEADROOM_REQUIRE_CUDA is set but cuda is unusable: {e}"),
         },
     }
 }
@@ -126,15 +135,31 @@ fn check(d: Dev, name: &str, args: &[Arg], build: Build) {
     let Some(mut dev) = open(d) else { return };
     let seed = name.bytes().map(|b| b as u64).sum();
     let want = run(&mut Device::cpu(), args, DType::F64, build, seed);
-    let got = run(&mut dev, args, DType::F32, build, seed);
-    assert_eq!(want.len(), got.len());
-    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-6);
-        let err = w.iter().zip(g).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
-        assert!(
-            err <= TOL,
-            "{name} on {d:?}: tensor {i} off by {err:.2e} of its largest element"
-        );
+    // f32 everywhere; on backends with low-precision kernels also bf16 and f16,
+    // against the cpu backend's own bf16/f16 results (the same rounding rules).
+    let mut dtypes = vec![(DType::F32, TOL)];
+    if matches!(d, Dev::Cuda) {
+        dtypes.extend([(DType::BF16, 2e-2), (DType::F16, 5e-3)]);
+    }
+    for (dt, tol) in dtypes {
+        let got = run(&mut dev, args, dt, build, seed);
+        let reference = if dt == DType::F32 {
+            want.clone()
+        } else {
+            run(&mut Device::cpu(), args, dt, build, seed)
+        };
+        assert_eq!(reference.len(), got.len());
+        for (i, (w, g)) in reference.iter().zip(&got).enumerate() {
+            let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-6);
+            let err = w.iter().zip(g).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+            if std::env::var_os("HEADROOM_PRINT_ERRORS").is_some() {
+                println!("{name} {d:?} {dt}: tensor {i} rel err {err:.2e}");
+            }
+            assert!(
+                err <= tol,
+                "{name} on {d:?} in {dt}: tensor {i} off by {err:.2e} of its largest element"
+            );
+        }
     }
 }
 
@@ -148,6 +173,10 @@ macro_rules! test_device {
             #[test]
             fn wgpu() {
                 super::$name(super::Dev::Wgpu)
+            }
+            #[test]
+            fn cuda() {
+                super::$name(super::Dev::Cuda)
             }
         }
     };

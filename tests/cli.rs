@@ -227,3 +227,14 @@ fn plan_answers_will_it_fit() {
     assert_eq!(v["fits"], false);
     assert!(v["needed_bytes"].as_u64().unwrap() > 1 << 20);
 }
+
+#[test]
+fn cuda_without_a_driver_is_a_clear_error() {
+    if headroom::backend::cuda::available() {
+        return; // a machine with CUDA: nothing to check here
+    }
+    fails_with(
+        os(&["--backend", "cuda"]),
+        "the cuda backend does not support this machine",
+    );
+}

@@ -72,7 +72,7 @@ pub trait Backend {
 }
 
 /// Backend names `--backend` accepts.
-pub const BACKENDS: &[&str] = &["auto", "cpu", "wgpu"];
+pub const BACKENDS: &[&str] = &["auto", "cpu", "cuda", "wgpu"];
 
 /// A tensor that owns its device memory; give it back with [`Device::free`].
 #[derive(Debug)]
@@ -126,6 +126,15 @@ impl Device {
         self.backend.name() == "simulated"
     }
 
+    /// The cuda backend on GPU 0; a typed error when there is no usable driver.
+    pub fn cuda() -> Result<Device> {
+        let (backend, raw) = cuda::CudaBackend::open(0)?;
+        Ok(Device {
+            backend: Box::new(backend),
+            memory: CachingAllocator::new(Box::new(raw)),
+        })
+    }
+
     /// The wgpu backend on the best adapter, a CPU-type one (lavapipe) included.
     pub fn wgpu() -> Result<Device> {
         Self::wgpu_adapter(true)?.ok_or_else(|| Error::Unsupported {
@@ -149,6 +158,7 @@ impl Device {
         match name {
             "cpu" => Ok(Device::cpu()),
             "wgpu" => Device::wgpu(),
+            "cuda" => Device::cuda(),
             "auto" => Device::best(),
             _ => Err(Error::UnknownBackend {
                 name: name.to_string(),
@@ -157,10 +167,16 @@ impl Device {
         }
     }
 
-    /// The fastest device available: a real GPU through wgpu, else the cpu
+    /// The fastest device available: cuda, else a real GPU through wgpu, else the cpu
     /// backend (a CPU-type wgpu adapter such as lavapipe only when asked for by
     /// name: it is slower than the cpu backend).
     pub fn best() -> Result<Device> {
+        if cuda::available() {
+            match Device::cuda() {
+                Ok(d) => return Ok(d),
+                Err(e) => log::warn!("cuda unusable ({e}); trying wgpu"),
+            }
+        }
         match Self::wgpu_adapter(false) {
             Ok(Some(d)) => Ok(d),
             Ok(None) => Ok(Device::cpu()),
