@@ -1,0 +1,106 @@
+"""PyTorch twin of headroom's GPT benchmark: the same GPT-2 (pre-norm, GELU tanh,
+learned positions, tied embeddings, Conv1D-style [in, out] weights), AdamW
+(0.9, 0.95, wd 0.1), SDPA causal attention, optional bf16 autocast and
+per-block checkpointing, random tokens. Prints one JSON line: median step time
+after warm-up, tokens/s, and peak memory (max_memory_allocated and reserved).
+
+python3 benches/reference/torch_gpt.py --model gpt2-124m --batch 16 --seq 1024 --precision bf16
+"""
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+PRESETS = {
+    "tiny": (4, 4, 64, 256, 64),
+    "gpt2-124m": (12, 12, 768, 50257, 1024),
+    "gpt2-350m": (24, 16, 1024, 50257, 1024),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, c, nh):
+        super().__init__()
+        self.nh = nh
+        self.ln_1 = nn.LayerNorm(c)
+        self.c_attn = nn.Linear(c, 3 * c)
+        self.c_proj = nn.Linear(c, c)
+        self.ln_2 = nn.LayerNorm(c)
+        self.c_fc = nn.Linear(c, 4 * c)
+        self.mlp_proj = nn.Linear(4 * c, c)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.nh, c // self.nh).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    def __init__(self, n_layer, nh, c, vocab, ctx, ckpt):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, c)
+        self.wpe = nn.Embedding(ctx, c)
+        self.h = nn.ModuleList(Block(c, nh) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(c)
+        self.ckpt = ckpt
+
+    def forward(self, idx, targets):
+        t = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
+        for blk in self.h:
+            x = checkpoint(blk, x, use_reentrant=False) if self.ckpt else blk(x)
+        logits = self.ln_f(x) @ self.wte.weight.t()
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gpt2-124m")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--precision", default="bf16", choices=["f32", "bf16"])
+    ap.add_argument("--checkpoint", action="store_true", help="recompute every block")
+    ap.add_argument("--steps", type=int, default=6)
+    a = ap.parse_args()
+    n_layer, nh, c, vocab, ctx = PRESETS[a.model]
+    dev = "cuda"
+    torch.manual_seed(0)
+    model = GPT(n_layer, nh, c, vocab, ctx, a.checkpoint).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    times = []
+    for i in range(a.steps + 2):
+        idx = torch.randint(0, vocab, (a.batch, a.seq), device=dev)
+        tgt = torch.randint(0, vocab, (a.batch, a.seq), device=dev)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = model(idx, tgt)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    med = times[len(times) // 2]
+    print(json.dumps({
+        "system": "pytorch", "model": a.model, "batch": a.batch, "seq": a.seq,
+        "precision": a.precision, "checkpoint": a.checkpoint, "step_ms": med * 1e3,
+        "tokens_per_s": a.batch * a.seq / med,
+        "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
+        "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
