@@ -354,3 +354,10 @@ fn training(d: Dev) {
     assert!(last < first - 1.0, "loss falls: {first} → {last}");
 }
 test_device!(training);
+
+fn transpose_of_one_axis_is_a_copy(d: Dev) {
+    check(d, "transpose_same", &[Arg::F(&[3, 4])], |g, v| {
+        Ok(vec![g.transpose(v[0], 1, 1)?])
+    });
+}
+test_device!(transpose_of_one_axis_is_a_copy);

@@ -24,7 +24,9 @@ use cudarc::nvrtc::Ptx;
 
 use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::{Error, Result};
-use crate::graph::ops::{attention, matmul, shape::outer_inner, Op};
+use crate::graph::ops::reduce::reduce_plan;
+use crate::graph::ops::shape::{slices, transpose_view};
+use crate::graph::ops::{attention, matmul, Op};
 use crate::memory::{DeviceOutOfMemory, RawMemory, Segment};
 use crate::tensor::DType;
 
@@ -607,11 +609,9 @@ impl Backend for CudaBackend {
                 }
             }
             Op::Transpose { a, b } => {
-                let (a, b) = (*a.min(b), *a.max(b));
-                let d = s(0).dims();
-                let mid: usize = d[a + 1..b].iter().product();
-                let inner: usize = d[b + 1..].iter().product();
+                let (da, mid, db, inner) = transpose_view(s(0), *a, *b);
                 let f = self.function("shape", k("transpose"))?;
+                let (da, mid, db, inner) = (da as u64, mid as u64, db as u64, inner as u64);
                 launch!(
                     self,
                     f,
@@ -619,24 +619,26 @@ impl Backend for CudaBackend {
                     ptr(ins[0]),
                     ptr(outs[0]),
                     n0,
-                    d[a] as u64,
-                    mid as u64,
-                    d[b] as u64,
-                    inner as u64
+                    da,
+                    mid,
+                    db,
+                    inner
                 )
             }
             Op::Split { axis, .. } => {
-                let (_, inner) = outer_inner(s(0), *axis);
-                let row = (s(0).dims()[*axis] * inner) as u64;
-                let mut off = 0u64;
-                for o in outs {
-                    let w = (o.shape.dims()[*axis] * inner) as u64;
-                    let n = o.shape.numel() as u64;
+                let parts: Vec<&crate::tensor::Shape> = outs.iter().map(|o| &o.shape).collect();
+                for (o, sl) in outs.iter().zip(slices(s(0), &parts, *axis)) {
                     let f = self.function("shape", k("split_part"))?;
+                    let (n, w, row, off) = (
+                        sl.total as u64,
+                        sl.width as u64,
+                        sl.row as u64,
+                        sl.offset as u64,
+                    );
                     launch!(
                         self,
                         f,
-                        grid(n as usize, 256),
+                        grid(sl.total, 256),
                         ptr(ins[0]),
                         ptr(o),
                         n,
@@ -644,22 +646,23 @@ impl Backend for CudaBackend {
                         row,
                         off
                     )?;
-                    off += w;
                 }
                 Ok(())
             }
             Op::Concat { axis } => {
-                let (_, inner) = outer_inner(&outs[0].shape, *axis);
-                let row = (outs[0].shape.dims()[*axis] * inner) as u64;
-                let mut off = 0u64;
-                for i in ins {
-                    let w = (i.shape.dims()[*axis] * inner) as u64;
-                    let n = i.shape.numel() as u64;
+                let parts: Vec<&crate::tensor::Shape> = ins.iter().map(|i| &i.shape).collect();
+                for (i, sl) in ins.iter().zip(slices(&outs[0].shape, &parts, *axis)) {
                     let f = self.function("shape", k("concat_part"))?;
+                    let (n, w, row, off) = (
+                        sl.total as u64,
+                        sl.width as u64,
+                        sl.row as u64,
+                        sl.offset as u64,
+                    );
                     launch!(
                         self,
                         f,
-                        grid(n as usize, 256),
+                        grid(sl.total, 256),
                         ptr(i),
                         ptr(outs[0]),
                         n,
@@ -667,29 +670,21 @@ impl Backend for CudaBackend {
                         row,
                         off
                     )?;
-                    off += w;
                 }
                 Ok(())
             }
             Op::Sum { axes } | Op::Mean { axes } | Op::Expand { axes, .. } => {
-                let full = if matches!(op, Op::Expand { .. }) {
-                    &outs[0].shape
-                } else {
-                    s(0)
+                let expand = matches!(op, Op::Expand { .. });
+                let full = if expand { &outs[0].shape } else { s(0) };
+                let r =
+                    reduce_plan(full, axes, matches!(op, Op::Mean { .. })).ok_or_else(|| {
+                        unavailable(format!("reductions over rank-{} tensors", full.rank()))
+                    })?;
+                let dims = Dims6 {
+                    d: r.dims.map(|d| d as u64),
                 };
-                if full.rank() > 6 {
-                    return Err(unavailable(format!(
-                        "reductions over rank-{} tensors",
-                        full.rank()
-                    )));
-                }
-                let mut dims = Dims6 { d: [1; 6] };
-                for (i, &x) in full.dims().iter().enumerate() {
-                    dims.d[i] = x as u64;
-                }
-                let mask: u32 = axes.iter().fold(0, |m, &a| m | (1 << a));
-                let rank = full.rank() as u64;
-                if matches!(op, Op::Expand { .. }) {
+                let rank = r.rank as u64;
+                if expand {
                     let f = self.function("reduce", k("expand"))?;
                     launch!(
                         self,
@@ -700,16 +695,11 @@ impl Backend for CudaBackend {
                         n0,
                         rank,
                         dims,
-                        mask
+                        r.mask
                     )
                 } else {
-                    let count: usize = axes.iter().map(|&a| full.dims()[a]).product();
-                    let scale = if matches!(op, Op::Mean { .. }) {
-                        1.0 / count as f32
-                    } else {
-                        1.0
-                    };
                     let f = self.function("reduce", k("sum"))?;
+                    let (count, scale) = (r.count as u64, r.scale as f32);
                     launch!(
                         self,
                         f,
@@ -719,8 +709,8 @@ impl Backend for CudaBackend {
                         n0,
                         rank,
                         dims,
-                        mask,
-                        count as u64,
+                        r.mask,
+                        count,
                         scale
                     )
                 }

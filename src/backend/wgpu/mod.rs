@@ -19,7 +19,9 @@ pub use memory::WgpuMemory;
 
 use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::{Error, Result};
-use crate::graph::ops::{attention, matmul, shape::outer_inner, Op};
+use crate::graph::ops::reduce::reduce_plan;
+use crate::graph::ops::shape::{slices, transpose_view};
+use crate::graph::ops::{attention, matmul, Op};
 use crate::tensor::DType;
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -689,94 +691,59 @@ impl Backend for WgpuBackend {
                 )
             }
             Op::Transpose { a, b } => {
-                let (a, b) = (*a.min(b), *a.max(b));
-                let d = s(0).dims();
-                if a == b {
-                    return self.dispatch(
-                        "elementwise",
-                        "copy",
-                        &[u(n0)],
-                        &[(1, Bind::T(ins[0])), (3, Bind::T(outs[0]))],
-                        groups_1d(n0),
-                    );
-                }
-                let mid: usize = d[a + 1..b].iter().product();
-                let inner: usize = d[b + 1..].iter().product();
+                let (da, mid, db, inner) = transpose_view(s(0), *a, *b);
+                let p = [u(n0), u(da), u(mid), u(db), u(inner)];
                 self.dispatch(
                     "shape",
                     "transpose",
-                    &[u(n0), u(d[a]), u(mid), u(d[b]), u(inner)],
+                    &p,
                     &[(1, Bind::T(ins[0])), (3, Bind::T(outs[0]))],
                     groups_1d(n0),
                 )
             }
             Op::Split { axis, .. } => {
-                let (_, inner) = outer_inner(s(0), *axis);
-                let row = s(0).dims()[*axis] * inner;
-                let mut off = 0;
-                for o in outs {
-                    let n = o.shape.dims()[*axis] * inner;
-                    let total = o.shape.numel();
+                let parts: Vec<&crate::tensor::Shape> = outs.iter().map(|o| &o.shape).collect();
+                for (o, sl) in outs.iter().zip(slices(s(0), &parts, *axis)) {
+                    let p = [u(sl.total), u(sl.width), u(sl.row), u(sl.offset)];
                     self.dispatch(
                         "shape",
                         "split_part",
-                        &[u(total), u(n), u(row), u(off)],
+                        &p,
                         &[(1, Bind::T(ins[0])), (3, Bind::T(o))],
-                        groups_1d(total),
+                        groups_1d(sl.total),
                     )?;
-                    off += n;
                 }
                 Ok(())
             }
             Op::Concat { axis } => {
-                let (_, inner) = outer_inner(&outs[0].shape, *axis);
-                let row = outs[0].shape.dims()[*axis] * inner;
-                let mut off = 0;
-                for i in ins {
-                    let n = i.shape.dims()[*axis] * inner;
-                    let total = i.shape.numel();
+                let parts: Vec<&crate::tensor::Shape> = ins.iter().map(|i| &i.shape).collect();
+                for (i, sl) in ins.iter().zip(slices(&outs[0].shape, &parts, *axis)) {
+                    let p = [u(sl.total), u(sl.width), u(sl.row), u(sl.offset)];
                     self.dispatch(
                         "shape",
                         "concat_part",
-                        &[u(total), u(n), u(row), u(off)],
+                        &p,
                         &[(1, Bind::T(i)), (3, Bind::T(outs[0]))],
-                        groups_1d(total),
+                        groups_1d(sl.total),
                     )?;
-                    off += n;
                 }
                 Ok(())
             }
             Op::Sum { axes } | Op::Mean { axes } | Op::Expand { axes, .. } => {
-                let full = if matches!(op, Op::Expand { .. }) {
-                    &outs[0].shape
-                } else {
-                    s(0)
-                };
-                if full.rank() > 6 {
-                    return Err(unsupported(format!(
-                        "reductions over rank-{} tensors (at most 6)",
-                        full.rank()
-                    )));
-                }
-                let mut p = vec![u(n0), u(full.rank())];
-                let mut dims = [1u32; 6];
-                for (i, &d) in full.dims().iter().enumerate() {
-                    dims[i] = u(d);
-                }
-                p.extend(dims);
-                p.push(axes.iter().fold(0u32, |m, &a| m | (1 << a)));
-                let count: usize = axes.iter().map(|&a| full.dims()[a]).product();
-                let scale = if matches!(op, Op::Mean { .. }) {
-                    1.0 / count as f64
-                } else {
-                    1.0
-                };
-                p.push(f(scale));
-                let entry = if matches!(op, Op::Expand { .. }) {
-                    "expand"
-                } else {
-                    "sum"
-                };
+                let expand = matches!(op, Op::Expand { .. });
+                let full = if expand { &outs[0].shape } else { s(0) };
+                let r =
+                    reduce_plan(full, axes, matches!(op, Op::Mean { .. })).ok_or_else(|| {
+                        unsupported(format!(
+                            "reductions over rank-{} tensors (at most 6)",
+                            full.rank()
+                        ))
+                    })?;
+                let mut p = vec![u(n0), u(r.rank)];
+                p.extend(r.dims.iter().map(|&d| u(d)));
+                p.push(r.mask);
+                p.push(f(r.scale));
+                let entry = if expand { "expand" } else { "sum" };
                 self.dispatch(
                     "reduce",
                     entry,

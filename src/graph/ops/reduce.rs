@@ -129,3 +129,32 @@ pub fn expand_forward<F: Real>(x: &[F], out: &mut [F], out_shape: &Shape, axes: 
         }
     }
 }
+
+/// A sum, mean or expand as the GPU kernels take it: the full shape padded to
+/// rank 6, a bitmask of the reduced axes, how many elements each output sums,
+/// and the factor applied (1/count for a mean).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReducePlan {
+    pub rank: usize,
+    pub dims: [usize; 6],
+    pub mask: u32,
+    pub count: usize,
+    pub scale: f64,
+}
+
+/// `None` when the shape has more than 6 dims.
+pub fn reduce_plan(full: &Shape, axes: &[usize], mean: bool) -> Option<ReducePlan> {
+    if full.rank() > 6 {
+        return None;
+    }
+    let mut dims = [1usize; 6];
+    dims[..full.rank()].copy_from_slice(full.dims());
+    let count: usize = axes.iter().map(|&a| full.dims()[a]).product();
+    Some(ReducePlan {
+        rank: full.rank(),
+        dims,
+        mask: axes.iter().fold(0, |m, &a| m | (1 << a)),
+        count,
+        scale: if mean { 1.0 / count as f64 } else { 1.0 },
+    })
+}

@@ -164,3 +164,51 @@ pub fn concat_forward<F: Real>(xs: &[&[F]], out: &mut [F], out_shape: &Shape, ax
         }
     }
 }
+
+/// One part of a split (or concat) along `axis`, as a GPU kernel copies it:
+/// `total` elements in rows of `width`, at `offset` within rows of `row` in the
+/// whole tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub total: usize,
+    pub width: usize,
+    pub row: usize,
+    pub offset: usize,
+}
+
+/// The slices of `whole` that `parts` occupy along `axis`, in order.
+pub fn slices(whole: &Shape, parts: &[&Shape], axis: usize) -> Vec<Slice> {
+    let (_, inner) = outer_inner(whole, axis);
+    let row = whole.dims()[axis] * inner;
+    let mut offset = 0;
+    parts
+        .iter()
+        .map(|p| {
+            let width = p.dims()[axis] * inner;
+            let s = Slice {
+                total: p.numel(),
+                width,
+                row,
+                offset,
+            };
+            offset += width;
+            s
+        })
+        .collect()
+}
+
+/// A transpose of axes `a` and `b` seen as `[outer, A, mid, B, inner]`:
+/// (A, mid, B, inner).
+pub fn transpose_view(s: &Shape, a: usize, b: usize) -> (usize, usize, usize, usize) {
+    let (a, b) = (a.min(b), a.max(b));
+    if a == b {
+        return (1, 1, 1, s.numel()); // swapping an axis with itself: a copy
+    }
+    let d = s.dims();
+    (
+        d[a],
+        d[a + 1..b].iter().product(),
+        d[b],
+        d[b + 1..].iter().product(),
+    )
+}
