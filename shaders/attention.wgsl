@@ -1,12 +1,12 @@
 // Causal attention without a T×T matrix: each thread streams over keys.
 // p0 B, p1 T, p2 C, p3 heads, p4 head dim (≤ 64), p5 scale.
-@group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> qkv: array<T>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
 fn qk(qrow: u32, krow: u32, c: u32, hoff: u32, hd: u32) -> f32 {
     var s = 0.0;
-    for (var d = 0u; d < hd; d = d + 1u) { s = s + qkv[qrow + hoff + d] * qkv[krow + c + hoff + d]; }
+    for (var d = 0u; d < hd; d = d + 1u) { s = s + f32(qkv[qrow + hoff + d]) * f32(qkv[krow + c + hoff + d]); }
     return s;
 }
 
@@ -32,9 +32,9 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let krow = (bi * t + j) * 3u * c;
         let p = exp(qk(qrow, krow, c, hoff, hd) * scale - m);
         l = l + p;
-        for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] + p * qkv[krow + 2u * c + hoff + d]; }
+        for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] + p * f32(qkv[krow + 2u * c + hoff + d]); }
     }
     let orow = (bi * t + i) * c + hoff;
-    for (var d = 0u; d < hd; d = d + 1u) { out[orow + d] = acc[d] / l; }
+    for (var d = 0u; d < hd; d = d + 1u) { out[orow + d] = T(acc[d] / l); }
     lse[(bi * nh + h) * t + i] = m + log(l);
 }

@@ -1,27 +1,27 @@
 // Attention backward from qkv, out and the log-sum-exp (probabilities are
 // recomputed, never stored). p0 B, p1 T, p2 C, p3 heads, p4 head dim, p5 scale.
-@group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+@group(0) @binding(1) var<storage, read_write> qkv: array<T>;
+@group(0) @binding(2) var<storage, read_write> o: array<T>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dout: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dqkv: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dout: array<T>;
+@group(0) @binding(5) var<storage, read_write> dqkv: array<T>;
 
 fn dot_q_k(qrow: u32, krow: u32, c: u32, hoff: u32, hd: u32) -> f32 {
     var s = 0.0;
-    for (var d = 0u; d < hd; d = d + 1u) { s = s + qkv[qrow + hoff + d] * qkv[krow + c + hoff + d]; }
+    for (var d = 0u; d < hd; d = d + 1u) { s = s + f32(qkv[qrow + hoff + d]) * f32(qkv[krow + c + hoff + d]); }
     return s;
 }
 
 // dO_i · O_i, the softmax backward's row term.
 fn d_term(orow: u32, hd: u32) -> f32 {
     var s = 0.0;
-    for (var d = 0u; d < hd; d = d + 1u) { s = s + dout[orow + d] * o[orow + d]; }
+    for (var d = 0u; d < hd; d = d + 1u) { s = s + f32(dout[orow + d]) * f32(o[orow + d]); }
     return s;
 }
 
 fn dout_dot_v(orow: u32, vrow: u32, hd: u32) -> f32 {
     var s = 0.0;
-    for (var d = 0u; d < hd; d = d + 1u) { s = s + dout[orow + d] * qkv[vrow + d]; }
+    for (var d = 0u; d < hd; d = d + 1u) { s = s + f32(dout[orow + d]) * f32(qkv[vrow + d]); }
     return s;
 }
 
@@ -46,9 +46,9 @@ fn dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
         let krow = (bi * t + j) * 3u * c;
         let p = exp(dot_q_k(qrow, krow, c, hoff, hd) * scale - l);
         let ds = p * (dout_dot_v(orow, krow + 2u * c + hoff, hd) - di) * scale;
-        for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] + ds * qkv[krow + c + hoff + d]; }
+        for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] + ds * f32(qkv[krow + c + hoff + d]); }
     }
-    for (var d = 0u; d < hd; d = d + 1u) { dqkv[qrow + hoff + d] = acc[d]; }
+    for (var d = 0u; d < hd; d = d + 1u) { dqkv[qrow + hoff + d] = T(acc[d]); }
 }
 
 // dk and dv: one thread per (batch, head, key j), over queries i ≥ j.
@@ -72,12 +72,12 @@ fn dkdv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let p = exp(dot_q_k(qrow, krow, c, hoff, hd) * scale - lse[(bi * nh + h) * t + i]);
         let ds = p * (dout_dot_v(orow, krow + 2u * c + hoff, hd) - d_term(orow, hd)) * scale;
         for (var d = 0u; d < hd; d = d + 1u) {
-            gv[d] = gv[d] + p * dout[orow + d];
-            gk[d] = gk[d] + ds * qkv[qrow + hoff + d];
+            gv[d] = gv[d] + p * f32(dout[orow + d]);
+            gk[d] = gk[d] + ds * f32(qkv[qrow + hoff + d]);
         }
     }
     for (var d = 0u; d < hd; d = d + 1u) {
-        dqkv[krow + c + hoff + d] = gk[d];
-        dqkv[krow + 2u * c + hoff + d] = gv[d];
+        dqkv[krow + c + hoff + d] = T(gk[d]);
+        dqkv[krow + 2u * c + hoff + d] = T(gv[d]);
     }
 }

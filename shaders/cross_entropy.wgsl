@@ -1,24 +1,24 @@
 // Mean cross-entropy over rows of V logits. p0 rows, p1 V.
-@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> logits: array<T>;
 @group(0) @binding(2) var<storage, read_write> targets: array<i32>;
-@group(0) @binding(3) var<storage, read_write> dloss: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dloss: array<T>;
+@group(0) @binding(4) var<storage, read_write> out: array<T>;
 
 var<workgroup> partial: array<f32, 256>;
 
 fn row_loss(r: u32, v: u32) -> f32 {
     let base = r * v;
     var m = -3.4e38;
-    for (var j = 0u; j < v; j = j + 1u) { m = max(m, logits[base + j]); }
+    for (var j = 0u; j < v; j = j + 1u) { m = max(m, f32(logits[base + j])); }
     var s = 0.0;
-    for (var j = 0u; j < v; j = j + 1u) { s = s + exp(logits[base + j] - m); }
+    for (var j = 0u; j < v; j = j + 1u) { s = s + exp(f32(logits[base + j]) - m); }
     let t = targets[r];
     if (t < 0 || u32(t) >= v) {
         // An out-of-range target poisons the loss; the trainer reports a
         // non-finite loss and skips the step.
         return bitcast<f32>(0x7fc00000u);
     }
-    return m + log(s) - logits[base + u32(t)];
+    return m + log(s) - f32(logits[base + u32(t)]);
 }
 
 // One workgroup: thread t takes rows t, t+256, …; the partial sums are then
@@ -34,7 +34,7 @@ fn forward(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         var total = 0.0;
         for (var i = 0u; i < 256u; i = i + 1u) { total = total + partial[i]; }
-        out[0] = total / f32(n);
+        out[0] = T(total / f32(n));
     }
 }
 
@@ -47,14 +47,14 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let v = pu(1u);
     let base = r * v;
     var m = -3.4e38;
-    for (var j = 0u; j < v; j = j + 1u) { m = max(m, logits[base + j]); }
+    for (var j = 0u; j < v; j = j + 1u) { m = max(m, f32(logits[base + j])); }
     var s = 0.0;
-    for (var j = 0u; j < v; j = j + 1u) { s = s + exp(logits[base + j] - m); }
-    let scale = dloss[0] / f32(n);
+    for (var j = 0u; j < v; j = j + 1u) { s = s + exp(f32(logits[base + j]) - m); }
+    let scale = f32(dloss[0]) / f32(n);
     let t = u32(targets[r]);
     for (var j = 0u; j < v; j = j + 1u) {
-        var p = exp(logits[base + j] - m) / s;
+        var p = exp(f32(logits[base + j]) - m) / s;
         if (j == t) { p = p - 1.0; }
-        out[base + j] = p * scale;
+        out[base + j] = T(p * scale);
     }
 }

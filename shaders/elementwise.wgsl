@@ -1,20 +1,20 @@
 // Elementwise ops. p0 = n (elements); p1 = nb (length of the broadcast operand).
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<T>;
+@group(0) @binding(2) var<storage, read_write> b: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
 
 @compute @workgroup_size(64)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    out[i] = a[i] + b[i % pu(1u)];
+    out[i] = T(f32(a[i]) + f32(b[i % pu(1u)]));
 }
 
 @compute @workgroup_size(64)
 fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    out[i] = a[i] * b[i % pu(1u)];
+    out[i] = T(f32(a[i]) * f32(b[i % pu(1u)]));
 }
 
 // p2 = factor
@@ -22,7 +22,7 @@ fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    out[i] = a[i] * pf(2u);
+    out[i] = T(f32(a[i]) * pf(2u));
 }
 
 @compute @workgroup_size(64)
@@ -37,7 +37,7 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    out[i] = pf(2u);
+    out[i] = T(pf(2u));
 }
 
 // out += a (gradient accumulation).
@@ -45,7 +45,7 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    out[i] = out[i] + a[i];
+    out[i] = T(f32(out[i]) + f32(a[i]));
 }
 
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
@@ -55,8 +55,8 @@ const GELU_K: f32 = 0.044715;
 fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    let x = a[i];
-    out[i] = 0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x)));
+    let x = f32(a[i]);
+    out[i] = T(0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x))));
 }
 
 // a = x, b = dy
@@ -64,8 +64,8 @@ fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    let x = a[i];
+    let x = f32(a[i]);
     let t = tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x));
     let local = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_K * x * x);
-    out[i] = local * b[i];
+    out[i] = T(local * f32(b[i]));
 }

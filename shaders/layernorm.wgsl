@@ -1,8 +1,8 @@
 // LayerNorm over rows of C. p0 rows, p1 C, p2 eps.
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read_write> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> w: array<T>;
+@group(0) @binding(3) var<storage, read_write> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
 @group(0) @binding(5) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
 
@@ -13,12 +13,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let c = pu(1u);
     let base = r * c;
     var s = 0.0;
-    for (var j = 0u; j < c; j = j + 1u) { s = s + x[base + j]; }
+    for (var j = 0u; j < c; j = j + 1u) { s = s + f32(x[base + j]); }
     let mu = s / f32(c);
     var v = 0.0;
-    for (var j = 0u; j < c; j = j + 1u) { let d = x[base + j] - mu; v = v + d * d; }
+    for (var j = 0u; j < c; j = j + 1u) { let d = f32(x[base + j]) - mu; v = v + d * d; }
     let rs = 1.0 / sqrt(v / f32(c) + pf(2u));
-    for (var j = 0u; j < c; j = j + 1u) { y[base + j] = (x[base + j] - mu) * rs * w[j] + bias[j]; }
+    for (var j = 0u; j < c; j = j + 1u) { y[base + j] = T((f32(x[base + j]) - mu) * rs * f32(w[j]) + f32(bias[j])); }
     mean[r] = mu;
     rstd[r] = rs;
 }

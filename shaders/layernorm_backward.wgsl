@@ -1,11 +1,11 @@
 // LayerNorm backward. p0 rows, p1 C.
-@group(0) @binding(1) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> w: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dy: array<T>;
+@group(0) @binding(2) var<storage, read_write> x: array<T>;
+@group(0) @binding(3) var<storage, read_write> w: array<T>;
 @group(0) @binding(4) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(5) var<storage, read_write> rstd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<T>;
+@group(0) @binding(7) var<storage, read_write> out2: array<T>;
 
 // dx, one thread per row: out = dx.
 @compute @workgroup_size(64)
@@ -19,17 +19,17 @@ fn dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
     var dm = 0.0;
     var dnm = 0.0;
     for (var j = 0u; j < c; j = j + 1u) {
-        let nrm = (x[base + j] - mu) * rs;
-        let dn = w[j] * dy[base + j];
+        let nrm = (f32(x[base + j]) - mu) * rs;
+        let dn = f32(w[j]) * f32(dy[base + j]);
         dm = dm + dn;
         dnm = dnm + dn * nrm;
     }
     dm = dm / f32(c);
     dnm = dnm / f32(c);
     for (var j = 0u; j < c; j = j + 1u) {
-        let nrm = (x[base + j] - mu) * rs;
-        let dn = w[j] * dy[base + j];
-        out[base + j] = (dn - dm - nrm * dnm) * rs;
+        let nrm = (f32(x[base + j]) - mu) * rs;
+        let dn = f32(w[j]) * f32(dy[base + j]);
+        out[base + j] = T((dn - dm - nrm * dnm) * rs);
     }
 }
 
@@ -42,10 +42,10 @@ fn dwdb(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var gw = 0.0;
     var gb = 0.0;
     for (var r = 0u; r < pu(0u); r = r + 1u) {
-        let g = dy[r * c + j];
-        gw = gw + (x[r * c + j] - mean[r]) * rstd[r] * g;
+        let g = f32(dy[r * c + j]);
+        gw = gw + (f32(x[r * c + j]) - mean[r]) * rstd[r] * g;
         gb = gb + g;
     }
-    out[j] = gw;
-    out2[j] = gb;
+    out[j] = T(gw);
+    out2[j] = T(gb);
 }

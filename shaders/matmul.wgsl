@@ -1,8 +1,8 @@
 // c[z] = op(a[z]) @ op(b[z]), 16×16 tiles through workgroup memory.
 // p0 M, p1 N, p2 K, p3 rsa, p4 csa, p5 rsb, p6 csb, p7 a batch stride, p8 b batch stride.
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bm: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<T>;
+@group(0) @binding(2) var<storage, read_write> bm: array<T>;
+@group(0) @binding(3) var<storage, read_write> c: array<T>;
 
 var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
@@ -18,9 +18,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var acc = 0.0;
     for (var t = 0u; t < k; t = t + 16u) {
         let ak = t + lid.x;
-        if (row < m && ak < k) { ta[lid.y][lid.x] = a[abase + row * pu(3u) + ak * pu(4u)]; } else { ta[lid.y][lid.x] = 0.0; }
+        if (row < m && ak < k) { ta[lid.y][lid.x] = f32(a[abase + row * pu(3u) + ak * pu(4u)]); } else { ta[lid.y][lid.x] = 0.0; }
         let bk = t + lid.y;
-        if (bk < k && col < n) { tb[lid.y][lid.x] = bm[bbase + bk * pu(5u) + col * pu(6u)]; } else { tb[lid.y][lid.x] = 0.0; }
+        if (bk < k && col < n) { tb[lid.y][lid.x] = f32(bm[bbase + bk * pu(5u) + col * pu(6u)]); } else { tb[lid.y][lid.x] = 0.0; }
         workgroupBarrier();
         for (var j = 0u; j < 16u; j = j + 1u) {
             acc = acc + ta[lid.y][j] * tb[j][lid.x];
@@ -28,6 +28,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
     if (row < m && col < n) {
-        c[z * m * n + row * n + col] = acc;
+        c[z * m * n + row * n + col] = T(acc);
     }
 }

@@ -1,8 +1,8 @@
 // Sum/mean over a set of axes and its adjoint, expand. Shapes up to rank 6.
 // p0 n (outputs of this kernel), p1 rank, p2..p7 dims of the full shape,
 // p8 bitmask of reduced axes, p9 scale (mean: 1/count).
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
 
 fn dim(i: u32) -> u32 { return pu(2u + i); }
 fn reduced(i: u32) -> bool { return ((pu(8u) >> i) & 1u) == 1u; }
@@ -39,8 +39,8 @@ fn sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (o >= pu(0u)) { return; }
     var s = 0.0;
     let n = reduced_count();
-    for (var r = 0u; r < n; r = r + 1u) { s = s + a[full_index(o, r)]; }
-    out[o] = s * pf(9u);
+    for (var r = 0u; r < n; r = r + 1u) { s = s + f32(a[full_index(o, r)]); }
+    out[o] = T(s * pf(9u));
 }
 
 // One thread per output element of the full shape.

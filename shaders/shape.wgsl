@@ -1,6 +1,6 @@
 // Layout copies.
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
 
 // Swap two axes, seen as [outer, A, mid, B, inner] → [outer, B, mid, A, inner].
 // p0 n, p1 A, p2 mid, p3 B, p4 inner.

@@ -138,8 +138,10 @@ fn check(d: Dev, name: &str, args: &[Arg], build: Build) {
     // f32 everywhere; on backends with low-precision kernels also bf16 and f16,
     // against the cpu backend's own bf16/f16 results (the same rounding rules).
     let mut dtypes = vec![(DType::F32, TOL)];
-    if matches!(d, Dev::Cuda) {
-        dtypes.extend([(DType::BF16, 2e-2), (DType::F16, 5e-3)]);
+    for (low, tol) in [(DType::BF16, 2e-2), (DType::F16, 5e-3)] {
+        if !matches!(d, Dev::Cpu) && dev.supports(low) {
+            dtypes.push((low, tol));
+        }
     }
     for (dt, tol) in dtypes {
         let got = run(&mut dev, args, dt, build, seed);
@@ -321,6 +323,7 @@ fn training(d: Dev) {
         batch: 2,
         seq_len: 16,
         steps: 100,
+        precision: headroom::Precision::F32,
         ..TrainConfig::default()
     };
     let data = Dataset::bundled();
@@ -361,3 +364,53 @@ fn transpose_of_one_axis_is_a_copy(d: Dev) {
     });
 }
 test_device!(transpose_of_one_axis_is_a_copy);
+
+/// Training in the backend's low precision (f16 with loss scaling, where the
+/// adapter has it): the first loss within f16 rounding of cpu's f16 run.
+fn training_low_precision(d: Dev) {
+    use headroom::data::Dataset;
+    use headroom::{AdamW, Gpt, GptConfig, Precision, TrainConfig, Trainer};
+    let Some(dev) = open(d) else { return };
+    if matches!(d, Dev::Cpu) || !dev.supports(DType::F16) {
+        return;
+    }
+    let gc = GptConfig {
+        vocab_size: 256,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+    };
+    let cfg = TrainConfig {
+        batch: 2,
+        seq_len: 16,
+        steps: 30,
+        precision: Precision::F16,
+        ..TrainConfig::default()
+    };
+    let data = Dataset::bundled();
+    let mut t = Trainer::new(
+        dev,
+        Gpt::new(gc.clone()).unwrap(),
+        AdamW::new(1e-2),
+        cfg.clone(),
+    )
+    .unwrap();
+    let mut c = Trainer::new(Device::cpu(), Gpt::new(gc).unwrap(), AdamW::new(1e-2), cfg).unwrap();
+    let (bt, bc) = (t.next_batch(&data).unwrap(), c.next_batch(&data).unwrap());
+    let (first, want) = (t.step(&bt).unwrap().loss, c.step(&bc).unwrap().loss);
+    assert!(
+        (first - want).abs() <= 2e-3 * want,
+        "f16 first loss {first} vs cpu f16 {want}"
+    );
+    let mut last = first;
+    for _ in 1..30 {
+        let b = t.next_batch(&data).unwrap();
+        let r = t.step(&b).unwrap();
+        if !r.skipped {
+            last = r.loss;
+        }
+    }
+    assert!(last < first - 0.5, "f16 loss falls: {first} → {last}");
+}
+test_device!(training_low_precision);

@@ -3,8 +3,9 @@
 //!
 //! Kernels are recorded into one command encoder and submitted only when the
 //! host needs data back (a read) or writes data in (an upload must not overtake
-//! kernels recorded before it). f32 only for now: f16/bf16 tensors are refused
-//! with a typed error, so `Precision::Auto` resolves to f32 here.
+//! kernels recorded before it). Each shader is compiled per storage type: f32,
+//! and f16 where the adapter has SHADER_F16 (arithmetic stays f32 inside the
+//! kernels). bf16 is refused with a typed error.
 
 mod memory;
 
@@ -52,6 +53,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("shape", include_str!("../../../shaders/shape.wgsl")),
     ("reduce", include_str!("../../../shaders/reduce.wgsl")),
     ("optim", include_str!("../../../shaders/optim.wgsl")),
+    ("cast", include_str!("../../../shaders/cast.wgsl")),
     (
         "sum_squares",
         include_str!("../../../shaders/sum_squares.wgsl"),
@@ -88,6 +90,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("reduce", "expand"),
     ("optim", "adamw"),
     ("sum_squares", "main"),
+    ("cast", "main"),
 ];
 
 /// One adapter as `headroom devices` lists it.
@@ -146,14 +149,56 @@ fn pick_adapter(allow_cpu: bool) -> Option<wgpu::Adapter> {
     all.into_iter().next()
 }
 
+/// Which storage types a shader is compiled for: `T` for tensors, or the
+/// input and output types of a cast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Variant {
+    T(DType),
+    Cast(DType, DType),
+}
+
+fn wgsl_type(d: DType) -> &'static str {
+    if d == DType::F16 {
+        "f16"
+    } else {
+        "f32"
+    }
+}
+
+impl Variant {
+    /// The declarations prepended to a shader for this variant.
+    fn header(self) -> String {
+        let (decls, f16) = match self {
+            Variant::T(d) => (format!("alias T = {};\n", wgsl_type(d)), d == DType::F16),
+            Variant::Cast(a, b) => (
+                format!(
+                    "alias TI = {};\nalias TO = {};\n",
+                    wgsl_type(a),
+                    wgsl_type(b)
+                ),
+                a == DType::F16 || b == DType::F16,
+            ),
+        };
+        if f16 {
+            format!("enable f16;\n{decls}")
+        } else {
+            decls
+        }
+    }
+}
+
 pub struct WgpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
     buffers: Arc<Mutex<Buffers>>,
-    modules: HashMap<&'static str, wgpu::ShaderModule>,
-    pipelines: HashMap<(&'static str, &'static str), wgpu::ComputePipeline>,
+    modules: HashMap<(&'static str, Variant), wgpu::ShaderModule>,
+    pipelines: HashMap<(&'static str, &'static str, Variant), wgpu::ComputePipeline>,
     encoder: Option<wgpu::CommandEncoder>,
     max_binding: u64,
+    /// The adapter can store and compute f16 in shaders.
+    f16: bool,
+    /// The variant the kernels dispatched next are compiled for.
+    variant: Variant,
     pub adapter: AdapterSummary,
 }
 
@@ -185,8 +230,15 @@ impl WgpuBackend {
         };
         let summary = summary(&adapter);
         let limits = adapter.limits();
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let features = if f16 {
+            wgpu::Features::SHADER_F16
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("headroom"),
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -232,6 +284,8 @@ impl WgpuBackend {
                 pipelines: HashMap::new(),
                 encoder: None,
                 max_binding: limits.max_storage_buffer_binding_size,
+                f16,
+                variant: Variant::T(DType::F32),
                 adapter: summary,
             },
             mem,
@@ -243,44 +297,59 @@ impl WgpuBackend {
         file: &'static str,
         entry: &'static str,
     ) -> Result<wgpu::ComputePipeline> {
-        if let Some(p) = self.pipelines.get(&(file, entry)) {
+        let v = self.variant;
+        if let Some(p) = self.pipelines.get(&(file, entry, v)) {
             return Ok(p.clone());
         }
-        if !self.modules.contains_key(file) {
+        if !self.modules.contains_key(&(file, v)) {
             let src = SHADERS
                 .iter()
                 .find(|s| s.0 == file)
                 .ok_or_else(|| Error::Internal(format!("no shader {file}")))?
                 .1;
-            let code = format!("{COMMON}\n{src}");
+            let code = format!("{}{COMMON}\n{src}", v.header());
             let m = self
                 .device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(file),
                     source: wgpu::ShaderSource::Wgsl(code.into()),
                 });
-            self.modules.insert(file, m);
+            self.modules.insert((file, v), m);
         }
         let p = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: None,
-                module: &self.modules[file],
+                module: &self.modules[&(file, v)],
                 entry_point: Some(entry),
                 compilation_options: Default::default(),
                 cache: None,
             });
-        self.pipelines.insert((file, entry), p.clone());
+        self.pipelines.insert((file, entry, v), p.clone());
         Ok(p)
     }
 
     /// Compiles every kernel (a missing or broken one fails here, not mid-run).
     pub fn compile_all(&mut self) -> Result<()> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        for &(f, e) in KERNELS {
-            self.pipeline(f, e)?;
+        let mut variants = vec![Variant::T(DType::F32)];
+        if self.f16 {
+            variants.extend([
+                Variant::T(DType::F16),
+                Variant::Cast(DType::F32, DType::F16),
+                Variant::Cast(DType::F16, DType::F32),
+            ]);
         }
+        for v in variants {
+            self.variant = v;
+            for &(f, e) in KERNELS {
+                if (f == "cast") == matches!(v, Variant::Cast(..)) {
+                    self.pipeline(f, e)?;
+                }
+            }
+        }
+        self.variant = Variant::T(DType::F32);
         match pollster::block_on(scope.pop()) {
             None => Ok(()),
             Some(err) => Err(Error::Internal(format!(
@@ -402,12 +471,25 @@ impl WgpuBackend {
         Ok(out)
     }
 
-    fn check_f32(&self, op: &'static str, ts: &[&TensorRef]) -> Result<()> {
+    /// Checks the dtypes and picks the variant: the storage type of the first
+    /// float operand (saved statistics stay f32 in every variant).
+    fn select(&mut self, op: &'static str, ts: &[&TensorRef]) -> Result<()> {
         for t in ts {
-            if !matches!(t.dtype, DType::F32 | DType::I32) {
+            let ok = match t.dtype {
+                DType::F32 | DType::I32 => true,
+                DType::F16 => self.f16,
+                DType::BF16 | DType::F64 => false,
+            };
+            if !ok {
                 return Err(unsupported(format!("{} tensors (in {op})", t.dtype)));
             }
         }
+        let dt = ts
+            .iter()
+            .map(|t| t.dtype)
+            .find(|d| d.is_float())
+            .unwrap_or(DType::F32);
+        self.variant = Variant::T(dt);
         Ok(())
     }
 }
@@ -426,12 +508,20 @@ impl Backend for WgpuBackend {
     }
 
     fn supports(&self, dtype: DType) -> bool {
-        matches!(dtype, DType::F32 | DType::I32)
+        match dtype {
+            DType::F32 | DType::I32 => true,
+            DType::F16 => self.f16,
+            DType::BF16 | DType::F64 => false,
+        }
+    }
+
+    fn preferred_low_precision(&self) -> Option<DType> {
+        self.f16.then_some(DType::F16)
     }
 
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()> {
         let all: Vec<&TensorRef> = ins.iter().chain(outs).copied().collect();
-        self.check_f32(op.name(), &all)?;
+        self.select(op.name(), &all)?;
         let n0 = outs.first().map_or(0, |t| t.shape.numel());
         let s = |i: usize| &ins[i].shape;
         match op {
@@ -546,16 +636,13 @@ impl Backend for WgpuBackend {
                 groups_1d(n0),
             ),
             Op::Cast { to } => {
-                if ins[0].dtype != *to {
-                    return Err(unsupported(format!("casts {} → {to}", ins[0].dtype)));
+                let b = [(1, Bind::T(ins[0])), (3, Bind::T(outs[0]))];
+                if ins[0].dtype == *to {
+                    self.dispatch("elementwise", "copy", &[u(n0)], &b, groups_1d(n0))
+                } else {
+                    self.variant = Variant::Cast(ins[0].dtype, *to);
+                    self.dispatch("cast", "main", &[u(n0)], &b, groups_1d(n0))
                 }
-                self.dispatch(
-                    "elementwise",
-                    "copy",
-                    &[u(n0)],
-                    &[(1, Bind::T(ins[0])), (3, Bind::T(outs[0]))],
-                    groups_1d(n0),
-                )
             }
             Op::LayerNorm { eps } => {
                 let (rows, c) = (s(0).rows(), s(0).last());
@@ -792,7 +879,7 @@ impl Backend for WgpuBackend {
     }
 
     fn accumulate(&mut self, dst: &TensorRef, src: &TensorRef) -> Result<()> {
-        self.check_f32("accumulate", &[dst, src])?;
+        self.select("accumulate", &[dst, src])?;
         let n = dst.shape.numel();
         self.dispatch(
             "elementwise",
@@ -807,7 +894,9 @@ impl Backend for WgpuBackend {
         if ts.is_empty() {
             return Ok(0.0);
         }
-        self.check_f32("sum_squares", ts)?;
+        for t in ts {
+            self.select("sum_squares", &[t])?;
+        }
         // A few bytes of scratch outside the allocator: one f32 per tensor.
         let result = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("sum of squares"),
@@ -816,6 +905,7 @@ impl Backend for WgpuBackend {
             mapped_at_creation: false,
         });
         for (i, t) in ts.iter().enumerate() {
+            self.variant = Variant::T(t.dtype);
             self.dispatch(
                 "sum_squares",
                 "main",
@@ -833,7 +923,15 @@ impl Backend for WgpuBackend {
         let t = s.t as i32;
         let (bc1, bc2) = (1.0 - s.beta1.powi(t), 1.0 - s.beta2.powi(t));
         for slot in slots {
-            self.check_f32("adamw", &[slot.param, slot.grad, slot.m, slot.v])?;
+            for t in [slot.param, slot.grad, slot.m, slot.v] {
+                if t.dtype != DType::F32 {
+                    return Err(unsupported(format!(
+                        "{} optimizer tensors (AdamW keeps f32)",
+                        t.dtype
+                    )));
+                }
+            }
+            self.variant = Variant::T(DType::F32);
             let n = slot.param.shape.numel();
             let wd = if slot.decay { s.weight_decay } else { 0.0 };
             let p = [
