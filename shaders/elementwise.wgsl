@@ -29,7 +29,7 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    out[i] = a[i];
+    out[i] = T(f32(a[i]));
 }
 
 // p2 = value

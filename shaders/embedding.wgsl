@@ -12,7 +12,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = k / c;
     let id = ids[i];
     if (id < 0 || u32(id) >= pu(2u)) { out[k] = T(bitcast<f32>(0x7fc00000u)); return; }
-    out[k] = src[u32(id) * c + k % c];
+    out[k] = T(f32(src[u32(id) * c + k % c]));
 }
 
 // dtable: one thread per column, tokens added in order (deterministic).

@@ -60,5 +60,5 @@ fn expand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         rem = rem / d;
         if (!reduced(ax)) { idx = idx + c * stride; stride = stride * d; }
     }
-    out[k] = a[idx];
+    out[k] = T(f32(a[idx]));
 }

@@ -16,7 +16,7 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let m = q % mid; q = q / mid;
     let j = q % db;
     let p = q / db;
-    out[k] = a[((((p * da + i) * mid + m) * db + j) * inner) + r];
+    out[k] = T(f32(a[((((p * da + i) * mid + m) * db + j) * inner) + r]));
 }
 
 // Copy one slice along an axis: out has rows of `n` elements taken at offset
@@ -26,7 +26,7 @@ fn split_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let k = flat(wid, nwg, lid);
     if (k >= pu(0u)) { return; }
     let n = pu(1u);
-    out[k] = a[(k / n) * pu(2u) + pu(3u) + k % n];
+    out[k] = T(f32(a[(k / n) * pu(2u) + pu(3u) + k % n]));
 }
 
 // The inverse: write input rows of `n` into out rows of `row` at `off`.
@@ -36,5 +36,5 @@ fn concat_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let k = flat(wid, nwg, lid);
     if (k >= pu(0u)) { return; }
     let n = pu(1u);
-    out[(k / n) * pu(2u) + pu(3u) + k % n] = a[k];
+    out[(k / n) * pu(2u) + pu(3u) + k % n] = T(f32(a[k]));
 }

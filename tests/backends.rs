@@ -365,15 +365,26 @@ fn transpose_of_one_axis_is_a_copy(d: Dev) {
 }
 test_device!(transpose_of_one_axis_is_a_copy);
 
-/// Training in the backend's low precision (f16 with loss scaling, where the
-/// adapter has it): the first loss within f16 rounding of cpu's f16 run.
+/// Training in each low precision the backend has (f16 with loss scaling,
+/// bf16): the first loss within rounding of the cpu backend's run in the same
+/// precision, and falling losses.
 fn training_low_precision(d: Dev) {
-    use headroom::data::Dataset;
-    use headroom::{AdamW, Gpt, GptConfig, Precision, TrainConfig, Trainer};
-    let Some(dev) = open(d) else { return };
-    if matches!(d, Dev::Cpu) || !dev.supports(DType::F16) {
-        return;
+    use headroom::Precision;
+    for (low, precision, tol) in [
+        (DType::F16, Precision::F16, 2e-3),
+        (DType::BF16, Precision::Bf16, 1e-2),
+    ] {
+        let Some(dev) = open(d) else { return };
+        if matches!(d, Dev::Cpu) || !dev.supports(low) {
+            continue;
+        }
+        train_low(dev, precision, tol);
     }
+}
+
+fn train_low(dev: Device, precision: headroom::Precision, tol: f32) {
+    use headroom::data::Dataset;
+    use headroom::{AdamW, Gpt, GptConfig, TrainConfig, Trainer};
     let gc = GptConfig {
         vocab_size: 256,
         block_size: 16,
@@ -385,7 +396,7 @@ fn training_low_precision(d: Dev) {
         batch: 2,
         seq_len: 16,
         steps: 30,
-        precision: Precision::F16,
+        precision,
         ..TrainConfig::default()
     };
     let data = Dataset::bundled();
@@ -400,8 +411,8 @@ fn training_low_precision(d: Dev) {
     let (bt, bc) = (t.next_batch(&data).unwrap(), c.next_batch(&data).unwrap());
     let (first, want) = (t.step(&bt).unwrap().loss, c.step(&bc).unwrap().loss);
     assert!(
-        (first - want).abs() <= 2e-3 * want,
-        "f16 first loss {first} vs cpu f16 {want}"
+        (first - want).abs() <= tol * want,
+        "{precision} first loss {first} vs cpu {want}"
     );
     let mut last = first;
     for _ in 1..30 {
@@ -411,6 +422,9 @@ fn training_low_precision(d: Dev) {
             last = r.loss;
         }
     }
-    assert!(last < first - 0.5, "f16 loss falls: {first} → {last}");
+    assert!(
+        last < first - 0.5,
+        "{precision} loss falls: {first} → {last}"
+    );
 }
 test_device!(training_low_precision);

@@ -161,8 +161,51 @@ fn wgsl_type(d: DType) -> &'static str {
     if d == DType::F16 {
         "f16"
     } else {
+        // bf16 bindings are rewritten to packed words; their alias is unused.
         "f32"
     }
+}
+
+/// Rewrites a shader so that the bindings typed `array<X>` for each X in
+/// `packed` hold bf16 values two to a u32 word: loads `f32(name[i])` become
+/// `ld_name(i)` (widening), stores `name[i] = X(v);` become `st_name(i, v)`
+/// (round to nearest-even, written with a compare-exchange loop because the
+/// other half of the word belongs to another thread).
+fn pack_bf16(src: &str, packed: &[&str]) -> String {
+    let decl =
+        regex::Regex::new(r"var<storage, read_write> (\w+): array<(\w+)>;").expect("static regex");
+    let names: Vec<String> = decl
+        .captures_iter(src)
+        .filter(|c| packed.contains(&&c[2]))
+        .map(|c| c[1].to_string())
+        .collect();
+    let mut out = src.to_string();
+    let mut helpers = String::new();
+    for n in &names {
+        let d = regex::Regex::new(&format!(r"var<storage, read_write> {n}: array<\w+>;"))
+            .expect("regex");
+        out = d
+            .replace_all(
+                &out,
+                format!("var<storage, read_write> {n}: array<atomic<u32>>;").as_str(),
+            )
+            .into_owned();
+        let st = regex::Regex::new(&format!(r"\b{n}\[([^\]]*)\] = \w+\((.*)\);")).expect("regex");
+        out = st
+            .replace_all(&out, format!("st_{n}($1, $2);").as_str())
+            .into_owned();
+        helpers.push_str(&format!(
+            "fn ld_{n}(i_: u32) -> f32 {{\n    let w_ = atomicLoad(&{n}[i_ >> 1u]);\n    let h_ = select(w_ & 0xffffu, w_ >> 16u, (i_ & 1u) == 1u);\n    return bitcast<f32>(h_ << 16u);\n}}\n\
+             fn st_{n}(i_: u32, v_: f32) {{\n    let bits_ = bitcast<u32>(v_);\n    var r_ = (bits_ + 0x7fffu + ((bits_ >> 16u) & 1u)) >> 16u;\n    if (v_ != v_) {{ r_ = 0x7fc0u; }}\n    let odd_ = (i_ & 1u) == 1u;\n    loop {{\n        let old_ = atomicLoad(&{n}[i_ >> 1u]);\n        let new_ = select((old_ & 0xffff0000u) | r_, (old_ & 0xffffu) | (r_ << 16u), odd_);\n        if (atomicCompareExchangeWeak(&{n}[i_ >> 1u], old_, new_).exchanged) {{ break; }}\n    }}\n}}\n"
+        ));
+    }
+    for n in &names {
+        let ld = regex::Regex::new(&format!(r"f32\({n}\[([^\]]*)\]\)")).expect("regex");
+        out = ld
+            .replace_all(&out, format!("ld_{n}($1)").as_str())
+            .into_owned();
+    }
+    format!("{out}\n{helpers}")
 }
 
 impl Variant {
@@ -307,7 +350,22 @@ impl WgpuBackend {
                 .find(|s| s.0 == file)
                 .ok_or_else(|| Error::Internal(format!("no shader {file}")))?
                 .1;
-            let code = format!("{}{COMMON}\n{src}", v.header());
+            let body = format!("{COMMON}\n{src}");
+            let packed: Vec<&str> = match v {
+                Variant::T(DType::BF16) => vec!["T"],
+                Variant::Cast(a, b) => [(a, "TI"), (b, "TO")]
+                    .into_iter()
+                    .filter(|x| x.0 == DType::BF16)
+                    .map(|x| x.1)
+                    .collect(),
+                _ => vec![],
+            };
+            let body = if packed.is_empty() {
+                body
+            } else {
+                pack_bf16(&body, &packed)
+            };
+            let code = format!("{}{body}", v.header());
             let m = self
                 .device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -333,7 +391,12 @@ impl WgpuBackend {
     /// Compiles every kernel (a missing or broken one fails here, not mid-run).
     pub fn compile_all(&mut self) -> Result<()> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut variants = vec![Variant::T(DType::F32)];
+        let mut variants = vec![
+            Variant::T(DType::F32),
+            Variant::T(DType::BF16),
+            Variant::Cast(DType::F32, DType::BF16),
+            Variant::Cast(DType::BF16, DType::F32),
+        ];
         if self.f16 {
             variants.extend([
                 Variant::T(DType::F16),
@@ -476,9 +539,9 @@ impl WgpuBackend {
     fn select(&mut self, op: &'static str, ts: &[&TensorRef]) -> Result<()> {
         for t in ts {
             let ok = match t.dtype {
-                DType::F32 | DType::I32 => true,
+                DType::F32 | DType::I32 | DType::BF16 => true,
                 DType::F16 => self.f16,
-                DType::BF16 | DType::F64 => false,
+                DType::F64 => false,
             };
             if !ok {
                 return Err(unsupported(format!("{} tensors (in {op})", t.dtype)));
@@ -509,14 +572,15 @@ impl Backend for WgpuBackend {
 
     fn supports(&self, dtype: DType) -> bool {
         match dtype {
-            DType::F32 | DType::I32 => true,
+            DType::F32 | DType::I32 | DType::BF16 => true,
             DType::F16 => self.f16,
-            DType::BF16 | DType::F64 => false,
+            DType::F64 => false,
         }
     }
 
+    /// f16 where the adapter computes it; else bf16 packed two to a word.
     fn preferred_low_precision(&self) -> Option<DType> {
-        self.f16.then_some(DType::F16)
+        Some(if self.f16 { DType::F16 } else { DType::BF16 })
     }
 
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()> {
