@@ -21,6 +21,19 @@ extern "C" __global__ void gelu_forward_##S(const T* x, T* out, u64 n) {        
     float v = ld(x, i);                                                                            \
     st(out, i, 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v))));           \
 }                                                                                                 \
+extern "C" __global__ void bias_gelu_forward_##S(const T* x, const T* b, T* out, u64 n, u64 nb) {   \
+    u64 i = tid(); if (i >= n) return;                                                             \
+    float v = ld(x, i) + ld(b, i % nb);                                                            \
+    st(out, i, 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v))));           \
+}                                                                                                 \
+extern "C" __global__ void bias_gelu_backward_##S(const T* x, const T* b, const T* dy, T* dh,     \
+                                                   u64 n, u64 nb) {                                \
+    u64 i = tid(); if (i >= n) return;                                                             \
+    float v = ld(x, i) + ld(b, i % nb);                                                            \
+    float t = tanhf(0.7978845608f * (v + 0.044715f * v * v * v));                                  \
+    float local = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * 0.7978845608f * (1.0f + 3.0f * 0.044715f * v * v); \
+    st(dh, i, local * ld(dy, i));                                                                  \
+}                                                                                                 \
 extern "C" __global__ void gelu_backward_##S(const T* x, const T* dy, T* dx, u64 n) {             \
     u64 i = tid(); if (i >= n) return;                                                             \
     float v = ld(x, i);                                                                            \

@@ -2,6 +2,7 @@
 @group(0) @binding(1) var<storage, read_write> a: array<T>;
 @group(0) @binding(2) var<storage, read_write> b: array<T>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(4) var<storage, read_write> dy: array<T>;
 
 @compute @workgroup_size(64)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -68,4 +69,27 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let t = tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x));
     let local = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_K * x * x);
     out[i] = T(local * f32(b[i]));
+}
+
+fn gelu_local(x: f32) -> f32 {
+    let t = tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_K * x * x);
+}
+
+// out = gelu(a + b), b repeating with period p1 (the MLP's bias and activation).
+@compute @workgroup_size(64)
+fn bias_gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = f32(a[i]) + f32(b[i % pu(1u)]);
+    out[i] = T(0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x))));
+}
+
+// out = gelu'(a + b) · dy, the pre-activation recomputed rather than stored.
+@compute @workgroup_size(64)
+fn bias_gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = f32(a[i]) + f32(b[i % pu(1u)]);
+    out[i] = T(gelu_local(x) * f32(dy[i]));
 }

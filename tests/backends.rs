@@ -213,6 +213,12 @@ fn elementwise(d: Dev) {
     check(d, "mul", &[Arg::F(&[3, 8]), Arg::F(&[3, 8])], |g, v| {
         Ok(vec![g.mul(v[0], v[1])?])
     });
+    check(
+        d,
+        "bias_gelu",
+        &[Arg::F(&[3, 7, 10]), Arg::F(&[10])],
+        |g, v| Ok(vec![g.bias_gelu(v[0], v[1])?]),
+    );
     check(d, "scale_gelu", &[Arg::F(&[70])], |g, v| {
         let s = g.scale(v[0], 1.5)?;
         Ok(vec![g.gelu(s)?])

@@ -389,6 +389,9 @@ fn scale_and_gelu() {
         Ok(vec![g.scale(v[0], -0.7)?])
     });
     check("gelu", &[Arg::F(&[4, 6])], |g, v| Ok(vec![g.gelu(v[0])?]));
+    check("bias_gelu", &[Arg::F(&[2, 3, 5]), Arg::F(&[5])], |g, v| {
+        Ok(vec![g.bias_gelu(v[0], v[1])?])
+    });
     check("gelu_3d", &[Arg::F(&[2, 2, 3])], |g, v| {
         Ok(vec![g.gelu(v[0])?])
     });

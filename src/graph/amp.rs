@@ -105,7 +105,7 @@ pub fn rule(op: &Op) -> CastRule {
         | Op::CrossEntropy
         | Op::Sum { .. }
         | Op::Mean { .. } => CastRule::F32,
-        Op::Add | Op::Mul | Op::Concat { .. } => CastRule::FollowFirst,
+        Op::Add | Op::Mul | Op::BiasGelu | Op::Concat { .. } => CastRule::FollowFirst,
         Op::Embedding
         | Op::Scale { .. }
         | Op::Gelu
@@ -118,6 +118,7 @@ pub fn rule(op: &Op) -> CastRule {
         // Backward ops are recorded by autodiff, never under autocast.
         Op::EmbeddingBackward { .. }
         | Op::GeluBackward
+        | Op::BiasGeluBackward
         | Op::LayerNormBackward
         | Op::AttentionBackward { .. }
         | Op::SoftmaxBackward

@@ -295,6 +295,11 @@ impl Graph {
     pub fn gelu(&mut self, x: Value) -> Result<Value> {
         self.apply1(Op::Gelu, &[x])
     }
+    /// `gelu(x + b)` in one op (`b` broadcast as in [`Graph::add`]); its
+    /// backward recomputes `x + b` instead of saving it.
+    pub fn bias_gelu(&mut self, x: Value, b: Value) -> Result<Value> {
+        self.apply1(Op::BiasGelu, &[x, b])
+    }
     /// LayerNorm over the last dim. Returns the normalised output only; the saved
     /// mean and reciprocal std are outputs of the node for the backward pass.
     pub fn layernorm(&mut self, x: Value, w: Value, b: Value, eps: f64) -> Result<Value> {

@@ -109,8 +109,16 @@ impl Mlp {
         [self.c_fc.params(), self.c_proj.params()].concat()
     }
     pub fn forward(&self, g: &mut Graph, x: Value) -> Result<Value> {
-        let h = self.c_fc.forward(g, x)?; // [B, T, 4C]
-        let h = g.gelu(h)?;
+        // c_fc's bias add and the GELU run as one fused op.
+        let w = self.c_fc.weight.record(g)?;
+        let h = g.matmul(x, w)?; // [B, T, 4C]
+        let h = match &self.c_fc.bias {
+            Some(b) => {
+                let b = b.record(g)?;
+                g.bias_gelu(h, b)?
+            }
+            None => g.gelu(h)?,
+        };
         self.c_proj.forward(g, h)
     }
 }

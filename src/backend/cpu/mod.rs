@@ -242,6 +242,10 @@ fn dispatch<F: Real>(op: &Op, ins: &[&TensorRef], a: &[In<F>], o: &mut [&mut [F]
         Op::Scale { factor } => ops::elementwise::scale_forward(a[0].f(n)?, o[0], *factor),
         Op::Gelu => ops::elementwise::gelu_forward(a[0].f(n)?, o[0]),
         Op::GeluBackward => ops::elementwise::gelu_backward(a[0].f(n)?, a[1].f(n)?, o[0]),
+        Op::BiasGelu => ops::elementwise::bias_gelu_forward(a[0].f(n)?, a[1].f(n)?, o[0]),
+        Op::BiasGeluBackward => {
+            ops::elementwise::bias_gelu_backward(a[0].f(n)?, a[1].f(n)?, a[2].f(n)?, o[0])
+        }
         Op::LayerNorm { eps } => {
             let [y, mean, rstd] = o else {
                 return Err(Error::Internal("layernorm outputs".into()));

@@ -421,6 +421,35 @@ impl Backend for CudaBackend {
                     n0
                 )
             }
+            Op::BiasGelu => {
+                let f = self.function("elementwise", k("bias_gelu_forward"))?;
+                let nb = s(1).numel() as u64;
+                launch!(
+                    self,
+                    f,
+                    grid(n0 as usize, 256),
+                    ptr(ins[0]),
+                    ptr(ins[1]),
+                    ptr(outs[0]),
+                    n0,
+                    nb
+                )
+            }
+            Op::BiasGeluBackward => {
+                let f = self.function("elementwise", k("bias_gelu_backward"))?;
+                let nb = s(1).numel() as u64;
+                launch!(
+                    self,
+                    f,
+                    grid(n0 as usize, 256),
+                    ptr(ins[0]),
+                    ptr(ins[1]),
+                    ptr(ins[2]),
+                    ptr(outs[0]),
+                    n0,
+                    nb
+                )
+            }
             Op::Cast { to } => {
                 let name = format!("cast_{}_{}", suffix(ins[0].dtype)?, suffix(*to)?);
                 let f = self.function("elementwise", name)?;

@@ -70,6 +70,8 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("elementwise", "accumulate"),
     ("elementwise", "gelu"),
     ("elementwise", "gelu_backward"),
+    ("elementwise", "bias_gelu"),
+    ("elementwise", "bias_gelu_backward"),
     ("matmul", "main"),
     ("layernorm", "forward"),
     ("layernorm_backward", "dx"),
@@ -692,6 +694,35 @@ impl Backend for WgpuBackend {
                 ],
                 groups_1d(n0),
             ),
+            Op::BiasGelu => {
+                let b = [
+                    (1, Bind::T(ins[0])),
+                    (2, Bind::T(ins[1])),
+                    (3, Bind::T(outs[0])),
+                ];
+                self.dispatch(
+                    "elementwise",
+                    "bias_gelu",
+                    &[u(n0), u(s(1).numel())],
+                    &b,
+                    groups_1d(n0),
+                )
+            }
+            Op::BiasGeluBackward => {
+                let b = [
+                    (1, Bind::T(ins[0])),
+                    (2, Bind::T(ins[1])),
+                    (4, Bind::T(ins[2])),
+                    (3, Bind::T(outs[0])),
+                ];
+                self.dispatch(
+                    "elementwise",
+                    "bias_gelu_backward",
+                    &[u(n0), u(s(1).numel())],
+                    &b,
+                    groups_1d(n0),
+                )
+            }
             Op::Fill { value, .. } => self.dispatch(
                 "elementwise",
                 "fill",

@@ -71,6 +71,24 @@ pub fn vjp_mul(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Val
     Ok(vec![Some(da), Some(db)])
 }
 
+/// `x`, `b` (broadcast), `dy` → `dh` (the gradient of `x + b`, `x`'s shape).
+pub fn infer_bias_gelu_backward(ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
+    infer_broadcast("bias_gelu_backward", &ins[..2])?;
+    let dt = same_float("bias_gelu_backward", ins)?;
+    if ins[2].0 != ins[0].0 {
+        return Err(Error::shape("bias_gelu_backward", "dy must have x's shape"));
+    }
+    Ok(vec![(ins[0].0.clone(), dt)])
+}
+
+/// The pre-activation `x + b` is recomputed in the backward kernel, never stored.
+pub fn vjp_bias_gelu(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
+    let dh = g.apply(Op::BiasGeluBackward, &[ins[0], ins[1], dy])?[0];
+    let bs = g.shape(ins[1]).clone();
+    let db = unbroadcast(g, dh, &bs)?;
+    Ok(vec![Some(dh), Some(db)])
+}
+
 pub fn vjp_gelu(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     Ok(vec![Some(g.apply(Op::GeluBackward, &[ins[0], dy])?[0])])
 }
@@ -123,6 +141,21 @@ pub fn gelu_forward<F: Real>(x: &[F], out: &mut [F]) {
     map(x, out, |v| {
         half * v * (one + (s * (v + k * v * v * v)).tanh())
     })
+}
+
+pub fn bias_gelu_forward<F: Real>(x: &[F], b: &[F], out: &mut [F]) {
+    let (s, k, half, one) = (sqrt_2_over_pi::<F>(), F::c(GELU_K), F::c(0.5), F::one());
+    broadcast_map(x, b, out, |x, b| {
+        let v = x + b;
+        half * v * (one + (s * (v + k * v * v * v)).tanh())
+    })
+}
+
+/// `dh = gelu'(x + b) · dy`, the pre-activation recomputed.
+pub fn bias_gelu_backward<F: Real>(x: &[F], b: &[F], dy: &[F], dh: &mut [F]) {
+    let mut h = vec![F::zero(); x.len()];
+    add_forward(x, b, &mut h);
+    gelu_backward(&h, dy, dh)
 }
 
 pub fn gelu_backward<F: Real>(x: &[F], dy: &[F], dx: &mut [F]) {

@@ -46,6 +46,9 @@ pub enum Op {
     },
     Gelu,
     GeluBackward,
+    /// `gelu(x + b)`, `b` broadcast: the MLP's bias and activation in one kernel.
+    BiasGelu,
+    BiasGeluBackward,
     LayerNorm {
         eps: f64,
     },
@@ -108,6 +111,8 @@ impl Op {
             Op::Scale { .. } => "scale",
             Op::Gelu => "gelu",
             Op::GeluBackward => "gelu_backward",
+            Op::BiasGelu => "bias_gelu",
+            Op::BiasGeluBackward => "bias_gelu_backward",
             Op::LayerNorm { .. } => "layernorm",
             Op::LayerNormBackward => "layernorm_backward",
             Op::Attention { .. } => "attention",
@@ -149,7 +154,8 @@ impl Op {
             Op::Embedding => embedding::infer(ins),
             Op::EmbeddingBackward { vocab } => embedding::infer_backward(ins, *vocab),
             Op::MatMul { ta, tb } => matmul::infer(ins, *ta, *tb),
-            Op::Add | Op::Mul => elementwise::infer_broadcast(name, ins),
+            Op::Add | Op::Mul | Op::BiasGelu => elementwise::infer_broadcast(name, ins),
+            Op::BiasGeluBackward => elementwise::infer_bias_gelu_backward(ins),
             Op::Scale { .. } | Op::Gelu | Op::Softmax => elementwise::infer_unary(name, ins),
             Op::GeluBackward | Op::SoftmaxBackward => elementwise::infer_same(name, ins),
             Op::LayerNorm { .. } => layernorm::infer(ins),
@@ -190,7 +196,9 @@ impl Op {
             | Op::Mul
             | Op::GeluBackward
             | Op::SoftmaxBackward
+            | Op::BiasGelu
             | Op::CrossEntropy => 2,
+            Op::BiasGeluBackward => 3,
             Op::LayerNorm { .. } | Op::CrossEntropyBackward => 3,
             Op::AttentionBackward { .. } => 4,
             Op::LayerNormBackward => 5,
@@ -218,6 +226,7 @@ impl Op {
             Op::Mul => elementwise::vjp_mul(g, ins, dy()?),
             Op::Scale { factor } => Ok(vec![Some(g.scale(dy()?, *factor)?)]),
             Op::Gelu => elementwise::vjp_gelu(g, ins, dy()?),
+            Op::BiasGelu => elementwise::vjp_bias_gelu(g, ins, dy()?),
             Op::LayerNorm { .. } => layernorm::vjp(g, ins, outs, dy()?),
             Op::Attention { n_head } => attention::vjp(g, ins, outs, dy()?, *n_head),
             Op::Softmax => softmax::vjp(g, outs, dy()?),
@@ -239,6 +248,7 @@ impl Op {
             Op::Fill { .. } => Ok(vec![]),
             Op::EmbeddingBackward { .. }
             | Op::GeluBackward
+            | Op::BiasGeluBackward
             | Op::LayerNormBackward
             | Op::AttentionBackward { .. }
             | Op::SoftmaxBackward
@@ -291,7 +301,7 @@ impl Op {
                 5 * in_n
             }
             Op::LayerNorm { .. } | Op::LayerNormBackward => 8 * in_n,
-            Op::Gelu | Op::GeluBackward => 10 * out_n,
+            Op::Gelu | Op::GeluBackward | Op::BiasGelu | Op::BiasGeluBackward => 11 * out_n,
             Op::Embedding | Op::EmbeddingBackward { .. } => out_n.max(in_n),
             _ => out_n,
         }
