@@ -411,18 +411,6 @@ impl<R: RawMemory> CachingAllocator<R> {
         let k = self.key(id);
         self.free[pi].insert(k);
     }
-
-    /// Live blocks: (address, size) of every block holding a tensor. For tests
-    /// and reports; O(n).
-    pub fn live_blocks(&self) -> Vec<(u64, u64)> {
-        let vacant: std::collections::HashSet<usize> = self.vacant.iter().copied().collect();
-        self.blocks
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| b.allocated && !vacant.contains(i))
-            .map(|(_, b)| (b.handle + b.offset, b.size))
-            .collect()
-    }
 }
 
 impl<R: RawMemory> Drop for CachingAllocator<R> {
