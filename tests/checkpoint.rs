@@ -305,11 +305,29 @@ fn losses(path: &Path) -> Vec<(u64, u32)> {
 fn ctrl_c_saves_and_resume_continues_exactly() {
     let (d1, d2) = (tmp("ctrlc-full"), tmp("ctrlc-split"));
     let run = |dir: &Path, extra: &[&str]| {
+        // Steps long enough (batch 8 × 64) that the run cannot finish all 40
+        // between the poll that sees step 12 and the signal arriving.
         let mut c = headroom();
-        c.args(SMALL_RUN)
-            .args(["3", "--steps", "40", "--checkpoint-dir"])
-            .arg(dir)
-            .args(extra);
+        c.args([
+            "train",
+            "--batch",
+            "8",
+            "--seq",
+            "64",
+            "--sample-tokens",
+            "0",
+        ])
+        .args([
+            "--eval-every",
+            "0",
+            "--seed",
+            "3",
+            "--keep-checkpoints",
+            "3",
+        ])
+        .args(["--steps", "40", "--checkpoint-dir"])
+        .arg(dir)
+        .args(extra);
         c
     };
     let m1 = d1.join("m.jsonl");
