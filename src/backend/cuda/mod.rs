@@ -102,6 +102,8 @@ pub struct CudaBackend {
     functions: HashMap<String, CudaFunction>,
     /// Small buffers outside the allocator: per-row losses, Σx² slots.
     workspace: Option<(u64, u64)>,
+    /// The AdamW parameter table (48 bytes a parameter), outside the allocator.
+    slots: Option<(u64, u64)>,
     pub device_name: String,
 }
 
@@ -164,6 +166,7 @@ impl CudaBackend {
                 modules: HashMap::new(),
                 functions: HashMap::new(),
                 workspace: None,
+                slots: None,
                 device_name: name,
             },
             mem,
@@ -203,6 +206,23 @@ impl CudaBackend {
         // SAFETY: a plain allocation, kept for the backend's life.
         let p = unsafe { drv::malloc_sync(bytes as usize) }.map_err(|e| drv_err("workspace", e))?;
         self.workspace = Some((p, bytes));
+        Ok(p)
+    }
+
+    /// A device buffer of at least `bytes` for the AdamW table.
+    fn slot_table(&mut self, bytes: u64) -> Result<u64> {
+        if let Some((p, n)) = self.slots {
+            if n >= bytes {
+                return Ok(p);
+            }
+            self.stream.synchronize().map_err(|e| drv_err("sync", e))?;
+            // SAFETY: allocated below, no kernel in flight after the sync.
+            let _ = unsafe { drv::free_sync(p) };
+        }
+        // SAFETY: a plain allocation, kept for the backend's life.
+        let p =
+            unsafe { drv::malloc_sync(bytes as usize) }.map_err(|e| drv_err("adamw table", e))?;
+        self.slots = Some((p, bytes));
         Ok(p)
     }
 
@@ -798,43 +818,85 @@ impl Backend for CudaBackend {
         Ok(parts.iter().map(|&x| x as f64).sum())
     }
 
+    /// AdamW over all parameters in one launch (`adamw_multi_f32`): a table of
+    /// (param, grad, m, v, n, decay) goes to the device, one grid row each.
     fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        if slots.len() > 65535 {
+            return Err(unavailable(format!(
+                "{} parameter tensors in one AdamW launch",
+                slots.len()
+            )));
+        }
         let t = s.t as i32;
         let (bc1, bc2) = (
             (1.0 - s.beta1.powi(t)) as f32,
             (1.0 - s.beta2.powi(t)) as f32,
         );
+        // The kernel's AdamSlot: five u64 then two f32 (48 bytes).
+        let mut table: Vec<u8> = Vec::with_capacity(48 * slots.len());
+        let mut widest = 0u64;
         for slot in slots {
+            for r in [slot.param, slot.grad, slot.m, slot.v] {
+                if r.dtype != DType::F32 {
+                    return Err(Error::dtype(
+                        "adamw",
+                        "f32 master weights and state",
+                        r.dtype,
+                    ));
+                }
+            }
             let n = slot.param.shape.numel() as u64;
+            widest = widest.max(n);
             let wd = if slot.decay { s.weight_decay } else { 0.0 };
-            let f = self.function("optim", "adamw_f32".to_string())?;
-            launch!(
-                self,
-                f,
-                grid(n as usize, 256),
-                ptr(slot.param),
-                ptr(slot.grad),
-                ptr(slot.m),
-                ptr(slot.v),
-                n,
-                s.lr as f32,
-                s.beta1 as f32,
-                s.beta2 as f32,
-                s.eps as f32,
-                (1.0 - s.lr * wd) as f32,
-                bc1,
-                bc2,
-                s.grad_scale as f32,
-            )?;
+            for x in [ptr(slot.param), ptr(slot.grad), ptr(slot.m), ptr(slot.v), n] {
+                table.extend_from_slice(&x.to_le_bytes());
+            }
+            table.extend_from_slice(&((1.0 - s.lr * wd) as f32).to_le_bytes());
+            table.extend_from_slice(&0f32.to_le_bytes());
         }
-        Ok(())
+        let dev_table = self.slot_table(table.len() as u64)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("context", e))?;
+        // SAFETY: the table buffer holds table.len() bytes; the copy is ordered
+        // after earlier work on the default stream.
+        unsafe { drv::memcpy_htod_sync(dev_table, &table) }.map_err(|e| drv_err("upload", e))?;
+        let f = self.function("optim", "adamw_multi_f32".to_string())?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                widest.div_ceil(256).clamp(1, 1024) as u32,
+                slots.len() as u32,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            f,
+            cfg,
+            dev_table,
+            s.lr as f32,
+            s.beta1 as f32,
+            s.beta2 as f32,
+            s.eps as f32,
+            bc1,
+            bc2,
+            s.grad_scale as f32,
+        )
     }
 }
 
 impl Drop for CudaBackend {
     fn drop(&mut self) {
         let _ = self.ctx.bind_to_thread();
-        if let Some((p, _)) = self.workspace.take() {
+        for (p, _) in [self.workspace.take(), self.slots.take()]
+            .into_iter()
+            .flatten()
+        {
             // SAFETY: allocated by this backend, freed once.
             let _ = unsafe { drv::free_sync(p) };
         }
