@@ -44,6 +44,7 @@ fn main() -> Result<()> {
         seq_len: seq,
         steps: (steps + 2) as u64,
         precision: precision.resolve(dev.preferred_low_precision()),
+        workspace_bytes: dev.workspace_bytes(),
         ..TrainConfig::default()
     };
     let model = Gpt::new(config.clone())?;

@@ -42,6 +42,7 @@ fn measure(
     let opt = AdamW::new(gc.default_lr());
     let mut cfg = cfg.clone();
     cfg.precision = cfg.precision.resolve(dev.preferred_low_precision());
+    cfg.workspace_bytes = dev.workspace_bytes();
     let model = Gpt::new(gc.clone())?;
     let mut t = match how {
         Ok(choice) => Trainer::with_plan(dev, model, opt, cfg.clone(), choice)?,

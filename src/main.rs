@@ -244,6 +244,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut device = Device::by_name(&a.backend)?;
     let budget_bytes = device.set_budget(Some(budget));
     cfg.precision = precision.resolve(device.preferred_low_precision());
+    cfg.workspace_bytes = device.workspace_bytes();
     log::info!("memory budget {} ({budget})", format_bytes(budget_bytes));
     if a.memory_trace.is_some() {
         device.start_trace();
@@ -440,6 +441,7 @@ fn plan(a: PlanArgs) -> Result<()> {
         batch: a.batch,
         seq_len: seq,
         precision: precision.resolve(device.preferred_low_precision()),
+        workspace_bytes: device.workspace_bytes(),
         ..TrainConfig::default()
     };
     cfg.validate(config.block_size)?;

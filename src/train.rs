@@ -41,6 +41,9 @@ pub struct TrainConfig {
     pub recover: bool,
     /// Activation precision; `Auto` is resolved against the device.
     pub precision: Precision,
+    /// Library workspace to reserve at setup (the device's own request when
+    /// larger); the planner passes it to its simulations.
+    pub workspace_bytes: u64,
 }
 
 impl Default for TrainConfig {
@@ -55,6 +58,7 @@ impl Default for TrainConfig {
             eval_batches: 8,
             recover: true,
             precision: Precision::Auto,
+            workspace_bytes: 0,
         }
     }
 }
@@ -160,6 +164,9 @@ pub struct Trainer<M: Model> {
     skipped_steps: u64,
     /// Test hook: write inf into a gradient of the next step.
     inject_overflow: bool,
+    /// The backend libraries' workspace, allocated once at setup; held so the
+    /// block lives as long as the trainer.
+    _workspace: Option<DeviceTensor>,
     /// Draws training batches; its state is saved in checkpoints.
     sampler: Rng,
     data_info: Option<DataInfo>,
@@ -303,6 +310,7 @@ impl<M: Model> Trainer<M> {
         }
         let scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
         let cfg_seed = cfg.seed;
+        cfg.workspace_bytes = cfg.workspace_bytes.max(device.workspace_bytes());
         if !(opt.lr.is_finite() && opt.lr > 0.0) {
             return Err(Error::invalid(
                 "--lr",
@@ -339,6 +347,19 @@ impl<M: Model> Trainer<M> {
             let v = place(&mut device, &spec, zeros(), state)?;
             params.push(ParamState { spec, value, m, v });
         }
+        let workspace = match cfg.workspace_bytes {
+            0 => None,
+            bytes => {
+                device.set_tag(Tag::new(
+                    MemPhase::Setup,
+                    "workspace",
+                    TensorKind::Workspace,
+                ));
+                let w = device.alloc(Shape::new(&[bytes.div_ceil(4) as usize]), DType::F32)?;
+                device.backend_mut().set_workspace(Some(w.view()))?;
+                Some(w)
+            }
+        };
         Ok(Trainer {
             device,
             model,
@@ -356,6 +377,7 @@ impl<M: Model> Trainer<M> {
             scaler,
             skipped_steps: 0,
             inject_overflow: false,
+            _workspace: workspace,
             sampler: Rng::fork(cfg_seed, "train-data"),
             data_info: None,
         })

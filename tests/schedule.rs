@@ -388,3 +388,21 @@ fn recovery_gives_up_with_a_typed_error_when_nothing_can_fit() {
     assert!(matches!(e, Error::RecoveryFailed { .. }), "{e:?}");
     assert_eq!(t.memory_stats().allocated_bytes, resident, "nothing leaked");
 }
+
+#[test]
+fn library_workspace_is_planned_for_and_allocated() {
+    let model = Gpt::new(small()).unwrap();
+    let mut c = cfg(4, 32);
+    c.workspace_bytes = 3 << 20;
+    let p = plan(&model, AdamW::new(1e-3), &c, 1 << 32, &[]).unwrap();
+    assert!(p.breakdown.workspace >= 3 << 20, "{:?}", p.breakdown);
+    let without = plan(&model, AdamW::new(1e-3), &cfg(4, 32), 1 << 32, &[]).unwrap();
+    assert!(p.predicted_peak_bytes > without.predicted_peak_bytes);
+    // The real run reserves exactly what the plan predicted.
+    let data = batches(2, 4, 32);
+    let mut t = Trainer::with_plan(Device::cpu(), model, AdamW::new(1e-3), c, p.choice()).unwrap();
+    t.step(&data[0]).unwrap();
+    t.loss(&data[0]).unwrap();
+    t.step(&data[1]).unwrap();
+    assert_eq!(t.memory_stats().peak_reserved_bytes, p.predicted_peak_bytes);
+}

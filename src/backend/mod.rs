@@ -63,6 +63,16 @@ pub trait Backend {
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()>;
     fn write(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()>;
     fn read(&mut self, src: &TensorRef) -> Result<Vec<u8>>;
+    /// Device memory the backend's libraries need for themselves (cuBLAS's
+    /// workspace). The trainer allocates it through the allocator, so the
+    /// planner counts it and the budget covers it.
+    fn workspace_bytes(&self) -> u64 {
+        0
+    }
+    /// Hands the backend the workspace allocated for it.
+    fn set_workspace(&mut self, _workspace: Option<&TensorRef>) -> Result<()> {
+        Ok(())
+    }
     /// `dst += src` elementwise (gradient accumulation across micro-batches).
     fn accumulate(&mut self, dst: &TensorRef, src: &TensorRef) -> Result<()>;
     /// Σ x² over all elements of all tensors, for global-norm clipping.
@@ -197,6 +207,11 @@ impl Device {
 
     pub fn preferred_low_precision(&self) -> Option<DType> {
         self.backend.preferred_low_precision()
+    }
+
+    /// Bytes of library workspace the backend asks for (see `Backend::workspace_bytes`).
+    pub fn workspace_bytes(&self) -> u64 {
+        self.backend.workspace_bytes()
     }
 
     pub fn alloc(&mut self, shape: Shape, dtype: DType) -> Result<DeviceTensor> {
