@@ -194,35 +194,36 @@ impl CudaBackend {
 
     /// A device buffer of at least `bytes` for intermediate sums.
     fn workspace(&mut self, bytes: u64) -> Result<u64> {
-        if let Some((p, n)) = self.workspace {
-            if n >= bytes {
-                return Ok(p);
-            }
-            // SAFETY: freed once, not in use (the stream is synchronised below
-            // before any reuse of the old pointer could matter).
-            self.stream.synchronize().map_err(|e| drv_err("sync", e))?;
-            let _ = unsafe { drv::free_sync(p) };
-        }
-        // SAFETY: a plain allocation, kept for the backend's life.
-        let p = unsafe { drv::malloc_sync(bytes as usize) }.map_err(|e| drv_err("workspace", e))?;
-        self.workspace = Some((p, bytes));
-        Ok(p)
+        let mut slot = self.workspace.take();
+        let r = self.side_buffer(&mut slot, bytes);
+        self.workspace = slot;
+        r
     }
 
     /// A device buffer of at least `bytes` for the AdamW table.
     fn slot_table(&mut self, bytes: u64) -> Result<u64> {
-        if let Some((p, n)) = self.slots {
+        let mut slot = self.slots.take();
+        let r = self.side_buffer(&mut slot, bytes);
+        self.slots = slot;
+        r
+    }
+
+    /// Grows a small buffer kept outside the allocator (a few KiB): the old one
+    /// is freed once no kernel can still be using it.
+    fn side_buffer(&mut self, slot: &mut Option<(u64, u64)>, bytes: u64) -> Result<u64> {
+        if let Some((p, n)) = *slot {
             if n >= bytes {
                 return Ok(p);
             }
             self.stream.synchronize().map_err(|e| drv_err("sync", e))?;
-            // SAFETY: allocated below, no kernel in flight after the sync.
+            // SAFETY: allocated by this backend; no kernel in flight after the sync.
             let _ = unsafe { drv::free_sync(p) };
+            *slot = None;
         }
         // SAFETY: a plain allocation, kept for the backend's life.
         let p =
-            unsafe { drv::malloc_sync(bytes as usize) }.map_err(|e| drv_err("adamw table", e))?;
-        self.slots = Some((p, bytes));
+            unsafe { drv::malloc_sync(bytes as usize) }.map_err(|e| drv_err("side buffer", e))?;
+        *slot = Some((p, bytes));
         Ok(p)
     }
 
