@@ -1,13 +1,24 @@
 // Softmax and cross-entropy over rows of V: one block of 256 threads per row.
+
+// A row's max and Σ exp(x − max), reduced over the block in a fixed order.
+struct RowStats { float max; float sum; };
+
+template <typename T>
+__device__ RowStats row_stats(const T* xr, u64 v) {
+    float m = -INFINITY;
+    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));
+    m = block_max_256(m);
+    float s = 0.0f;
+    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);
+    RowStats r; r.max = m; r.sum = block_sum_256(s);
+    return r;
+}
+
 #define SOFTMAX(S, T)                                                                              \
 extern "C" __global__ void softmax_forward_##S(const T* x, T* y, u64 v) {                          \
     u64 r = blockIdx.x; const T* xr = x + r * v;                                                   \
-    float m = -INFINITY;                                                                           \
-    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));                            \
-    m = block_max_256(m);                                                                          \
-    float s = 0.0f;                                                                                \
-    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);                           \
-    float inv = 1.0f / block_sum_256(s);                                                           \
+    RowStats rs = row_stats(xr, v); float m = rs.max;                                              \
+    float inv = 1.0f / rs.sum;                                                                     \
     for (u64 j = threadIdx.x; j < v; j += 256) st(y, r * v + j, expf(ld(xr, j) - m) * inv);        \
 }                                                                                                  \
 extern "C" __global__ void softmax_backward_##S(const T* y, const T* dy, T* dx, u64 v) {           \
@@ -22,12 +33,7 @@ extern "C" __global__ void softmax_backward_##S(const T* y, const T* dy, T* dx, 
 extern "C" __global__ void cross_entropy_rows_##S(const T* logits, const int* targets,             \
                                                    float* row_loss, u64 v) {                       \
     u64 r = blockIdx.x; const T* xr = logits + r * v;                                              \
-    float m = -INFINITY;                                                                           \
-    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));                            \
-    m = block_max_256(m);                                                                          \
-    float s = 0.0f;                                                                                \
-    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);                           \
-    s = block_sum_256(s);                                                                          \
+    RowStats rs = row_stats(xr, v); float m = rs.max, s = rs.sum;                                  \
     if (threadIdx.x == 0) {                                                                        \
         int t = targets[r];                                                                        \
         row_loss[r] = (t < 0 || (u64)t >= v) ? NAN : m + logf(s) - ld(xr, t);                      \
@@ -37,12 +43,7 @@ extern "C" __global__ void cross_entropy_rows_##S(const T* logits, const int* ta
 extern "C" __global__ void cross_entropy_backward_##S(const T* logits, const int* targets,         \
         const T* dloss, T* dlogits, u64 rows, u64 v) {                                             \
     u64 r = blockIdx.x; const T* xr = logits + r * v;                                              \
-    float m = -INFINITY;                                                                           \
-    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));                            \
-    m = block_max_256(m);                                                                          \
-    float s = 0.0f;                                                                                \
-    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);                           \
-    s = block_sum_256(s);                                                                          \
+    RowStats rs = row_stats(xr, v); float m = rs.max, s = rs.sum;                                  \
     float scale = ld(dloss, 0) / rows; int t = targets[r];                                         \
     for (u64 j = threadIdx.x; j < v; j += 256) {                                                   \
         float p = expf(ld(xr, j) - m) / s; if ((int)j == t) p -= 1.0f;                             \

@@ -6,19 +6,25 @@
 
 var<workgroup> partial: array<f32, 256>;
 
-fn row_loss(r: u32, v: u32) -> f32 {
-    let base = r * v;
+// A row's max (x) and Σ exp(logit − max) (y).
+fn row_stats(base: u32, v: u32) -> vec2<f32> {
     var m = -3.4e38;
     for (var j = 0u; j < v; j = j + 1u) { m = max(m, f32(logits[base + j])); }
     var s = 0.0;
     for (var j = 0u; j < v; j = j + 1u) { s = s + exp(f32(logits[base + j]) - m); }
+    return vec2<f32>(m, s);
+}
+
+fn row_loss(r: u32, v: u32) -> f32 {
+    let base = r * v;
+    let ms = row_stats(base, v);
     let t = targets[r];
     if (t < 0 || u32(t) >= v) {
         // An out-of-range target poisons the loss; the trainer reports a
         // non-finite loss and skips the step.
         return bitcast<f32>(0x7fc00000u);
     }
-    return m + log(s) - f32(logits[base + u32(t)]);
+    return ms.x + log(ms.y) - f32(logits[base + u32(t)]);
 }
 
 // One workgroup: thread t takes rows t, t+256, …; the partial sums are then
@@ -46,10 +52,9 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (r >= n) { return; }
     let v = pu(1u);
     let base = r * v;
-    var m = -3.4e38;
-    for (var j = 0u; j < v; j = j + 1u) { m = max(m, f32(logits[base + j])); }
-    var s = 0.0;
-    for (var j = 0u; j < v; j = j + 1u) { s = s + exp(f32(logits[base + j]) - m); }
+    let ms = row_stats(base, v);
+    let m = ms.x;
+    let s = ms.y;
     let scale = f32(dloss[0]) / f32(n);
     let t = u32(targets[r]);
     for (var j = 0u; j < v; j = j + 1u) {
