@@ -1,7 +1,11 @@
 // Prepended to every kernel file. Storage types: float, __half, __nv_bfloat16;
 // arithmetic is always f32 (ld widens, st rounds to nearest-even).
+// tests/cuda_emu/emu.h stands in for the CUDA headers when kernels run on the
+// CPU in tests.
+#ifndef HEADROOM_CUDA_EMULATION
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#endif
 
 typedef unsigned long long u64;
 

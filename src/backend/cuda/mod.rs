@@ -634,42 +634,62 @@ impl Backend for CudaBackend {
             Op::Attention { n_head } | Op::AttentionBackward { n_head } => {
                 let (b, t, c) = attention::btc(s(0), *n_head)?;
                 let hd = c / n_head;
-                if hd > 128 {
+                if hd > 128 || hd % 4 != 0 {
                     return Err(unavailable(format!(
-                        "attention head size {hd} (at most 128)"
+                        "attention head size {hd} (a multiple of 4, at most 128)"
                     )));
                 }
                 let scale = 1.0 / (hd as f32).sqrt();
+                // One block of 256 threads per 64 rows of one (batch, head).
+                let tiles = LaunchConfig {
+                    grid_dim: (t.div_ceil(64) as u32, *n_head as u32, b as u32),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
                 let (b, t, c, nh) = (b as u64, t as u64, c as u64, *n_head as u64);
-                let cfg = grid((b * nh * t) as usize, 64);
                 if matches!(op, Op::Attention { .. }) {
                     let f = self.function("attention", k("attention_forward"))?;
                     launch!(
                         self,
                         f,
-                        cfg,
+                        tiles,
                         ptr(ins[0]),
                         ptr(outs[0]),
                         ptr(outs[1]),
-                        b,
                         t,
                         c,
                         nh,
                         scale
                     )
                 } else {
+                    // ins: qkv, out, lse, dout. Σ dout·out per row goes to the
+                    // side buffer first; dq and dk/dv then write disjoint columns.
+                    let delta = self.workspace(4 * b * nh * t)?;
+                    let f = self.function("attention", k("attention_backward_delta"))?;
+                    let rows_cfg = grid((b * nh * t) as usize, 256);
+                    launch!(
+                        self,
+                        f,
+                        rows_cfg,
+                        ptr(ins[1]),
+                        ptr(ins[3]),
+                        delta,
+                        b,
+                        t,
+                        c,
+                        nh
+                    )?;
                     for entry in ["attention_backward_dq", "attention_backward_dkdv"] {
                         let f = self.function("attention", k(entry))?;
                         launch!(
                             self,
                             f,
-                            cfg,
+                            tiles,
                             ptr(ins[0]),
-                            ptr(ins[1]),
                             ptr(ins[2]),
+                            delta,
                             ptr(ins[3]),
                             ptr(outs[0]),
-                            b,
                             t,
                             c,
                             nh,
@@ -816,28 +836,57 @@ impl Backend for CudaBackend {
         launch!(self, f, grid(n as usize, 256), ptr(dst), ptr(src), n)
     }
 
+    /// Σx² over all tensors: one launch per dtype present (`sum_squares_multi`),
+    /// 64 blocks per tensor, partial sums added here in a fixed order.
     fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64> {
-        if ts.is_empty() {
-            return Ok(0.0);
+        const BLOCKS: u64 = 64;
+        if let Some(t) = ts
+            .iter()
+            .find(|t| !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16))
+        {
+            return Err(Error::dtype("sum_squares", "f32, f16 or bf16", t.dtype));
         }
-        let ws = self.workspace(4 * ts.len() as u64)?;
-        for (i, t) in ts.iter().enumerate() {
-            let f = self.function("optim", format!("sum_squares_{}", suffix(t.dtype)?))?;
-            launch!(
-                self,
-                f,
-                rows(1),
-                ptr(t),
-                t.shape.numel() as u64,
-                ws,
-                i as u64
-            )?;
+        let mut total = 0f64;
+        for dt in [DType::F32, DType::F16, DType::BF16] {
+            let group: Vec<&&TensorRef> = ts.iter().filter(|t| t.dtype == dt).collect();
+            if group.is_empty() {
+                continue;
+            }
+            if group.len() > 65535 {
+                return Err(unavailable(format!(
+                    "{} tensors in one sum-of-squares launch",
+                    group.len()
+                )));
+            }
+            let mut table: Vec<u8> = Vec::with_capacity(16 * group.len());
+            for t in &group {
+                table.extend_from_slice(&ptr(t).to_le_bytes());
+                table.extend_from_slice(&(t.shape.numel() as u64).to_le_bytes());
+            }
+            let dev_table = self.slot_table(table.len() as u64)?;
+            let parts_len = BLOCKS as usize * group.len();
+            let ws = self.workspace(4 * parts_len as u64)?;
+            self.ctx
+                .bind_to_thread()
+                .map_err(|e| drv_err("context", e))?;
+            // SAFETY: the table buffer holds table.len() bytes; the copy is
+            // ordered after earlier work on the default stream.
+            unsafe { drv::memcpy_htod_sync(dev_table, &table) }
+                .map_err(|e| drv_err("upload", e))?;
+            let f = self.function("optim", format!("sum_squares_multi_{}", suffix(dt)?))?;
+            let cfg = LaunchConfig {
+                grid_dim: (BLOCKS as u32, group.len() as u32, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch!(self, f, cfg, dev_table, ws)?;
+            self.stream.synchronize().map_err(|e| drv_err("sync", e))?;
+            let mut parts = vec![0f32; parts_len];
+            // SAFETY: the workspace holds at least parts_len floats.
+            unsafe { drv::memcpy_dtoh_sync(&mut parts, ws) }.map_err(|e| drv_err("download", e))?;
+            total += parts.iter().map(|&x| x as f64).sum::<f64>();
         }
-        self.stream.synchronize().map_err(|e| drv_err("sync", e))?;
-        let mut parts = vec![0f32; ts.len()];
-        // SAFETY: the workspace holds at least ts.len() floats.
-        unsafe { drv::memcpy_dtoh_sync(&mut parts, ws) }.map_err(|e| drv_err("download", e))?;
-        Ok(parts.iter().map(|&x| x as f64).sum())
+        Ok(total)
     }
 
     /// AdamW over all parameters in one launch (`adamw_multi_f32`): a table of
