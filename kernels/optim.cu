@@ -1,12 +1,23 @@
-// Σx² for clipping and the overflow check, and AdamW over f32 master weights.
-// One block per tensor: partial sums added in a fixed order (deterministic);
-// an inf or NaN element makes the sum non-finite, which is the overflow check.
+// Σx² over every gradient in one launch: the clipping norm and, with a loss
+// scale, the overflow check (an inf or NaN makes the sum non-finite), so the
+// scaler needs no pass of its own; the unscale is folded into AdamW below.
+// blockIdx.y picks the tensor; each block writes one partial sum, added in a
+// fixed order on the host (deterministic).
+struct SumSlot {
+    u64 ptr, n;
+};
+
 #define SUM_SQUARES(S, T)                                                                          \
-extern "C" __global__ void sum_squares_##S(const T* x, u64 n, float* result, u64 slot) {           \
+extern "C" __global__ void sum_squares_multi_##S(const SumSlot* slots, float* partial) {          \
+    const SumSlot sl = slots[blockIdx.y];                                                          \
+    const T* x = (const T*)sl.ptr;                                                                 \
     float s = 0.0f;                                                                                \
-    for (u64 i = threadIdx.x; i < n; i += 256) { float v = ld(x, i); s += v * v; }                \
+    for (u64 i = (u64)blockIdx.x * 256 + threadIdx.x; i < sl.n; i += (u64)gridDim.x * 256) {      \
+        float v = ld(x, i);                                                                        \
+        s += v * v;                                                                                \
+    }                                                                                              \
     s = block_sum_256(s);                                                                          \
-    if (threadIdx.x == 0) result[slot] = s;                                                        \
+    if (threadIdx.x == 0) partial[(u64)blockIdx.y * gridDim.x + blockIdx.x] = s;                   \
 }
 FOR_EACH_DTYPE(SUM_SQUARES)
 

@@ -28,6 +28,17 @@ pub fn nvrtc_available() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// NVRTC's (major, minor) version, when the library loads.
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    if !nvrtc_available() {
+        return None;
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the library is present; the call only writes the two integers.
+    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
+}
+
 /// Where `cuda_fp16.h` and `cuda_bf16.h` are: NVRTC 13.0 has them built in no
 /// more. HEADROOM_CUDA_INCLUDE overrides; then CUDA_PATH, CUDA_HOME,
 /// /usr/local/cuda and pip's nvidia packages.
