@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use headroom::data::{ByteTokenizer, Dataset, Split};
-use headroom::memory::timeline::TRACE_FORMAT;
 use headroom::memory::{format_bytes, Budget, Trace};
 use headroom::rng::Rng;
 use headroom::{AdamW, Device, Error, Gpt, GptConfig, Precision, Result, TrainConfig, Trainer};
@@ -366,12 +365,9 @@ fn train(a: TrainArgs) -> Result<()> {
     );
     print!("{mem}");
     if let Some(path) = &a.memory_trace {
-        let trace = Trace {
-            format: TRACE_FORMAT.to_string(),
-            device: trainer.device().name().to_string(),
-            budget_bytes: trainer.device().budget_bytes(),
-            events: trainer.device_mut().take_trace().unwrap_or_default(),
-        };
+        let trace = trainer
+            .take_memory_trace()
+            .ok_or_else(|| Error::Internal("the memory trace was not started".into()))?;
         let json = serde_json::to_vec(&trace).map_err(|e| Error::Internal(e.to_string()))?;
         write_atomic(path, &json)?;
         println!(
@@ -545,12 +541,19 @@ fn devices(a: DevicesArgs) -> Result<()> {
     let cpu = Device::cpu();
     let adapters = headroom::backend::wgpu::adapters();
     let best = Device::best()?.name();
+    // GPU 0 if a driver answers; otherwise why not, in the user's terms.
+    let cuda = Device::cuda().map(|d| (d.name().to_string(), d.total_memory()));
     if a.json {
+        let cuda = match &cuda {
+            Ok((name, bytes)) => json!({"name": name, "memory_bytes": bytes}),
+            Err(e) => json!({"unavailable": e.to_string()}),
+        };
         println!(
             "{}",
             json!({
                 "best": best,
                 "cpu": {"memory_bytes": cpu.total_memory(), "dtypes": ["f32", "f16", "bf16", "f64"]},
+                "cuda": cuda,
                 "wgpu": adapters,
             })
         );
@@ -560,6 +563,10 @@ fn devices(a: DevicesArgs) -> Result<()> {
         "cpu   host memory {}, f32 compute (f16/bf16 as storage)",
         format_bytes(cpu.total_memory())
     );
+    match &cuda {
+        Ok((name, bytes)) => println!("cuda  {name}, memory {}", format_bytes(*bytes)),
+        Err(e) => println!("cuda  unavailable: {e}"),
+    }
     for ad in &adapters {
         println!(
             "wgpu  {} ({}, {}), driver {}, shader f16 {}, max buffer {}, max binding {}",

@@ -12,7 +12,8 @@ use crate::data::{Batch, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::graph::amp::Precision;
 use crate::graph::{autodiff, Graph, Value};
-use crate::memory::{format_bytes, MemPhase, MemoryStats, Tag, TensorKind};
+use crate::memory::timeline::TRACE_FORMAT;
+use crate::memory::{format_bytes, MemPhase, MemoryStats, Tag, TensorKind, Trace};
 use crate::nn::{Model, ParamSpec};
 use crate::optim::{AdamW, LrSchedule};
 use crate::rng::Rng;
@@ -563,6 +564,18 @@ impl<M: Model> Trainer<M> {
     }
     pub fn memory_stats(&self) -> MemoryStats {
         self.device.memory_stats()
+    }
+    /// The memory events recorded since [`Device::start_trace`], as the trace
+    /// `headroom report` and [`crate::report::render_svg`] read; `None` when
+    /// tracing was not started.
+    pub fn take_memory_trace(&mut self) -> Option<Trace> {
+        let events = self.device.take_trace()?;
+        Some(Trace {
+            format: TRACE_FORMAT.to_string(),
+            device: self.device.name().to_string(),
+            budget_bytes: self.device.budget_bytes(),
+            events,
+        })
     }
     /// Out-of-memory recoveries so far.
     pub fn recoveries(&self) -> u64 {
