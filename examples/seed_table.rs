@@ -76,7 +76,8 @@ fn measure(
     ))
 }
 
-fn main() -> Result<()> {
+/// Public so `benches/strategies.rs` runs the same table as a bench.
+pub fn main() -> Result<()> {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let backend = arg("--backend", "auto");
     let gc = GptConfig::preset(&arg("--model", "tiny"))?;
@@ -151,16 +152,20 @@ fn main() -> Result<()> {
         arg("--model", "tiny"),
         Device::by_name(&backend)?.name()
     );
-    println!("| step | precision / micro-batch / recompute | peak reserved | vs (a) | tokens/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| step | precision / micro-batch / recompute | peak reserved | vs (a) | tokens/s | vs (a) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let base_tps = rows[0].tokens_per_s;
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.2}× | {:.0} |",
+            "| {} | {} | {} | {:.2}× | {:.0} | {:.2}× |",
             r.name,
             r.plan,
             format_bytes(r.peak),
             r.peak as f64 / peak as f64,
-            r.tokens_per_s
+            r.tokens_per_s,
+            r.tokens_per_s / base_tps
         );
     }
     Ok(())
