@@ -1,6 +1,6 @@
-//! The same work on every backend here: per-op (matmul 256³, causal attention,
-//! LayerNorm) and one training step of the tiny GPT, timed in one run and printed
-//! as a table of ratios to the cpu backend.
+//! The same work on every backend here (cpu, wgpu, cuda where each exists):
+//! per-op (matmul 256³, causal attention, LayerNorm) and one training step of
+//! the tiny GPT, timed in one run and printed as a table of ratios to cpu.
 //!
 //! cargo bench --bench backends
 
@@ -97,6 +97,7 @@ fn main() {
     ];
     let mut devices: Vec<(&str, Opener)> = vec![("cpu", Box::new(|| Some(Device::cpu())))];
     devices.push(("wgpu", Box::new(|| Device::wgpu().ok())));
+    devices.push(("cuda", Box::new(|| Device::cuda().ok())));
     let mut table: Vec<(String, Vec<Option<f64>>)> =
         cases.iter().map(|c| (c.0.to_string(), vec![])).collect();
     table.push(("training step, tiny GPT, batch 8 × 64".into(), vec![]));
