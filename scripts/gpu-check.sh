@@ -8,7 +8,8 @@
 # It runs the cuda op-parity tests against cpu, trains tiny for a few steps on
 # cuda, then GPT-2 124M (bf16, 16×1024) and GPT-2 350M (24 GiB budget, 512
 # tokens) with headroom and with the PyTorch twin in the same run, and prints a
-# table of ratios last. Sized to finish in about 8 minutes.
+# table of ratios last (after the seed table on cuda). Sized to finish in
+# about 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.gpu-bin
@@ -17,10 +18,10 @@ mkdir -p "$OUT_DIR"
 
 if [ "${1:-}" = "--build" ]; then
   set -e
-  cargo build --release --bin headroom --example gpt_bench
+  cargo build --release --bin headroom --example gpt_bench --example seed_table
   cargo test --release --test backends --no-run 2>&1 | tee /tmp/headroom-test-build.log
   mkdir -p "$BIN"
-  cp target/release/headroom target/release/examples/gpt_bench "$BIN/"
+  cp target/release/headroom target/release/examples/gpt_bench target/release/examples/seed_table "$BIN/"
   t=$(grep -o 'target/release/deps/backends-[0-9a-f]*' /tmp/headroom-test-build.log | tail -1)
   cp "$t" "$BIN/backends-test"
   strip "$BIN"/* 2>/dev/null || true
@@ -52,6 +53,9 @@ run pt124 120 python3 benches/reference/torch_gpt.py --model gpt2-124m --batch 1
 echo "== GPT-2 350M, 24 GiB budget, 512 tokens, batch 48"
 run hr350 150 "$BIN/gpt_bench" --json --backend cuda --model gpt2-350m --batch 48 --seq 512 --precision bf16 --budget 24GiB --steps 4
 run pt350 120 python3 benches/reference/torch_gpt.py --model gpt2-350m --batch 44 --seq 512 --precision bf16 --checkpoint --steps 4
+
+echo "== the seed table on cuda: GPT-2 124M, 8 × 1024"
+timeout 90 "$BIN/seed_table" --backend cuda --model gpt2-124m --batch 8 --seq 1024 --steps 3 2>&1 | tail -7
 
 python3 - "$OUT_DIR" <<'PY'
 import json, sys
