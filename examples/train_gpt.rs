@@ -77,7 +77,7 @@ fn main() -> Result<()> {
     let cfg = TrainConfig {
         batch: a.batch,
         seq_len: a.seq.unwrap_or(gc.block_size),
-        steps: steps,
+        steps,
         precision: precision.resolve(device.preferred_low_precision()),
         workspace_bytes: device.workspace_bytes(),
         ..TrainConfig::default()
