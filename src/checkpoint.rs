@@ -23,58 +23,94 @@ use crate::scaler::LossScaler;
 use crate::schedule::Choice;
 use crate::tensor::{DType, HostTensor, Shape};
 
+/// The manifest `format` this build writes; [`load`] refuses any other.
 pub const FORMAT: &str = "headroom-checkpoint-1";
+/// The weights file in a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
+/// The AdamW moments file in a checkpoint directory.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The manifest file; a directory holding one is a checkpoint to [`open`].
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// Size and checksum of one checkpoint file, as the manifest records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSum {
+    /// SHA-256 of the file's bytes, in lowercase hex.
     pub sha256: String,
+    /// The file's length in bytes.
     pub bytes: u64,
 }
 
 /// The training settings that shape the step (and so must match to resume exactly).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
+    /// Sequences per optimizer step.
     pub batch: usize,
+    /// Tokens per sequence.
     pub seq_len: usize,
+    /// Optimizer steps the run was configured for in all.
     pub steps: u64,
+    /// The run's random seed.
     pub seed: u64,
 }
 
+/// The training data a run drew batches from, recorded for reference (resume
+/// does not check it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {
+    /// The dataset's name.
     pub name: String,
+    /// Length of its training split, in bytes.
     pub train_bytes: usize,
 }
 
+/// The contents of `manifest.json`: everything a checkpoint holds besides the
+/// tensors, and the checksums of the tensor files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always [`FORMAT`] for checkpoints this build writes.
     pub format: String,
     /// Optimizer steps taken.
     pub step: u64,
     /// The model's own description (for GPT: its `GptConfig`).
     pub model: serde_json::Value,
+    /// The precision the run trained in; resuming in another is refused.
     pub precision: Precision,
+    /// The settings that shape a step; resuming with another batch, sequence
+    /// length or seed only warns.
     pub train: TrainState,
+    /// The learning-rate schedule; a resumed run keeps its own, warning when
+    /// it differs.
     pub schedule: LrSchedule,
+    /// AdamW's hyper-parameters.
     pub optimizer: AdamW,
+    /// The loss scaler's state; `None` when the run used none.
     pub scaler: Option<LossScaler>,
     /// State of the training-data sampler's random generator.
     pub sampler_state: u64,
+    /// The training data, when batches were drawn through the trainer.
     pub data: Option<DataInfo>,
+    /// The micro-batch size and recompute policy in use, when one was planned
+    /// or forced; a resumed run adopts it again if it still fits.
     pub plan: Option<Choice>,
+    /// Steps skipped because the loss or the gradient norm was not finite.
     pub skipped_steps: u64,
+    /// Out-of-memory errors in a step after which the trainer planned again.
     pub recoveries: u64,
+    /// Size and SHA-256 of [`MODEL_FILE`] and [`OPTIMIZER_FILE`], by file
+    /// name; [`load`] verifies both.
     pub files: BTreeMap<String, FileSum>,
 }
 
 /// A loaded checkpoint: its manifest, weights and AdamW moments by name.
 pub struct Checkpoint {
+    /// The checkpoint directory it was loaded from.
     pub path: PathBuf,
+    /// The verified manifest.
     pub manifest: Manifest,
+    /// The weights by parameter name, all f32.
     pub params: Vec<(String, HostTensor)>,
+    /// Each parameter's AdamW moments, `(exp_avg, exp_avg_sq)`, by parameter name.
     pub moments: HashMap<String, (HostTensor, HostTensor)>,
 }
 
@@ -196,7 +232,13 @@ pub fn save(
         if replaced {
             fs::rename(path, &old).map_err(io(path))?;
         }
-        fs::rename(&tmp, path).map_err(io(path))?;
+        if let Err(e) = fs::rename(&tmp, path) {
+            // Put the old checkpoint back: a failed save must not lose it.
+            if replaced {
+                let _ = fs::rename(&old, path);
+            }
+            return Err(io(path)(e));
+        }
         sync_dir(parent)?;
         if replaced {
             fs::remove_dir_all(&old).map_err(io(&old))?;
@@ -355,8 +397,8 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
     })
 }
 
-/// Keeps the newest `keep` checkpoints in `dir` and removes leftovers of saves
-/// that never finished.
+/// Keeps the newest `keep` checkpoints in `dir` (at least one: the newest is
+/// never removed) and removes leftovers of saves that never finished.
 pub fn prune(dir: &Path, keep: usize) -> Result<()> {
     for (_, p) in list(dir)?.into_iter().skip(keep.max(1)) {
         fs::remove_dir_all(&p).map_err(io(&p))?;
@@ -381,6 +423,8 @@ pub mod in_progress {
 
     static CURRENT: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+    /// Records the temporary directory of the save under way (`None`: no save
+    /// is under way), for [`abandon`].
     pub fn set(p: Option<PathBuf>) {
         if let Ok(mut c) = CURRENT.lock() {
             *c = p;

@@ -5,97 +5,184 @@ use std::path::PathBuf;
 
 use crate::tensor::DType;
 
+/// `std::result::Result` with headroom's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong in headroom. Each message says what went wrong
+/// and what to do; only [`Error::Internal`] means a bug in headroom itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An op was given operands whose shapes do not fit its shape rule.
     #[error("shape error in {op}: {detail}")]
-    Shape { op: &'static str, detail: String },
+    Shape {
+        /// The op (or check, such as `param` or `backward`) that refused.
+        op: &'static str,
+        /// What did not fit, with the shapes involved.
+        detail: String,
+    },
 
     /// An op was given an operand of a dtype it does not take.
     #[error("dtype error in {op}: {detail}")]
-    DType { op: &'static str, detail: String },
+    DType {
+        /// The op (or conversion) that refused.
+        op: &'static str,
+        /// The dtype expected and the one given, or the dtypes found mixed.
+        detail: String,
+    },
 
     /// The backend cannot do this (dtype or feature missing on this device).
     #[error("the {backend} backend does not support {what}; {hint}")]
     Unsupported {
+        /// The backend that refused (`autodiff` for second derivatives).
         backend: &'static str,
+        /// What it was asked to do.
         what: String,
+        /// What to do instead, printed after the message.
         hint: &'static str,
     },
 
-    #[error("cannot read {path}: {source}; check the path and its permissions")]
+    /// A file could not be read or written (data set, checkpoint, metrics,
+    /// report, memory trace).
+    #[error("cannot read or write {path}: {source}; check the path, its permissions and the free disk space")]
     Io {
+        /// The file involved.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
+    /// A data set (or memory trace) cannot be used: too short for `--seq`, or
+    /// not parseable.
     #[error("data set {path} is unusable: {why}")]
-    Data { path: String, why: String },
+    Data {
+        /// The data set's name or path.
+        path: String,
+        /// What is wrong and what to supply instead.
+        why: String,
+    },
 
+    /// `--model` names no preset; pick one of `known`.
     #[error("unknown model preset '{name}'; choose one of: {known}")]
-    UnknownPreset { name: String, known: String },
+    UnknownPreset {
+        /// The name given.
+        name: String,
+        /// The accepted names ([`PRESETS`](crate::nn::PRESETS)), comma-separated.
+        known: String,
+    },
 
+    /// `--backend` names no backend; pick one of `known`.
     #[error("unknown backend '{name}'; choose one of: {known}")]
-    UnknownBackend { name: String, known: String },
+    UnknownBackend {
+        /// The name given.
+        name: String,
+        /// The accepted names, comma-separated.
+        known: String,
+    },
 
     /// A configuration value outside its accepted range.
     #[error("invalid {what}: {why}")]
-    InvalidArgument { what: &'static str, why: String },
+    InvalidArgument {
+        /// The setting at fault, such as `--precision` or `model config`.
+        what: &'static str,
+        /// The value given and what is accepted.
+        why: String,
+    },
 
     /// A kernel found bad data at run time (for example a token id outside the vocabulary).
     #[error("{op}: {detail}")]
-    Kernel { op: &'static str, detail: String },
+    Kernel {
+        /// The kernel that found the bad data.
+        op: &'static str,
+        /// The bad value and where to look for its cause.
+        detail: String,
+    },
 
     /// The allocator could not provide memory within the budget or the device.
     #[error("{}", oom_message(*requested, *allocated, *reserved, *budget, *device_free))]
     OutOfMemory {
+        /// Bytes the failed allocation asked for.
         requested: u64,
+        /// Bytes in blocks held by live tensors at the time.
         allocated: u64,
+        /// Bytes of device segments the allocator held, cached or in use.
         reserved: u64,
+        /// The budget in bytes, `None` when no budget was set.
         budget: Option<u64>,
+        /// Bytes the device reported still free.
         device_free: u64,
     },
 
     /// The planner found no plan within the budget (before any step ran).
     #[error("no plan fits the budget of {}: {detail}. Raise --budget to at least {}, or lower --batch / --seq.", crate::memory::format_bytes(*budget), crate::memory::format_bytes(*needed))]
     NoPlanFits {
+        /// The budget in bytes.
         budget: u64,
+        /// Peak reserved bytes of the smallest plan tried.
         needed: u64,
+        /// That plan (micro-batch, recompute policy) and where its memory goes.
         detail: String,
     },
 
     /// In-step recovery gave up.
     #[error("out of memory in step {step} and recovery gave up after {attempts} re-plans: {last}")]
     RecoveryFailed {
+        /// The 1-based step that ran out of memory.
         step: u64,
+        /// Re-plans tried before giving up.
         attempts: u32,
+        /// The last out-of-memory error, or why no re-plan fit.
         last: String,
     },
 
     /// f16 training kept overflowing until the loss scale fell below its floor.
     #[error("step {step}: the f16 loss scale would fall to {scale} (floor {floor}): gradients overflow at every scale. Train in bf16 or f32 (--precision), or lower --lr.")]
-    LossScaleFloor { step: u64, scale: f64, floor: f64 },
+    LossScaleFloor {
+        /// The 1-based step whose overflow would have lowered the scale.
+        step: u64,
+        /// The scale the back-off would have set.
+        scale: f64,
+        /// The lowest scale allowed ([`LossScaler::min_scale`](crate::scaler::LossScaler::min_scale)).
+        floor: f64,
+    },
 
+    /// A checkpoint file failed to load or verify (format, manifest, size or
+    /// checksum).
     #[error("checkpoint {path} is corrupt: {why}")]
-    CorruptCheckpoint { path: PathBuf, why: String },
+    CorruptCheckpoint {
+        /// The file that failed.
+        path: PathBuf,
+        /// Which check failed.
+        why: String,
+    },
 
+    /// A checkpoint directory holds nothing usable: every checkpoint in `dir`
+    /// failed to load, or (when a checkpoint is opened from it) there is none.
     #[error("no valid checkpoint in {dir} ({tried} tried; last problem: {last}); start without --resume or point --checkpoint-dir elsewhere")]
     NoValidCheckpoint {
+        /// The directory searched.
         dir: PathBuf,
+        /// How many checkpoints it held (0 when none).
         tried: usize,
+        /// Why the last one tried was rejected.
         last: String,
     },
 
     /// A checkpoint made for something else than what is being resumed.
     #[error("checkpoint {path} does not match this run: {what}")]
-    CheckpointMismatch { path: PathBuf, what: String },
+    CheckpointMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What differs (model config, precision, a parameter's name or shape).
+        what: String,
+    },
 
     /// Training stopped by Ctrl-C after saving (the CLI exits with 130).
     #[error("interrupted after step {step}")]
-    Interrupted { step: u64 },
+    Interrupted {
+        /// Steps completed before the interrupt.
+        step: u64,
+    },
 
     /// Internal invariant broken: a bug in headroom, not in the caller's input.
     #[error("internal error (please report): {0}")]
@@ -146,6 +233,8 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidArgument`] for the setting `what`; `why` says what is
+    /// wrong and what is accepted.
     pub fn invalid(what: &'static str, why: impl Into<String>) -> Self {
         Error::InvalidArgument {
             what,

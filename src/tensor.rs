@@ -11,14 +11,21 @@ use crate::error::{Error, Result};
 /// `I32` holds token ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DType {
+    /// 32-bit float: master weights, optimizer state and f32 activations.
     F32,
+    /// IEEE half precision (activations under f16 autocast).
     F16,
+    /// bfloat16: f32's exponent range with an 8-bit significand (activations under
+    /// bf16 autocast).
     BF16,
+    /// 64-bit float, for gradient checks on the cpu backend.
     F64,
+    /// 32-bit signed integer: token ids and targets.
     I32,
 }
 
 impl DType {
+    /// Bytes per element.
     pub fn size_in_bytes(self) -> usize {
         match self {
             DType::F16 | DType::BF16 => 2,
@@ -27,10 +34,12 @@ impl DType {
         }
     }
 
+    /// True for every dtype but `I32`.
     pub fn is_float(self) -> bool {
         !matches!(self, DType::I32)
     }
 
+    /// Lower-case name as messages print it (`f32`, `bf16`, `i32`, ...).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -53,18 +62,23 @@ impl fmt::Display for DType {
 pub struct Shape(pub Vec<usize>);
 
 impl Shape {
+    /// A shape with the given dims, outermost first.
     pub fn new(dims: &[usize]) -> Shape {
         Shape(dims.to_vec())
     }
+    /// The rank-0 shape of a scalar (one element).
     pub fn scalar() -> Shape {
         Shape(Vec::new())
     }
+    /// The dims, outermost first.
     pub fn dims(&self) -> &[usize] {
         &self.0
     }
+    /// Number of dims (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.0.len()
     }
+    /// Number of elements: the product of the dims (1 for a scalar).
     pub fn numel(&self) -> usize {
         self.0.iter().product()
     }
@@ -76,6 +90,7 @@ impl Shape {
     pub fn rows(&self) -> usize {
         self.numel() / self.last().max(1)
     }
+    /// Bytes a dense tensor of this shape takes in `dtype`.
     pub fn byte_size(&self, dtype: DType) -> u64 {
         (self.numel() * dtype.size_in_bytes()) as u64
     }
@@ -110,15 +125,20 @@ impl From<Vec<usize>> for Shape {
     }
 }
 
-/// A tensor in host memory, stored in its dtype's little-endian bytes.
+/// A tensor in host memory, stored as its dtype's bytes in native order
+/// (little-endian on every target headroom supports).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
+    /// Static shape.
     pub shape: Shape,
+    /// Element type.
     pub dtype: DType,
+    /// The elements in row-major order: `shape.numel() * dtype.size_in_bytes()` bytes.
     pub data: Vec<u8>,
 }
 
 impl HostTensor {
+    /// A tensor of `shape` and `dtype` whose bytes are all zero (0 in every dtype).
     pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> HostTensor {
         let shape = shape.into();
         let n = shape.byte_size(dtype) as usize;
@@ -129,6 +149,8 @@ impl HostTensor {
         }
     }
 
+    /// An f32 tensor holding `v` in row-major order; [`Error::Shape`] if `v` does
+    /// not have exactly `shape`'s element count.
     pub fn from_f32(shape: impl Into<Shape>, v: &[f32]) -> Result<HostTensor> {
         Self::from_f64_as(
             shape,
@@ -137,6 +159,8 @@ impl HostTensor {
         )
     }
 
+    /// An i32 tensor (token ids) holding `v` in row-major order; [`Error::Shape`] if
+    /// `v` does not have exactly `shape`'s element count.
     pub fn from_i32(shape: impl Into<Shape>, v: &[i32]) -> Result<HostTensor> {
         let shape = shape.into();
         check_len(&shape, v.len())?;
@@ -157,6 +181,7 @@ impl HostTensor {
         Ok(HostTensor { shape, dtype, data })
     }
 
+    /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }
@@ -166,10 +191,12 @@ impl HostTensor {
         load_f64(self.dtype, &self.data)
     }
 
+    /// Values converted to f32 (f64 values rounded to nearest).
     pub fn to_f32_vec(&self) -> Vec<f32> {
         self.to_f64_vec().into_iter().map(|x| x as f32).collect()
     }
 
+    /// The ids of an i32 tensor; [`Error::DType`] for any other dtype.
     pub fn to_i32_vec(&self) -> Result<Vec<i32>> {
         if self.dtype != DType::I32 {
             return Err(Error::dtype("to_i32_vec", "i32", self.dtype));
@@ -213,23 +240,24 @@ pub fn load_f64(dtype: DType, bytes: &[u8]) -> Vec<f64> {
 
 /// Writes `v` into `out` as `dtype`, rounding to nearest-even.
 pub fn store_f64(dtype: DType, v: &[f64], out: &mut [u8]) -> Result<()> {
+    let width = dtype.size_in_bytes();
+    if out.len() != v.len() * width {
+        return Err(Error::Internal(format!(
+            "store: {} values of {dtype} need {} bytes, the buffer has {}",
+            v.len(),
+            v.len() * width,
+            out.len()
+        )));
+    }
+    // Element by element in native byte order (as `load_f64` reads): no
+    // alignment needed of `out`, which a Vec<u8> does not guarantee.
+    let chunks = out.chunks_exact_mut(width).zip(v);
     match dtype {
-        DType::F32 => {
-            let o: &mut [f32] = bytemuck::cast_slice_mut(out);
-            o.iter_mut().zip(v).for_each(|(o, &x)| *o = x as f32);
-        }
-        DType::F64 => bytemuck::cast_slice_mut::<u8, f64>(out).copy_from_slice(v),
-        DType::F16 => {
-            let o: &mut [f16] = bytemuck::cast_slice_mut(out);
-            o.iter_mut()
-                .zip(v)
-                .for_each(|(o, &x)| *o = f16::from_f64(x));
-        }
+        DType::F32 => chunks.for_each(|(o, &x)| o.copy_from_slice(&(x as f32).to_ne_bytes())),
+        DType::F64 => chunks.for_each(|(o, &x)| o.copy_from_slice(&x.to_ne_bytes())),
+        DType::F16 => chunks.for_each(|(o, &x)| o.copy_from_slice(&f16::from_f64(x).to_ne_bytes())),
         DType::BF16 => {
-            let o: &mut [bf16] = bytemuck::cast_slice_mut(out);
-            o.iter_mut()
-                .zip(v)
-                .for_each(|(o, &x)| *o = bf16::from_f64(x));
+            chunks.for_each(|(o, &x)| o.copy_from_slice(&bf16::from_f64(x).to_ne_bytes()))
         }
         DType::I32 => return Err(Error::dtype("store", "a float dtype", dtype)),
     }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 /// The most device memory a run may reserve.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Budget {
+    /// An absolute cap, in bytes.
     Bytes(u64),
     /// A fraction in (0, 1] of the device's total memory.
     Fraction(f64),
@@ -18,6 +19,22 @@ pub enum Budget {
 const FORMS: &str = "accepted forms: a byte count (1073741824), a size with a unit (512MiB, 24GiB, 1.5GB; units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB) or a percentage of device memory (90%)";
 
 impl Budget {
+    /// Parses a budget as `--budget` takes it: a plain byte count, a size with a
+    /// decimal (KB, MB, GB, TB) or binary (KiB, MiB, GiB, TiB) unit, or a
+    /// percentage in (0, 100] of device memory. Units are case-insensitive,
+    /// spaces around the number and unit are ignored, and sizes are rounded to
+    /// whole bytes. Errors with [`Error::InvalidArgument`]
+    /// listing the accepted forms for anything else (zero, negatives, exponents,
+    /// unknown units).
+    ///
+    /// ```
+    /// use headroom::memory::Budget;
+    ///
+    /// assert_eq!(Budget::parse("512MiB").unwrap(), Budget::Bytes(512 << 20));
+    /// assert_eq!(Budget::parse("1.5GB").unwrap(), Budget::Bytes(1_500_000_000));
+    /// assert_eq!(Budget::parse("50%").unwrap(), Budget::Fraction(0.5));
+    /// assert!(Budget::parse("12 parsecs").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<Budget> {
         let bad = |why: &str| Error::invalid("budget", format!("'{s}' {why}; {FORMS}"));
         let t = s.trim();
@@ -76,12 +93,23 @@ impl fmt::Display for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Budget::Bytes(b) => f.write_str(&format_bytes(*b)),
-            Budget::Fraction(x) => write!(f, "{}%", x * 100.0),
+            // Rounded so "57%" prints as 57%, not 56.99999999999999%.
+            Budget::Fraction(x) => write!(f, "{}%", (x * 1e6).round() / 1e4),
         }
     }
 }
 
 /// Bytes in binary units, as memory tools print them ("1.50 GiB").
+///
+/// Below 1 KiB the exact count is printed; above, two decimals of the largest
+/// binary unit (up to TiB) that keeps the number at least 1.
+///
+/// ```
+/// use headroom::memory::format_bytes;
+///
+/// assert_eq!(format_bytes(512), "512 B");
+/// assert_eq!(format_bytes(3 << 29), "1.50 GiB");
+/// ```
 pub fn format_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;

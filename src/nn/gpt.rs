@@ -8,13 +8,18 @@ use super::{Model, ParamSpec};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
 
+/// The sizes of a GPT-2 style model; [`GptConfig::preset`] gives the named ones.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GptConfig {
+    /// Number of token ids (256 for the byte tokenizer, 50257 for GPT-2's BPE).
     pub vocab_size: usize,
     /// Context length (GPT-2's `n_ctx`).
     pub block_size: usize,
+    /// Number of transformer blocks.
     pub n_layer: usize,
+    /// Attention heads per block; must divide `n_embd`.
     pub n_head: usize,
+    /// Width `C` of the residual stream.
     pub n_embd: usize,
 }
 
@@ -42,19 +47,25 @@ impl GptConfig {
             n_embd,
         }
     }
+    /// GPT-2 small: 12 layers, 12 heads, width 768 (vocab 50257, context 1024).
     pub fn gpt2_124m() -> GptConfig {
         Self::gpt2(12, 12, 768)
     }
+    /// GPT-2 medium: 24 layers, 16 heads, width 1024 (vocab 50257, context 1024).
     pub fn gpt2_350m() -> GptConfig {
         Self::gpt2(24, 16, 1024)
     }
+    /// GPT-2 large: 36 layers, 20 heads, width 1280 (vocab 50257, context 1024).
     pub fn gpt2_774m() -> GptConfig {
         Self::gpt2(36, 20, 1280)
     }
+    /// GPT-2 XL: 48 layers, 25 heads, width 1600 (vocab 50257, context 1024).
     pub fn gpt2_1558m() -> GptConfig {
         Self::gpt2(48, 25, 1600)
     }
 
+    /// The config named `name`, one of [`PRESETS`]; [`Error::UnknownPreset`]
+    /// otherwise.
     pub fn preset(name: &str) -> Result<GptConfig> {
         Ok(match name {
             "tiny" => Self::tiny(),
@@ -80,11 +91,14 @@ impl GptConfig {
         }
     }
 
+    /// [`Error::InvalidArgument`] unless every size is positive and `n_embd` is a
+    /// multiple of `n_head`.
     pub fn validate(&self) -> Result<()> {
         let ok = self.vocab_size > 0
             && self.block_size > 0
             && self.n_layer > 0
             && self.n_head > 0
+            && self.n_embd > 0
             && self.n_embd % self.n_head == 0;
         if !ok {
             return Err(Error::invalid(
@@ -96,7 +110,11 @@ impl GptConfig {
     }
 }
 
+/// GPT-2: token and position embeddings, `n_layer` pre-norm [`Block`]s, a final
+/// LayerNorm, and logits through the token embedding (tied). It holds parameter
+/// specs only, no device memory.
 pub struct Gpt {
+    /// The sizes it was built from.
     pub config: GptConfig,
     wte: Embedding, // [V, C], also the output projection (tied)
     wpe: Embedding, // [block_size, C]
@@ -105,6 +123,9 @@ pub struct Gpt {
 }
 
 impl Gpt {
+    /// The layers and parameter specs for `config`, with GPT-2's initialisation:
+    /// std 0.02 (0.01 for positions), the projections into the residual stream
+    /// scaled by `1/√(2·n_layer)`. Fails as [`GptConfig::validate`] does.
     pub fn new(config: GptConfig) -> Result<Gpt> {
         config.validate()?;
         let GptConfig {
@@ -145,6 +166,7 @@ impl Gpt {
         })
     }
 
+    /// Number of trainable scalars, the tied embedding counted once.
     pub fn num_params(&self) -> usize {
         self.param_specs().iter().map(|p| p.shape.numel()).sum()
     }
