@@ -13,7 +13,9 @@ pub const TINY_SHAKESPEARE: &[u8] = include_bytes!("../data/tinyshakespeare.txt"
 pub struct ByteTokenizer;
 
 impl ByteTokenizer {
+    /// Vocabulary size: one id per byte value.
     pub const VOCAB: usize = 256;
+    /// Each byte of `text` as its id (`0..256`).
     pub fn encode(text: &[u8]) -> Vec<i32> {
         text.iter().map(|&b| b as i32).collect()
     }
@@ -24,13 +26,20 @@ impl ByteTokenizer {
     }
 }
 
+/// Which part of a data set to draw from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
+    /// The first nine tenths of the bytes.
     Train,
+    /// The last tenth, held out for validation.
     Val,
 }
 
+/// A text held in memory as bytes (each byte a token), split into training and
+/// validation parts.
 pub struct Dataset {
+    /// Where it came from, for logs and errors: the file path, or
+    /// `tinyshakespeare (bundled)`.
     pub name: String,
     train: Vec<u8>,
     val: Vec<u8>,
@@ -39,9 +48,13 @@ pub struct Dataset {
 /// One batch: `tokens [B, T]` and `targets [B, T]` (the next token of each).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
+    /// Number of sequences `B`.
     pub batch: usize,
+    /// Tokens per sequence `T`.
     pub seq: usize,
+    /// Input ids, `B * T` in row-major order.
     pub tokens: Vec<i32>,
+    /// The token after each input position, `B * T` in row-major order.
     pub targets: Vec<i32>,
 }
 
@@ -62,11 +75,14 @@ impl Batch {
 const VAL_FRACTION: f64 = 0.1;
 
 impl Dataset {
+    /// The bundled [`TINY_SHAKESPEARE`] text.
     pub fn bundled() -> Dataset {
         Self::from_bytes("tinyshakespeare (bundled)", TINY_SHAKESPEARE.to_vec())
             .expect("the bundled data set is valid")
     }
 
+    /// Reads the file at `path`: [`Error::Io`] if it cannot be read,
+    /// [`Error::Data`] if it holds fewer than 20 bytes.
     pub fn load(path: &Path) -> Result<Dataset> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
@@ -75,6 +91,8 @@ impl Dataset {
         Self::from_bytes(&path.display().to_string(), bytes)
     }
 
+    /// A data set named `name` from raw bytes, the last tenth held out for
+    /// validation; [`Error::Data`] if there are fewer than 20 bytes.
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Dataset> {
         if bytes.len() < 20 {
             return Err(Error::Data {
@@ -93,10 +111,12 @@ impl Dataset {
         })
     }
 
+    /// Number of tokens (bytes) in `split`.
     pub fn len(&self, split: Split) -> usize {
         self.part(split).len()
     }
 
+    /// Whether the training part holds no tokens.
     pub fn is_empty(&self) -> bool {
         self.train.is_empty()
     }

@@ -4,12 +4,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::AdamWStep;
 
+/// AdamW hyper-parameters. The moments themselves live on the device beside each
+/// parameter; the backend applies the update.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamW {
+    /// Peak learning rate: the trainer's [`LrSchedule`] warms up to it and decays
+    /// from it.
     pub lr: f64,
+    /// Decay rate of the first-moment (mean) estimate.
     pub beta1: f64,
+    /// Decay rate of the second-moment (uncentred variance) estimate.
     pub beta2: f64,
+    /// Added to `√v̂` in the update's denominator.
     pub eps: f64,
+    /// Decoupled weight decay: each step multiplies a parameter by
+    /// `1 − lr · weight_decay`, for parameters whose
+    /// [`ParamSpec::decays`](crate::nn::ParamSpec::decays) is true.
     pub weight_decay: f64,
     /// Clip the global gradient norm to this (`None`: no clipping).
     pub grad_clip: Option<f64>,
@@ -36,6 +46,9 @@ impl AdamW {
         }
     }
 
+    /// The backend's arguments for the update at 1-based step `t` with learning rate
+    /// `lr`; `grad_scale` multiplies every gradient first (the trainer passes the
+    /// clip factor divided by the loss scale).
     pub fn step_args(&self, lr: f64, t: u64, grad_scale: f64) -> AdamWStep {
         AdamWStep {
             lr,
@@ -52,9 +65,14 @@ impl AdamW {
 /// Linear warmup to the peak, then cosine decay to `min_ratio` × peak.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LrSchedule {
+    /// Learning rate at the end of warmup.
     pub peak: f64,
+    /// Warmup steps: step `s < warmup` gets `peak · (s + 1) / warmup`.
     pub warmup: u64,
+    /// The step at which the cosine reaches `min_ratio · peak`; later steps stay
+    /// there.
     pub total: u64,
+    /// Final learning rate as a fraction of `peak`.
     pub min_ratio: f64,
 }
 

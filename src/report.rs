@@ -14,17 +14,25 @@ use crate::memory::timeline::{EventKind, MemPhase, Trace};
 /// A tensor live at the peak.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiveTensor {
+    /// Size of its block, in bytes.
     pub bytes: u64,
+    /// The op (or label) that allocated it.
     pub op: String,
+    /// The phase it was allocated in.
     pub phase: MemPhase,
+    /// The graph value it holds, when known.
     pub value: Option<u32>,
 }
 
+/// What [`analyze`] finds in a trace: the peak, what was live at it, and the
+/// phases over time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Analysis {
     /// Index of the event at which allocated bytes first reached their peak.
     pub peak_event: usize,
+    /// Highest allocated bytes in the trace (0 when it has no allocation).
     pub peak_allocated: u64,
+    /// Highest reserved bytes in the trace; may come at another event.
     pub peak_reserved: u64,
     /// Phase of the allocation that made the peak.
     pub peak_phase: Option<MemPhase>,
@@ -34,6 +42,8 @@ pub struct Analysis {
     pub spans: Vec<(usize, usize, MemPhase)>,
 }
 
+/// Replays `trace` to find where allocated bytes first peak and the `top_n`
+/// largest tensors live there, and groups the events into phase spans.
 pub fn analyze(trace: &Trace, top_n: usize) -> Analysis {
     let mut live: HashMap<u64, LiveTensor> = HashMap::new();
     let mut best: Option<(usize, u64, Vec<LiveTensor>)> = None;

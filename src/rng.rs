@@ -1,12 +1,14 @@
 //! A small deterministic random generator (SplitMix64). Its whole state is one
 //! `u64`, so a checkpoint can save it and resume the exact same stream.
 
+/// A SplitMix64 generator: one seed gives one stream, on every platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rng {
     state: u64,
 }
 
 impl Rng {
+    /// A generator whose state is `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng { state: seed }
     }
@@ -20,10 +22,13 @@ impl Rng {
         Rng::new(h)
     }
 
+    /// The whole state: [`Rng::new`] with it continues this exact stream (what a
+    /// checkpoint saves).
     pub fn state(&self) -> u64 {
         self.state
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

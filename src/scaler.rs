@@ -5,10 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Dynamic loss scale for f16 training. The trainer multiplies the loss (so
+/// every gradient) by `scale` and divides the gradients by it again in the AdamW
+/// step; [`LossScaler::update`] backs the scale off after overflows and grows
+/// it after a run of clean steps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LossScaler {
+    /// The current factor (65536 by default).
     pub scale: f64,
+    /// Multiplies `scale` after `growth_interval` clean steps in a row (2 by default).
     pub growth_factor: f64,
+    /// Multiplies `scale` after `hysteresis` overflows in a row (0.5 by default).
     pub backoff_factor: f64,
     /// Clean steps in a row before the scale grows.
     pub growth_interval: u32,

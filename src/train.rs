@@ -26,15 +26,21 @@ use std::path::Path;
 /// Re-plans one step may make before giving up.
 const MAX_RECOVERIES: u32 = 8;
 
+/// What to train and how: the batch, the run's length and schedule, precision.
+/// Memory decisions (micro-batch, recompute) are the planner's, not set here.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
+    /// Sequences per optimizer step (the planner may split it into micro-batches).
     pub batch: usize,
+    /// Tokens per sequence; at most the model's context.
     pub seq_len: usize,
+    /// Optimizer steps in the run (the LR schedule spans them).
     pub steps: u64,
     /// Warmup steps; `None`: a tenth of the run, at most 200.
     pub warmup: Option<u64>,
     /// The LR decays to this fraction of its peak.
     pub min_lr_ratio: f64,
+    /// Weights, batches and sampling all derive from it.
     pub seed: u64,
     /// Batches of validation data per evaluation.
     pub eval_batches: usize,
@@ -65,6 +71,8 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// [`Error::InvalidArgument`] naming the flag, for a zero batch, sequence,
+    /// step count or eval batch count, or a sequence longer than `block_size`.
     pub fn validate(&self, block_size: usize) -> Result<()> {
         if self.batch == 0 {
             return Err(Error::invalid("--batch", "must be at least 1"));
@@ -96,21 +104,29 @@ impl TrainConfig {
 pub struct StepReport {
     /// 1-based number of the step just taken.
     pub step: u64,
+    /// Mean cross-entropy over the batch (all micro-batches).
     pub loss: f32,
+    /// Learning rate used for this step.
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Tokens of this step divided by its wall time (the host waits for the device).
     pub tokens_per_s: f64,
     /// True when the update was skipped because the loss or gradients were not finite.
     pub skipped: bool,
+    /// Micro-batch size the step ran with (after any recovery).
     pub micro_batch: usize,
+    /// Recompute policy the step ran with (after any recovery).
     pub recompute: Recompute,
+    /// The plan's simulated peak reserved bytes.
     pub predicted_peak_bytes: u64,
     /// Out-of-memory recoveries inside this step.
     pub recoveries: u32,
+    /// Activation precision of the step (`Auto` resolved).
     pub precision: Precision,
     /// The f16 loss scale used for this step (1 without scaling).
     pub loss_scale: f64,
+    /// The device's allocator counters after the step.
     pub memory: MemoryStats,
 }
 
@@ -146,6 +162,10 @@ struct ParamState {
     v: DeviceTensor,     // AdamW second moment
 }
 
+/// Trains a [`Model`] on a [`Device`]: owns the weights, gradients and AdamW
+/// state on the device, the plan (micro-batch, recompute) that keeps every step
+/// inside the budget, the loss scaler and the batch sampler, and recovers inside
+/// a step when memory runs out anyway.
 pub struct Trainer<M: Model> {
     device: Device,
     model: M,
@@ -546,15 +566,20 @@ impl<M: Model> Trainer<M> {
         self.inject_overflow = true;
     }
 
+    /// The model being trained (its description; weights live on the device).
     pub fn model(&self) -> &M {
         &self.model
     }
+    /// The device the trainer runs on.
     pub fn device(&self) -> &Device {
         &self.device
     }
+    /// The device, for tracing, budgets or stats; tensors it owns belong to the
+    /// trainer.
     pub fn device_mut(&mut self) -> &mut Device {
         &mut self.device
     }
+    /// The configuration the trainer was built with.
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
     }
@@ -562,6 +587,7 @@ impl<M: Model> Trainer<M> {
     pub fn steps_done(&self) -> u64 {
         self.step
     }
+    /// The device's allocator counters (PyTorch's names).
     pub fn memory_stats(&self) -> MemoryStats {
         self.device.memory_stats()
     }

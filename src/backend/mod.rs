@@ -15,12 +15,17 @@ use crate::tensor::{DType, HostTensor, Shape};
 /// A non-owning view of a tensor in device memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorRef {
+    /// The allocator block holding the elements; it may be larger than
+    /// [`TensorRef::byte_size`] (see [`CachingAllocator::alloc`]).
     pub block: Block,
+    /// The tensor's shape.
     pub shape: Shape,
+    /// The element type as stored.
     pub dtype: DType,
 }
 
 impl TensorRef {
+    /// Bytes the elements occupy: element count × dtype size.
     pub fn byte_size(&self) -> u64 {
         self.shape.byte_size(self.dtype)
     }
@@ -29,10 +34,16 @@ impl TensorRef {
 /// Hyper-parameters of one AdamW update, already resolved for this step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWStep {
+    /// Learning rate of this step, the schedule already applied.
     pub lr: f64,
+    /// Decay rate of the first-moment average `m`.
     pub beta1: f64,
+    /// Decay rate of the second-moment average `v`.
     pub beta2: f64,
+    /// Added to √v̂ in the update's denominator.
     pub eps: f64,
+    /// Decoupled weight decay: a decayed parameter is multiplied by
+    /// `1 − lr · weight_decay` before the Adam update.
     pub weight_decay: f64,
     /// 1-based step count, for bias correction.
     pub t: u64,
@@ -42,16 +53,28 @@ pub struct AdamWStep {
 
 /// One parameter's tensors for the optimizer; all f32.
 pub struct AdamWSlot<'a> {
+    /// The master weights, updated in place.
     pub param: &'a TensorRef,
+    /// The parameter's gradient, read only.
     pub grad: &'a TensorRef,
+    /// The first moment, updated in place.
     pub m: &'a TensorRef,
+    /// The second moment, updated in place.
     pub v: &'a TensorRef,
     /// Whether weight decay applies (matrices yes; biases, norms no).
     pub decay: bool,
 }
 
+/// What a device must do to run a program: run each op on tensors whose memory
+/// the [`Device`]'s allocator handed out, copy bytes to and from the host, and
+/// run the optimizer's own kernels. Ops never allocate their outputs: the executor
+/// does, before calling [`Backend::run`].
 pub trait Backend {
+    /// The backend's name ("cpu", "cuda", "wgpu", "simulated"), as logs and
+    /// memory traces show it.
     fn name(&self) -> &'static str;
+    /// Whether the backend can store and compute tensors of `dtype`;
+    /// [`Device::alloc`] refuses the others.
     fn supports(&self, dtype: DType) -> bool;
     /// The low-precision dtype this backend computes fastest in, if any
     /// (`Precision::Auto` picks it). The cpu backend stores f16/bf16 but computes
@@ -61,7 +84,10 @@ pub trait Backend {
     }
     /// Runs one op. Outputs are distinct blocks from inputs.
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()>;
+    /// Copies host bytes into `dst`: exactly [`TensorRef::byte_size`] bytes,
+    /// in `dst`'s dtype.
     fn write(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()>;
+    /// Copies `src` to the host: [`TensorRef::byte_size`] bytes, in its dtype.
     fn read(&mut self, src: &TensorRef) -> Result<Vec<u8>>;
     /// Device memory the backend's libraries need for themselves (cuBLAS's
     /// workspace). The trainer allocates it through the allocator, so the
@@ -91,12 +117,15 @@ pub struct DeviceTensor {
 }
 
 impl DeviceTensor {
+    /// The tensor as a non-owning [`TensorRef`], to pass to ops and reads.
     pub fn view(&self) -> &TensorRef {
         &self.r
     }
+    /// The tensor's shape.
     pub fn shape(&self) -> &Shape {
         &self.r.shape
     }
+    /// The tensor's element type.
     pub fn dtype(&self) -> DType {
         self.r.dtype
     }
@@ -109,6 +138,7 @@ pub struct Device {
 }
 
 impl Device {
+    /// The cpu backend over host memory, with no budget.
     pub fn cpu() -> Device {
         Self::cpu_wrapped(|raw| raw)
     }
@@ -132,6 +162,7 @@ impl Device {
         }
     }
 
+    /// Whether this is a [`Device::simulated`] device, whose tensors hold no data.
     pub fn is_simulated(&self) -> bool {
         self.backend.name() == "simulated"
     }
@@ -197,14 +228,18 @@ impl Device {
         }
     }
 
+    /// The backend's name (see [`Backend::name`]).
     pub fn name(&self) -> &'static str {
         self.backend.name()
     }
 
+    /// Whether the backend can hold tensors of `dtype` (see [`Backend::supports`]).
     pub fn supports(&self, dtype: DType) -> bool {
         self.backend.supports(dtype)
     }
 
+    /// The low-precision dtype the backend computes fastest in, if any (see
+    /// [`Backend::preferred_low_precision`]).
     pub fn preferred_low_precision(&self) -> Option<DType> {
         self.backend.preferred_low_precision()
     }
@@ -214,6 +249,10 @@ impl Device {
         self.backend.workspace_bytes()
     }
 
+    /// A tensor of `shape` and `dtype` from the allocator, its contents
+    /// unspecified. Fails with [`Error::Unsupported`] for a dtype the backend
+    /// cannot hold, and with [`Error::OutOfMemory`] when the allocator cannot
+    /// serve it within the budget and the device.
     pub fn alloc(&mut self, shape: Shape, dtype: DType) -> Result<DeviceTensor> {
         if !self.backend.supports(dtype) {
             return Err(Error::Unsupported {
@@ -232,10 +271,13 @@ impl Device {
         })
     }
 
+    /// Gives the tensor's block back to the allocator's cache.
     pub fn free(&mut self, t: DeviceTensor) {
         self.memory.free(t.r.block)
     }
 
+    /// A new device tensor holding a copy of `h`; if the copy fails, the block
+    /// is freed before the error is returned.
     pub fn upload(&mut self, h: &HostTensor) -> Result<DeviceTensor> {
         let t = self.alloc(h.shape.clone(), h.dtype)?;
         if let Err(e) = self.backend.write(&t.r, &h.data) {
@@ -245,6 +287,7 @@ impl Device {
         Ok(t)
     }
 
+    /// Overwrites `t` with `h`; a shape error when their shapes or dtypes differ.
     pub fn write(&mut self, t: &DeviceTensor, h: &HostTensor) -> Result<()> {
         if t.r.shape != h.shape || t.r.dtype != h.dtype {
             return Err(Error::shape(
@@ -258,6 +301,7 @@ impl Device {
         self.backend.write(&t.r, &h.data)
     }
 
+    /// Copies a device tensor into a new host tensor of the same shape and dtype.
     pub fn download(&mut self, t: &TensorRef) -> Result<HostTensor> {
         Ok(HostTensor {
             shape: t.shape.clone(),
@@ -266,6 +310,7 @@ impl Device {
         })
     }
 
+    /// The allocator's counters as they are now.
     pub fn memory_stats(&self) -> MemoryStats {
         self.memory.stats()
     }
@@ -289,6 +334,7 @@ impl Device {
         bytes.unwrap_or(total)
     }
 
+    /// The cap on reserved bytes; `None` when there is none.
     pub fn budget_bytes(&self) -> Option<u64> {
         self.memory.budget()
     }
@@ -298,6 +344,7 @@ impl Device {
         self.memory.empty_cache()
     }
 
+    /// Starts a new high-water mark (see [`CachingAllocator::reset_peak_stats`]).
     pub fn reset_peak_stats(&mut self) {
         self.memory.reset_peak_stats()
     }
@@ -313,14 +360,18 @@ impl Device {
         self.memory.set_tag(tag)
     }
 
+    /// Sets the training step recorded in the memory events that follow.
     pub fn set_step(&mut self, step: u64) {
         self.memory.set_step(step)
     }
 
+    /// Starts recording every allocator event, for the memory timeline.
     pub fn start_trace(&mut self) {
         self.memory.start_trace()
     }
 
+    /// Stops recording and returns the events since [`Device::start_trace`];
+    /// `None` when no trace was being recorded.
     pub fn take_trace(&mut self) -> Option<Vec<Event>> {
         self.memory.take_trace()
     }

@@ -8,6 +8,8 @@ use crate::error::Result;
 use crate::graph::Op;
 use crate::tensor::DType;
 
+/// The backend of [`Device::simulated`](super::Device::simulated): supports every
+/// dtype, runs no kernel, writes nothing and reads back zeros.
 pub struct NullBackend;
 
 impl Backend for NullBackend {

@@ -19,7 +19,9 @@ use crate::tensor::DType;
 /// The training precision a user asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Precision {
+    /// Everything in f32: autocast stays off.
     F32,
+    /// bf16 activations under autocast, f32 master weights; no loss scaling.
     Bf16,
     /// f16 with dynamic loss scaling.
     F16,

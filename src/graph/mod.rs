@@ -17,15 +17,20 @@ use crate::tensor::{DType, Shape};
 pub struct Value(pub u32);
 
 impl Value {
+    /// The value's position in its graph's value table, for indexing per-value
+    /// vectors (below [`Graph::num_values`]).
     pub fn index(self) -> usize {
         self.0 as usize
     }
 }
 
+/// A handle to one recorded node: its position in [`Graph::nodes`], which is
+/// recording order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u32);
 
 impl NodeId {
+    /// The node's position in [`Graph::nodes`].
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -39,34 +44,71 @@ pub enum ValueKind {
     /// Data fed per step (token ids, targets).
     Input(String),
     /// Output `index` of node `node`.
-    Computed { node: NodeId, index: usize },
+    Computed {
+        /// The node that produces it.
+        node: NodeId,
+        /// Which of the node's outputs it is (0 for the main result).
+        index: usize,
+    },
 }
 
 /// Which pass of a training step a node belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
+    /// Recorded by model code: the computation of the loss. Autocast applies here.
     Forward,
+    /// Recorded by [`autodiff`]: the loss seed and the gradient nodes. Autocast
+    /// never applies here.
     Backward,
 }
 
+/// What a graph knows about one value, all fixed when the value is recorded.
 #[derive(Clone, Debug)]
 pub struct ValueInfo {
+    /// Static shape.
     pub shape: Shape,
+    /// Element type.
     pub dtype: DType,
+    /// Whether it is a parameter, a data input or a node's output.
     pub kind: ValueKind,
 }
 
+/// One recorded application of an op to operand values.
 #[derive(Clone, Debug)]
 pub struct Node {
+    /// The op, with its attributes.
     pub op: Op,
+    /// Operand values, in the order the op's shape rule takes them.
     pub inputs: Vec<Value>,
+    /// Values the node produces. Output 0 is the result model code sees; ops
+    /// such as LayerNorm, attention and split have more (saved statistics, parts).
     pub outputs: Vec<Value>,
+    /// Whether model code or [`autodiff`] recorded it.
     pub phase: Phase,
     /// The transformer block this node was recorded in, if any (recompute policies
     /// cut the graph at block boundaries).
     pub block: Option<u32>,
 }
 
+/// A traced computation: values with static shapes and dtypes, and the nodes
+/// that compute them, in recording order. Model code records into it through the
+/// op methods below, each of which runs the op's shape rule at once and returns
+/// [`Error::Shape`] or [`Error::DType`] when the operands do not fit;
+/// [`autodiff::backward`] then appends the gradient nodes.
+///
+/// ```
+/// use headroom::graph::{autodiff, Graph};
+/// use headroom::tensor::DType;
+///
+/// let mut g = Graph::new();
+/// let x = g.input("x", [4, 3], DType::F32)?;
+/// let w = g.param("w", [3, 2], DType::F32)?;
+/// let y = g.matmul(x, w)?; // [4, 2]
+/// let loss = g.mean(y, &[0, 1])?; // []
+/// let grads = autodiff::backward(&mut g, loss, &[w])?;
+/// assert_eq!(g.shape(grads[0]).dims(), &[3, 2]);
+/// # Ok::<(), headroom::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     values: Vec<ValueInfo>,
@@ -84,25 +126,34 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// An empty graph: forward phase, no block, f32 parameters, autocast off.
     pub fn new() -> Graph {
         Graph::default()
     }
 
+    /// Shape, dtype and origin of `v`, which must come from this graph: like every
+    /// accessor taking a [`Value`] or [`NodeId`], it panics on an index past the end.
     pub fn info(&self, v: Value) -> &ValueInfo {
         &self.values[v.index()]
     }
+    /// The static shape of `v`.
     pub fn shape(&self, v: Value) -> &Shape {
         &self.values[v.index()].shape
     }
+    /// The dtype of `v`.
     pub fn dtype(&self, v: Value) -> DType {
         self.values[v.index()].dtype
     }
+    /// Every node in recording order; a [`NodeId`] indexes this slice.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
+    /// The node `n`.
     pub fn node(&self, n: NodeId) -> &Node {
         &self.nodes[n.index()]
     }
+    /// How many values the graph holds (parameters, inputs and node outputs);
+    /// every [`Value`]'s index is below it.
     pub fn num_values(&self) -> usize {
         self.values.len()
     }
@@ -110,6 +161,7 @@ impl Graph {
     pub fn params(&self) -> &[Value] {
         &self.params
     }
+    /// Data inputs in the order they were first recorded.
     pub fn inputs(&self) -> &[Value] {
         &self.inputs
     }
@@ -120,6 +172,7 @@ impl Graph {
             _ => None,
         }
     }
+    /// The name `v` was recorded under, if it is a parameter or an input.
     pub fn name_of(&self, v: Value) -> Option<&str> {
         match &self.values[v.index()].kind {
             ValueKind::Param(n) | ValueKind::Input(n) => Some(n),
@@ -172,6 +225,8 @@ impl Graph {
         self.param_dtype.unwrap_or(DType::F32)
     }
 
+    /// Sets the dtype [`Graph::param_dtype`] reports from now on (f64 for gradient
+    /// checks); parameters already recorded keep theirs.
     pub fn set_param_dtype(&mut self, dt: DType) {
         self.param_dtype = Some(dt);
     }
@@ -187,6 +242,7 @@ impl Graph {
         self.autocast = low;
     }
 
+    /// The low-precision dtype autocast casts to, `None` while it is off.
     pub fn autocast(&self) -> Option<DType> {
         self.autocast
     }
@@ -278,6 +334,8 @@ impl Graph {
     pub fn matmul_t(&mut self, a: Value, b: Value, ta: bool, tb: bool) -> Result<Value> {
         self.apply1(Op::MatMul { ta, tb }, &[a, b])
     }
+    /// `a [.., M, K] @ b [.., K, N]` → `[.., M, N]`: [`Graph::matmul_t`] without
+    /// transposes.
     pub fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
         self.matmul_t(a, b, false, false)
     }
@@ -289,9 +347,11 @@ impl Graph {
     pub fn mul(&mut self, a: Value, b: Value) -> Result<Value> {
         self.apply1(Op::Mul, &[a, b])
     }
+    /// `x * factor` elementwise: same shape and dtype as `x`.
     pub fn scale(&mut self, x: Value, factor: f64) -> Result<Value> {
         self.apply1(Op::Scale { factor }, &[x])
     }
+    /// GELU (tanh approximation) elementwise: same shape and dtype as `x`.
     pub fn gelu(&mut self, x: Value) -> Result<Value> {
         self.apply1(Op::Gelu, &[x])
     }
@@ -309,6 +369,7 @@ impl Graph {
     pub fn attention(&mut self, qkv: Value, n_head: usize) -> Result<Value> {
         self.apply1(Op::Attention { n_head }, &[qkv])
     }
+    /// Softmax over the last dim: `[.., V]` → `[.., V]`.
     pub fn softmax(&mut self, x: Value) -> Result<Value> {
         self.apply1(Op::Softmax, &[x])
     }
@@ -316,6 +377,9 @@ impl Graph {
     pub fn cross_entropy(&mut self, logits: Value, targets: Value) -> Result<Value> {
         self.apply1(Op::CrossEntropy, &[logits, targets])
     }
+    /// `x` viewed with `shape`, which must hold the same number of elements
+    /// (row-major order kept). A view: no kernel runs and the result shares `x`'s
+    /// storage.
     pub fn reshape(&mut self, x: Value, shape: impl Into<Shape>) -> Result<Value> {
         self.apply1(
             Op::Reshape {
@@ -324,9 +388,13 @@ impl Graph {
             &[x],
         )
     }
+    /// `x` with axes `a` and `b` swapped (`[.., A, .., B, ..]` → `[.., B, .., A, ..]`),
+    /// copied into a new tensor.
     pub fn transpose(&mut self, x: Value, a: usize, b: usize) -> Result<Value> {
         self.apply1(Op::Transpose { a, b }, &[x])
     }
+    /// `x` cut along `axis` into parts of `sizes` (positive, summing to that dim),
+    /// one value per part in order.
     pub fn split(&mut self, x: Value, axis: usize, sizes: &[usize]) -> Result<Vec<Value>> {
         self.apply(
             Op::Split {
@@ -336,6 +404,8 @@ impl Graph {
             &[x],
         )
     }
+    /// `xs` joined along `axis`; they must share one float dtype and agree in every
+    /// other dim.
     pub fn concat(&mut self, xs: &[Value], axis: usize) -> Result<Value> {
         self.apply1(Op::Concat { axis }, xs)
     }
@@ -348,6 +418,7 @@ impl Graph {
             &[x],
         )
     }
+    /// Mean over `axes` (strictly increasing; removed from the shape).
     pub fn mean(&mut self, x: Value, axes: &[usize]) -> Result<Value> {
         self.apply1(
             Op::Mean {
@@ -367,9 +438,12 @@ impl Graph {
             &[x],
         )
     }
+    /// `x` converted to the float dtype `to`, rounding to nearest-even. Each call
+    /// records a new node (autocast's own casts are recorded once per value).
     pub fn cast(&mut self, x: Value, to: DType) -> Result<Value> {
         self.apply1(Op::Cast { to }, &[x])
     }
+    /// A new tensor of `shape` and `dtype` with every element `value`; no operands.
     pub fn fill(&mut self, value: f64, shape: impl Into<Shape>, dtype: DType) -> Result<Value> {
         self.apply1(
             Op::Fill {

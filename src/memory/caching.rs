@@ -15,25 +15,44 @@ use super::timeline::{Event, EventKind, Tag};
 use super::{MemoryStats, RawMemory, Segment};
 use crate::error::{Error, Result};
 
+/// Every request is rounded up to a multiple of this many bytes (PyTorch's
+/// `kMinBlockSize`), so every block offset is 512-aligned: enough for any dtype
+/// and for wgpu's storage-buffer offset alignment.
 pub const MIN_BLOCK: u64 = 512;
+/// Largest rounded request served from the small pool (`kSmallSize`, 1 MiB).
+/// Also the split threshold of the large pool: a large block is split only
+/// when more than this would be left over.
 pub const SMALL_SIZE: u64 = 1 << 20;
+/// Size of the segments the small pool asks the device for (`kSmallBuffer`, 2 MiB).
 pub const SMALL_BUFFER: u64 = 2 << 20;
+/// Size of the segments for large requests below [`MIN_LARGE_ALLOC`]
+/// (`kLargeBuffer`, 20 MiB), so several of them share one segment.
 pub const LARGE_BUFFER: u64 = 20 << 20;
+/// Requests of at least this many bytes (`kMinLargeAlloc`, 10 MiB) get a segment
+/// of their own size, rounded up to [`ROUND_LARGE`].
 pub const MIN_LARGE_ALLOC: u64 = 10 << 20;
+/// Granularity of segments sized to one request (`kRoundLarge`, 2 MiB).
 pub const ROUND_LARGE: u64 = 2 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The two pools of segments, as in PyTorch: a free block serves only requests
+/// of its own pool, so small tensors do not fragment large segments.
 pub enum Pool {
+    /// Requests up to [`SMALL_SIZE`], carved from [`SMALL_BUFFER`] segments.
     Small,
+    /// Requests above [`SMALL_SIZE`].
     Large,
 }
 
 /// A tensor's memory: `bytes` at `offset` within segment `handle`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
+    /// Handle of the segment holding the block (see [`Segment::handle`]).
     pub handle: u64,
+    /// Byte offset of the block within its segment; a multiple of [`MIN_BLOCK`].
     pub offset: u64,
-    /// The block's size (the request rounded up).
+    /// The block's size: the request rounded up, or more in the large pool,
+    /// where a block is handed out whole when splitting would leave 1 MiB or less.
     pub bytes: u64,
     slot: u32,
 }
@@ -56,10 +75,14 @@ struct Info {
 
 type FreeKey = (u64, u64, u64, usize); // (size, segment order, offset, slot): best fit first
 
+/// The block size for a request of `bytes`: rounded up to a multiple of
+/// [`MIN_BLOCK`], and at least one [`MIN_BLOCK`] (a 0-byte tensor still gets a block).
 pub fn round_size(bytes: u64) -> u64 {
     bytes.max(1).div_ceil(MIN_BLOCK) * MIN_BLOCK
 }
 
+/// The pool that serves a block of (rounded) `size` bytes: [`Pool::Small`] up to
+/// and including [`SMALL_SIZE`], [`Pool::Large`] above.
 pub fn pool_of(size: u64) -> Pool {
     if size <= SMALL_SIZE {
         Pool::Small
@@ -86,6 +109,32 @@ fn should_split(pool: Pool, remaining: u64) -> bool {
     }
 }
 
+/// Hands tensors [`Block`]s carved from segments of a [`RawMemory`], with
+/// PyTorch's caching rules (see the module docs). A freed block stays cached
+/// for reuse rather than going back to the device, so "reserved" (segments
+/// held) is at least "allocated" (blocks in use). Segments go back to the
+/// device only through [`empty_cache`] (called directly, before a failed
+/// allocation's retry, and when the budget is lowered below reserved) and when
+/// the allocator is dropped. A new segment is taken only if reserved bytes stay
+/// within the budget.
+///
+/// [`empty_cache`]: CachingAllocator::empty_cache
+///
+/// ```
+/// use headroom::memory::{CachingAllocator, SimMemory};
+///
+/// let mut a = CachingAllocator::with_budget(SimMemory::new(1 << 30), Some(64 << 20));
+/// let b = a.alloc(1000).unwrap();
+/// assert_eq!(b.bytes, 1024); // rounded to 512 B
+/// assert_eq!(a.stats().reserved_bytes, 2 << 20); // one small-pool segment
+/// a.free(b);
+/// assert_eq!(a.stats().allocated_bytes, 0);
+/// assert_eq!(a.stats().reserved_bytes, 2 << 20); // cached, not returned
+/// a.empty_cache();
+/// assert_eq!(a.stats().reserved_bytes, 0);
+/// assert!(a.alloc(100 << 20).is_err()); // over the 64 MiB budget
+/// assert_eq!(a.stats().num_ooms, 1);
+/// ```
 pub struct CachingAllocator<R: RawMemory> {
     raw: R,
     budget: Option<u64>,
@@ -101,6 +150,7 @@ pub struct CachingAllocator<R: RawMemory> {
 }
 
 impl<R: RawMemory> CachingAllocator<R> {
+    /// An allocator over `raw` with no budget and an empty cache.
     pub fn new(raw: R) -> Self {
         CachingAllocator {
             raw,
@@ -122,6 +172,8 @@ impl<R: RawMemory> CachingAllocator<R> {
         self.fail_in = Some(n);
     }
 
+    /// An allocator over `raw` that reserves at most `budget` bytes (`None`:
+    /// only the device limits it).
     pub fn with_budget(raw: R, budget: Option<u64>) -> Self {
         let mut a = Self::new(raw);
         a.budget = budget;
@@ -137,15 +189,19 @@ impl<R: RawMemory> CachingAllocator<R> {
         }
     }
 
+    /// The cap on reserved bytes; `None` when there is none.
     pub fn budget(&self) -> Option<u64> {
         self.budget
     }
+    /// The raw memory underneath (for the device's total and free bytes).
     pub fn raw(&self) -> &R {
         &self.raw
     }
+    /// The raw memory underneath, mutably.
     pub fn raw_mut(&mut self) -> &mut R {
         &mut self.raw
     }
+    /// The counters as they are now.
     pub fn stats(&self) -> MemoryStats {
         self.stats
     }
@@ -154,6 +210,7 @@ impl<R: RawMemory> CachingAllocator<R> {
     pub fn set_tag(&mut self, tag: Tag) {
         self.tag = tag;
     }
+    /// Sets the training step recorded in the events that follow.
     pub fn set_step(&mut self, step: u64) {
         self.step = step;
     }
@@ -161,10 +218,16 @@ impl<R: RawMemory> CachingAllocator<R> {
     pub fn start_trace(&mut self) {
         self.trace = Some(Vec::new());
     }
+    /// Stops recording and returns the events since [`start_trace`]; `None`
+    /// when no trace was being recorded.
+    ///
+    /// [`start_trace`]: CachingAllocator::start_trace
     pub fn take_trace(&mut self) -> Option<Vec<Event>> {
         self.trace.take()
     }
 
+    /// Starts a new high-water mark: both peaks drop to the current allocated
+    /// and reserved bytes (as `torch.cuda.reset_peak_memory_stats`).
     pub fn reset_peak_stats(&mut self) {
         self.stats.peak_allocated_bytes = self.stats.allocated_bytes;
         self.stats.peak_reserved_bytes = self.stats.reserved_bytes;
@@ -261,6 +324,17 @@ impl<R: RawMemory> CachingAllocator<R> {
         }
     }
 
+    /// Hands out a block of at least [`round_size`]`(bytes)` bytes: the
+    /// best-fitting cached free block of the request's pool, else a new segment
+    /// within the budget, emptying the cache and retrying once if the device or
+    /// the budget refuses. The block is split to the rounded size when the rest
+    /// is worth keeping (any rest in the small pool, more than [`SMALL_SIZE`]
+    /// in the large); otherwise the whole block is handed out and counted as
+    /// allocated. Fails with
+    /// [`Error::OutOfMemory`] (counted in `num_ooms`) when nothing fits, or
+    /// when [`fail_allocation_in`] injected a failure.
+    ///
+    /// [`fail_allocation_in`]: CachingAllocator::fail_allocation_in
     pub fn alloc(&mut self, bytes: u64) -> Result<Block> {
         match self.fail_in {
             Some(0) => {
@@ -355,6 +429,10 @@ impl<R: RawMemory> CachingAllocator<R> {
         }
     }
 
+    /// Returns a block to the cache (its segment stays reserved) and merges it
+    /// with free neighbours in the same segment. Freeing a block that is not
+    /// allocated (a double free) panics in debug builds and is logged and
+    /// ignored in release builds.
     pub fn free(&mut self, b: Block) {
         let id = b.slot as usize;
         let ok = self

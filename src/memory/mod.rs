@@ -19,19 +19,28 @@ pub use timeline::{MemPhase, Tag, TensorKind, Trace};
 /// address on cpu, a device pointer on cuda, a buffer id on wgpu.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// Identifies the segment to its backend; every [`Block`] carved from it
+    /// carries the same handle.
     pub handle: u64,
+    /// Size of the segment in bytes, as requested from [`RawMemory::alloc`].
     pub bytes: u64,
 }
 
 /// A device refused an allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceOutOfMemory {
+    /// Size in bytes of the segment that was refused.
     pub requested: u64,
 }
 
 /// Raw device memory: whole segments, no caching.
 pub trait RawMemory {
+    /// Obtains a new segment of `bytes` bytes from the device, or
+    /// [`DeviceOutOfMemory`] when the device (or a test's script) refuses it.
+    /// The counterpart of `cudaMalloc`: the [`CachingAllocator`] calls it only
+    /// when no cached block can serve a request.
     fn alloc(&mut self, bytes: u64) -> Result<Segment, DeviceOutOfMemory>;
+    /// Returns a segment obtained from [`RawMemory::alloc`] to the device.
     fn free(&mut self, seg: Segment);
     /// Total memory of the device, in bytes.
     fn total_bytes(&self) -> u64;

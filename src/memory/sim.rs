@@ -18,6 +18,8 @@ pub struct SimMemory {
 }
 
 impl SimMemory {
+    /// An empty device of `capacity` bytes; allocations beyond it fail with
+    /// [`DeviceOutOfMemory`].
     pub fn new(capacity: u64) -> SimMemory {
         SimMemory {
             capacity,
@@ -25,6 +27,7 @@ impl SimMemory {
             next: 1 << 40,
         }
     }
+    /// Bytes in segments handed out and not yet freed.
     pub fn used(&self) -> u64 {
         self.used
     }
@@ -72,6 +75,8 @@ pub struct FaultyMemory<R: RawMemory> {
 }
 
 impl<R: RawMemory> FaultyMemory<R> {
+    /// Wraps `inner`, failing nothing yet; returns the wrapper and the shared
+    /// [`Faults`] through which a test scripts failures and counts attempts.
     pub fn new(inner: R) -> (FaultyMemory<R>, Rc<RefCell<Faults>>) {
         let faults = Rc::new(RefCell::new(Faults::default()));
         (

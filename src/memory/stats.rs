@@ -6,20 +6,29 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::format_bytes;
 
+/// A snapshot of the [`CachingAllocator`](super::CachingAllocator)'s counters.
+/// "Allocated" is what tensors hold; "reserved" is what the allocator holds
+/// from the device, allocated plus cached free blocks, and is what the budget
+/// caps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
     /// Bytes in blocks handed to tensors (rounded block sizes).
     pub allocated_bytes: u64,
     /// Bytes held from the device in segments (allocated + cached).
     pub reserved_bytes: u64,
+    /// Highest `allocated_bytes` since creation or the last peak reset.
     pub peak_allocated_bytes: u64,
+    /// Highest `reserved_bytes` since creation or the last peak reset.
     pub peak_reserved_bytes: u64,
     /// Bytes tensors asked for, before rounding.
     pub requested_bytes: u64,
+    /// Successful block allocations so far.
     pub num_allocs: u64,
+    /// Blocks freed so far.
     pub num_frees: u64,
     /// Segments obtained from / returned to the device.
     pub num_segment_allocs: u64,
+    /// Segments returned to the device when the cache was emptied.
     pub num_segment_frees: u64,
     /// Device allocations that failed and were retried after flushing the cache.
     pub num_alloc_retries: u64,

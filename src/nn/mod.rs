@@ -15,8 +15,14 @@ use crate::tensor::{HostTensor, Shape};
 /// How a parameter starts out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
-    Normal { std: f64 },
+    /// Independent draws from a normal distribution of mean 0.
+    Normal {
+        /// Standard deviation.
+        std: f64,
+    },
+    /// All zeros (biases).
     Zeros,
+    /// All ones (LayerNorm gains).
     Ones,
 }
 
@@ -24,12 +30,17 @@ pub enum Init {
 /// shape and initialisation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
+    /// The name it is recorded and checkpointed under; recording one name twice
+    /// gives one (tied) parameter.
     pub name: String,
+    /// Its static shape.
     pub shape: Shape,
+    /// How [`ParamSpec::init_values`] draws its starting values.
     pub init: Init,
 }
 
 impl ParamSpec {
+    /// A spec named `name` of `shape`, initialised by `init`.
     pub fn new(name: impl Into<String>, shape: impl Into<Shape>, init: Init) -> ParamSpec {
         ParamSpec {
             name: name.into(),
@@ -81,9 +92,12 @@ impl<M: Model + ?Sized> Model for &M {
 
 /// A language model the trainer can run: token ids in, logits out.
 pub trait Model {
+    /// Every parameter of the model, each once (a tied weight once), with its
+    /// shape and initialisation.
     fn param_specs(&self) -> Vec<ParamSpec>;
     /// `tokens [B, T] i32` → `logits [B, T, vocab]`.
     fn forward(&self, g: &mut Graph, tokens: Value) -> Result<Value>;
+    /// Number of token ids the model takes, and of logits it gives per position.
     fn vocab_size(&self) -> usize;
     /// The longest sequence the model accepts.
     fn block_size(&self) -> usize;

@@ -22,7 +22,10 @@ struct Slot {
 /// evaluates (tagged eval).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Memory tagged [`MemPhase::Forward`], [`MemPhase::Backward`] or
+    /// [`MemPhase::Recompute`], by node.
     Train,
+    /// All memory tagged [`MemPhase::Eval`].
     Eval,
 }
 

@@ -20,24 +20,34 @@ use crate::train::{TrainConfig, Trainer};
 /// What the planner decides for a step shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Choice {
+    /// Sequences per micro-batch; a step accumulates gradients over
+    /// `batch / micro_batch` micro-batches.
     pub micro_batch: usize,
+    /// The recompute policy every micro-batch is lowered with.
     pub recompute: Recompute,
 }
 
 /// A predicted peak, split by what the memory holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breakdown {
+    /// Bytes of parameters ([`TensorKind::Weight`]).
     pub weights: u64,
+    /// Bytes of parameter gradients ([`TensorKind::Gradient`]).
     pub gradients: u64,
+    /// Bytes of AdamW moments ([`TensorKind::OptimizerState`]).
     pub optimizer_state: u64,
+    /// Bytes of activations and backward intermediates ([`TensorKind::Activation`]).
     pub activations: u64,
+    /// Bytes of token and target batches ([`TensorKind::Data`]).
     pub data: u64,
+    /// Bytes of backend library workspace ([`TensorKind::Workspace`]).
     pub workspace: u64,
     /// Reserved by the allocator but holding no tensor at the peak.
     pub allocator_slack: u64,
 }
 
 impl Breakdown {
+    /// Sum of all parts, in bytes; for a simulated peak, the peak reserved bytes.
     pub fn total(&self) -> u64 {
         self.weights
             + self.gradients
@@ -68,6 +78,7 @@ impl Breakdown {
             .map_or("nothing", |p| p.0)
     }
 
+    /// The non-zero parts on one line ("weights 1.50 MiB, activations 3.00 MiB").
     pub fn summary(&self) -> String {
         self.parts()
             .iter()
@@ -81,7 +92,9 @@ impl Breakdown {
 /// One candidate the planner considered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
+    /// The candidate's micro-batch size.
     pub micro_batch: usize,
+    /// The candidate's recompute policy.
     pub recompute: Recompute,
     /// FLOPs of a whole step (all micro-batches, recompute included).
     pub flops: u64,
@@ -92,21 +105,35 @@ pub struct Candidate {
     pub fits: Option<bool>,
 }
 
+/// The planner's decision for one step shape under a budget, with the
+/// candidates it weighed; `Display` prints them as a table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// Sequences per optimizer step.
     pub batch: usize,
+    /// Tokens per sequence.
     pub seq: usize,
+    /// The precision the step runs in.
     pub precision: crate::graph::amp::Precision,
+    /// The chosen micro-batch size.
     pub micro_batch: usize,
+    /// The chosen recompute policy.
     pub recompute: Recompute,
+    /// The budget planned against, in bytes.
     pub budget_bytes: u64,
+    /// Peak reserved bytes of the chosen candidate in simulation.
     pub predicted_peak_bytes: u64,
+    /// FLOPs of one step of the chosen candidate, recompute included.
     pub flops_per_step: u64,
+    /// What the chosen candidate's peak holds.
     pub breakdown: Breakdown,
+    /// The candidates in the order tried, cheapest first; those after the
+    /// chosen one were never simulated.
     pub candidates: Vec<Candidate>,
 }
 
 impl Plan {
+    /// The chosen micro-batch size and recompute policy.
     pub fn choice(&self) -> Choice {
         Choice {
             micro_batch: self.micro_batch,
@@ -166,8 +193,11 @@ pub fn step_flops(model: &dyn Model, cfg: &TrainConfig, choice: Choice) -> Resul
 /// A simulated run's peak.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Simulated {
+    /// Peak reserved bytes over the run: what the budget must cover.
     pub peak_reserved: u64,
+    /// Peak allocated bytes over the run.
     pub peak_allocated: u64,
+    /// What memory held when allocated bytes first peaked, plus the slack.
     pub breakdown: Breakdown,
 }
 

@@ -10,6 +10,7 @@ use super::recompute::{kept_values, saved_values, Recompute};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Phase, Value, ValueKind};
 
+/// One instruction of a [`Program`]; the executor runs them in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Instr {
     /// Allocate the node's outputs and run its op.
@@ -17,13 +18,24 @@ pub enum Instr {
     /// Run a forward node again for the backward pass (its outputs were dropped).
     Recompute(NodeId),
     /// Add the value into the caller's accumulator `slot` (then it is freed).
-    Accumulate { value: Value, slot: usize },
+    Accumulate {
+        /// The value to add: a computed value that is its own storage root
+        /// (lowering refuses views, outputs and inputs).
+        value: Value,
+        /// Index of the accumulator: `value`'s position in
+        /// [`LowerOptions::accumulate`].
+        slot: usize,
+    },
     /// Give a tensor's memory back (its storage root; views share it).
     Free(Value),
 }
 
+/// What [`lower_with`] does beyond [`lower`]: a recompute policy and
+/// accumulation of gradients into caller buffers.
 #[derive(Clone, Debug, Default)]
 pub struct LowerOptions {
+    /// The recompute policy; `None` keeps every saved activation, as
+    /// [`Recompute::None`] does.
     pub recompute: Option<Recompute>,
     /// Values to add into caller-provided accumulators (slot = index here)
     /// instead of returning them: gradients of later micro-batches.
@@ -32,8 +44,11 @@ pub struct LowerOptions {
     pub gradients: Vec<Value>,
 }
 
+/// A graph lowered for one run: the instructions, and what the executor needs
+/// to know about the values they touch.
 #[derive(Clone, Debug)]
 pub struct Program {
+    /// The instructions, in execution order.
     pub instrs: Vec<Instr>,
     /// Values the caller receives (and must free).
     pub outputs: Vec<Value>,
@@ -43,6 +58,8 @@ pub struct Program {
     pub flops: u64,
     /// Nodes run again by recompute.
     pub recomputed: usize,
+    /// Values that are gradients ([`LowerOptions::gradients`]); the executor
+    /// tags their memory [`TensorKind::Gradient`](crate::memory::TensorKind::Gradient).
     pub gradients: HashSet<Value>,
 }
 

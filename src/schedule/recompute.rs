@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Phase, Value, ValueKind};
 
+/// A recompute policy: which saved forward activations stay in memory for the
+/// backward pass and which are recomputed from the kept ones. Written `none`,
+/// `cheap`, `every-block` or `every-K-blocks` (see its `Display` and `FromStr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Recompute {
     /// Keep every activation the backward pass reads.

@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use crate::memory::{DeviceOutOfMemory, RawMemory, Segment};
 
 /// Every segment is 64-byte aligned, so any block offset the allocator hands out
-/// (a multiple of 512 once caching lands) is aligned for every dtype.
+/// (a multiple of 512) is aligned for every dtype.
 const ALIGN: usize = 64;
 
+/// Host memory as raw device memory: each segment is a zeroed, 64-byte-aligned
+/// heap allocation whose address is its handle. Total and free bytes come from
+/// `/proc/meminfo` (effectively unlimited where that is missing).
 #[derive(Default)]
 pub struct CpuMemory {
     live: HashMap<u64, Layout>,

@@ -15,9 +15,12 @@ use crate::error::{Error, Result};
 use crate::graph::ops::{self, In, Op, Real};
 use crate::tensor::{load_f64, store_f64, DType};
 
+/// The cpu reference backend; its tensors live in a [`CpuMemory`] and it reads
+/// them through the host addresses their blocks carry.
 pub struct CpuBackend;
 
 impl CpuBackend {
+    /// The backend and the host memory its tensors must be allocated from.
     pub fn new() -> (CpuBackend, CpuMemory) {
         (CpuBackend, CpuMemory::default())
     }

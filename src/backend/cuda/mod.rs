@@ -93,6 +93,8 @@ impl RawMemory for CudaMemory {
     }
 }
 
+/// The cuda backend on one GPU: a context, its default stream, a cuBLAS handle,
+/// and the kernels compiled so far for the device's architecture.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -104,6 +106,7 @@ pub struct CudaBackend {
     workspace: Option<(u64, u64)>,
     /// The AdamW parameter table (48 bytes a parameter), outside the allocator.
     slots: Option<(u64, u64)>,
+    /// The GPU's name as the driver reports it (`GPU <ordinal>` if it cannot).
     pub device_name: String,
 }
 

@@ -20,6 +20,9 @@ impl Buffers {
     }
 }
 
+/// wgpu storage buffers as raw device memory, one buffer per segment. wgpu
+/// reports no device memory size, so the total is `HEADROOM_WGPU_MEMORY` bytes
+/// when set, else the host's memory.
 pub struct WgpuMemory {
     pub(super) device: wgpu::Device,
     pub(super) buffers: Arc<Mutex<Buffers>>,

@@ -5,7 +5,8 @@
 //! host needs data back (a read) or writes data in (an upload must not overtake
 //! kernels recorded before it). Each shader is compiled per storage type: f32,
 //! and f16 where the adapter has SHADER_F16 (arithmetic stays f32 inside the
-//! kernels). bf16 is refused with a typed error.
+//! kernels), and bf16 packed two values to a 32-bit word (the shader is
+//! rewritten at compile time; stores round to nearest-even).
 
 mod memory;
 
@@ -98,12 +99,21 @@ pub const KERNELS: &[(&str, &str)] = &[
 /// One adapter as `headroom devices` lists it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AdapterSummary {
+    /// The graphics API wgpu drives it through, as wgpu names it ("Vulkan",
+    /// "Metal", "Dx12", "Gl", ...).
     pub backend: String,
+    /// The adapter's name as its driver reports it.
     pub name: String,
+    /// "DiscreteGpu", "IntegratedGpu", "VirtualGpu", "Cpu" or "Other".
     pub device_type: String,
+    /// Driver name and version information.
     pub driver: String,
+    /// Whether shaders can use f16 (`SHADER_F16`); without it f16 tensors are refused.
     pub shader_f16: bool,
+    /// Largest buffer the adapter creates, in bytes: the cap on one segment.
     pub max_buffer_bytes: u64,
+    /// Largest range one storage binding may span, in bytes: the cap on one
+    /// tensor a kernel reads or writes.
     pub max_storage_binding_bytes: u64,
 }
 
@@ -232,6 +242,8 @@ impl Variant {
     }
 }
 
+/// The wgpu backend on one adapter: its device and queue, the shader modules and
+/// pipelines compiled so far, and the command encoder kernels are recorded into.
 pub struct WgpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -244,6 +256,7 @@ pub struct WgpuBackend {
     f16: bool,
     /// The variant the kernels dispatched next are compiled for.
     variant: Variant,
+    /// The adapter this backend opened.
     pub adapter: AdapterSummary,
 }
 

@@ -45,6 +45,8 @@ pub fn infer_backward(ins: &[Meta], n_head: usize) -> Result<Vec<(Shape, DType)>
     Ok(vec![(ins[0].0.clone(), dt)])
 }
 
+/// Records [`Op::AttentionBackward`] from `qkv`, the saved `out` and `lse`, and
+/// `dout`; gives `dqkv`.
 pub fn vjp(
     g: &mut Graph,
     ins: &[Value],
@@ -63,6 +65,10 @@ fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     a.iter().zip(b).map(|(&x, &y)| x * y).sum()
 }
 
+/// Causal attention, one task per (batch, head) in parallel. A `qkv` row holds q,
+/// k and v side by side, each split into `nh` heads of `c / nh` columns; query `i`
+/// scores keys `j ≤ i` by `q·k / √(c / nh)`, and `out` is the softmax-weighted sum
+/// of their v. `lse` gets each query row's log-sum-exp of the scaled scores.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward<F: Real>(
     qkv: &[F],     // [B, T, 3C]
@@ -110,6 +116,8 @@ pub fn attention_forward<F: Real>(
     });
 }
 
+/// Gradients of [`attention_forward`] into `dqkv` (overwritten), recomputing each
+/// probability from `q·k` and the saved `lse`, so no T×T matrix is ever stored.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<F: Real>(
     qkv: &[F],      // [B, T, 3C]

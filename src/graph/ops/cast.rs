@@ -6,6 +6,8 @@ use super::Meta;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Shape};
 
+/// Shape rule of [`Op::Cast`](crate::graph::Op::Cast): the operand's shape in
+/// dtype `to`; both dtypes must be floats.
 pub fn infer(ins: &[Meta], to: DType) -> Result<Vec<(Shape, DType)>> {
     let (s, from) = ins[0];
     if !from.is_float() || !to.is_float() {

@@ -35,6 +35,8 @@ pub fn infer_backward(ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
     Ok(vec![(ins[0].0.clone(), dt)])
 }
 
+/// Records [`Op::CrossEntropyBackward`] for the logits; the targets get no
+/// gradient.
 pub fn vjp(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     let d = g.apply(Op::CrossEntropyBackward, &[ins[0], ins[1], dy])?;
     Ok(vec![Some(d[0]), None])
@@ -55,6 +57,8 @@ fn logsumexp<F: Real>(x: &[F]) -> F {
     m + x.iter().map(|&v| (v - m).exp()).sum::<F>().ln()
 }
 
+/// `loss[0]` = the mean over rows of `logsumexp(logits[i]) − logits[i, targets[i]]`.
+/// Returns [`Error::Kernel`] for a target outside `0..v`.
 pub fn cross_entropy_forward<F: Real>(
     logits: &[F],    // [N, V]
     targets: &[i32], // [N]
@@ -72,6 +76,8 @@ pub fn cross_entropy_forward<F: Real>(
     Ok(())
 }
 
+/// `dlogits[i] = (softmax(logits[i]) − onehot(targets[i])) · dloss / N`.
+/// Returns [`Error::Kernel`] for a target outside `0..v`.
 pub fn cross_entropy_backward<F: Real>(
     logits: &[F],      // [N, V]
     targets: &[i32],   // [N]

@@ -10,11 +10,15 @@ use crate::tensor::{DType, Shape};
 /// Below this many elements a kernel runs on one thread: spawning costs more.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
+/// Shape rule of one-operand float ops (scale, GELU, softmax): the operand's
+/// shape and dtype.
 pub fn infer_unary(op: &'static str, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
     let dt = same_float(op, ins)?;
     Ok(vec![(ins[0].0.clone(), dt)])
 }
 
+/// Shape rule of ops whose float operands must all have one shape (the GELU and
+/// softmax backward ops): that shape.
 pub fn infer_same(op: &'static str, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
     let dt = same_float(op, ins)?;
     if ins.iter().any(|m| m.0 != ins[0].0) {
@@ -56,12 +60,15 @@ fn unbroadcast(g: &mut Graph, grad: Value, to: &Shape) -> Result<Value> {
     g.sum(grad, &axes)
 }
 
+/// `da = dy`; `db = dy` summed over the leading dims `b` was broadcast across.
 pub fn vjp_add(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     let bs = g.shape(ins[1]).clone();
     let db = unbroadcast(g, dy, &bs)?;
     Ok(vec![Some(dy), Some(db)])
 }
 
+/// `da = dy · b`; `db = dy · a` summed over the leading dims `b` was broadcast
+/// across.
 pub fn vjp_mul(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     let (a, b) = (ins[0], ins[1]);
     let da = g.mul(dy, b)?;
@@ -89,6 +96,7 @@ pub fn vjp_bias_gelu(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Opti
     Ok(vec![Some(dh), Some(db)])
 }
 
+/// Records [`Op::GeluBackward`] on the saved input `x`.
 pub fn vjp_gelu(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     Ok(vec![Some(g.apply(Op::GeluBackward, &[ins[0], dy])?[0])])
 }
@@ -108,14 +116,17 @@ fn broadcast_map<F: Real>(a: &[F], b: &[F], out: &mut [F], f: impl Fn(F, F) -> F
     }
 }
 
+/// `out = a + b`, `b` repeating over `a`'s leading dims.
 pub fn add_forward<F: Real>(a: &[F], b: &[F], out: &mut [F]) {
     broadcast_map(a, b, out, |x, y| x + y)
 }
 
+/// `out = a * b`, `b` repeating over `a`'s leading dims.
 pub fn mul_forward<F: Real>(a: &[F], b: &[F], out: &mut [F]) {
     broadcast_map(a, b, out, |x, y| x * y)
 }
 
+/// `out = x * factor`.
 pub fn scale_forward<F: Real>(x: &[F], out: &mut [F], factor: f64) {
     let s = F::c(factor);
     map(x, out, |v| v * s)
@@ -143,6 +154,7 @@ pub fn gelu_forward<F: Real>(x: &[F], out: &mut [F]) {
     })
 }
 
+/// `out = gelu(x + b)` (tanh form), `b` repeating over `x`'s leading dims.
 pub fn bias_gelu_forward<F: Real>(x: &[F], b: &[F], out: &mut [F]) {
     let (s, k, half, one) = (sqrt_2_over_pi::<F>(), F::c(GELU_K), F::c(0.5), F::one());
     broadcast_map(x, b, out, |x, b| {
@@ -158,6 +170,7 @@ pub fn bias_gelu_backward<F: Real>(x: &[F], b: &[F], dy: &[F], dh: &mut [F]) {
     gelu_backward(&h, dy, dh)
 }
 
+/// `dx = gelu'(x) · dy`, the derivative of the tanh form.
 pub fn gelu_backward<F: Real>(x: &[F], dy: &[F], dx: &mut [F]) {
     let (s, k, half, one, three) = (
         sqrt_2_over_pi::<F>(),

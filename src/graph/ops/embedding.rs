@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, Value};
 use crate::tensor::{DType, Shape};
 
+/// Shape rule of [`Op::Embedding`]: `ids [..] i32`, `table [V, C]` → `[.., C]` in
+/// the table's dtype.
 pub fn infer(ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
     let (ids, idt) = ins[0];
     let (table, tdt) = ins[1];
@@ -39,6 +41,7 @@ pub fn infer_backward(ins: &[Meta], vocab: usize) -> Result<Vec<(Shape, DType)>>
     Ok(vec![(Shape(vec![vocab, dy.last()]), dt)])
 }
 
+/// Records [`Op::EmbeddingBackward`] for the table's gradient; the ids get none.
 pub fn vjp(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     let vocab = g.shape(ins[1]).dims()[0];
     let dtable = g.apply(Op::EmbeddingBackward { vocab }, &[ins[0], dy])?[0];

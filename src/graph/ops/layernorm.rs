@@ -43,6 +43,8 @@ pub fn infer_backward(ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
     Ok(vec![(x.clone(), dt), (c.clone(), dt), (c, dt)])
 }
 
+/// Records [`Op::LayerNormBackward`] from `dy`, the input, the weight and the
+/// saved mean and rstd; gives the gradients of `x`, `w` and `b`.
 pub fn vjp(g: &mut Graph, ins: &[Value], outs: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     let r = g.apply(
         Op::LayerNormBackward,
@@ -51,6 +53,8 @@ pub fn vjp(g: &mut Graph, ins: &[Value], outs: &[Value], dy: Value) -> Result<Ve
     Ok(vec![Some(r[0]), Some(r[1]), Some(r[2])])
 }
 
+/// Each row of `x` normalised with its mean and biased variance, then
+/// `y = norm · w + b`; saves the row's mean and `rstd = 1 / √(var + eps)`.
 pub fn layernorm_forward<F: Real>(
     x: &[F],        // [N, C]
     w: &[F],        // [C]
@@ -87,6 +91,8 @@ pub fn layernorm_forward<F: Real>(
     }
 }
 
+/// Gradients of [`layernorm_forward`] from the saved mean and rstd. `dw` and
+/// `db` are summed in row order, so they do not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward<F: Real>(
     dy: &[F],     // [N, C]

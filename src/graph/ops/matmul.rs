@@ -10,11 +10,17 @@ use crate::tensor::{DType, Shape};
 /// shared across the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
+    /// Number of GEMMs: the product of the batch dims (1 when both operands are 2-D).
     pub batch: usize,
+    /// Rows of `op(a)` and of the output.
     pub m: usize,
+    /// The contracted size: columns of `op(a)`, rows of `op(b)`.
     pub k: usize,
+    /// Columns of `op(b)` and of the output.
     pub n: usize,
+    /// `a` is 2-D, so every batch entry reuses it.
     pub a_shared: bool,
+    /// `b` is 2-D, so every batch entry reuses it (a weight matrix).
     pub b_shared: bool,
 }
 
@@ -77,6 +83,9 @@ fn t(x: bool) -> &'static str {
     }
 }
 
+/// Shape rule of [`Op::MatMul`](crate::graph::Op::MatMul): `[.., M, K] @ [.., K, N]`
+/// → `[.., M, N]` after the transposes, the batch dims taken from whichever
+/// operand has them (both must agree when both do).
 pub fn infer(ins: &[Meta], ta: bool, tb: bool) -> Result<Vec<(Shape, DType)>> {
     let dt = same_float("matmul", ins)?;
     let (d, mut out) = dims(ins[0].0, ins[1].0, ta, tb)?;

@@ -29,70 +29,133 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
 use crate::tensor::{DType, Shape};
 
+/// Every op a graph can record, with its attributes. Operands and outputs are
+/// listed as `name [shape]`; `..` stands for any leading dims. The float operands
+/// of one op share one dtype, saved statistics (`mean`, `rstd`, `lse`) aside. The
+/// `*Backward` ops are recorded only by the vector-Jacobian rules.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
+    /// `ids [..] i32`, `table [V, C]` → `[.., C]`: the table's rows gathered by id.
     Embedding,
+    /// `ids [..] i32`, `dy [.., C]` → `dtable [vocab, C]`: each row of `dy` added
+    /// into the row of its id.
     EmbeddingBackward {
+        /// Rows of the table (`V`), which no operand carries.
         vocab: usize,
     },
+    /// `op(a) @ op(b)`: `[.., M, K] @ [.., K, N]` → `[.., M, N]` after the
+    /// transposes, batched over leading dims; a 2-D operand is shared by the batch.
     MatMul {
+        /// Use `aᵀ` (the last two dims of `a` swapped).
         ta: bool,
+        /// Use `bᵀ` (the last two dims of `b` swapped).
         tb: bool,
     },
+    /// `a + b` in `a`'s shape, where `b`'s shape is a suffix of `a`'s (broadcast).
     Add,
+    /// `a * b` elementwise, with the broadcast rule of [`Op::Add`].
     Mul,
+    /// `x * factor`, same shape.
     Scale {
+        /// The constant multiplier.
         factor: f64,
     },
+    /// GELU (tanh form) elementwise, same shape.
     Gelu,
+    /// `x`, `dy` (one shape) → `dx = gelu'(x) · dy`.
     GeluBackward,
     /// `gelu(x + b)`, `b` broadcast: the MLP's bias and activation in one kernel.
     BiasGelu,
+    /// `x`, `b` (broadcast), `dy` → `dh`, the gradient of `x + b` in `x`'s shape;
+    /// the kernel recomputes `x + b`.
     BiasGeluBackward,
+    /// `x [.., C]`, `w [C]`, `b [C]` → `y [.., C]`, `mean [..]`, `rstd [..]`; the
+    /// saved statistics are f32 (f64 in f64 graphs).
     LayerNorm {
+        /// Added to the variance before its reciprocal square root is taken.
         eps: f64,
     },
+    /// `dy [.., C]`, `x [.., C]`, `w [C]`, `mean [..]`, `rstd [..]` →
+    /// `dx [.., C]`, `dw [C]`, `db [C]`.
     LayerNormBackward,
+    /// Causal self-attention: `qkv [B, T, 3C]` → `out [B, T, C]`, `lse [B, H, T]`
+    /// (each query row's log-sum-exp, saved for the backward; f32, or f64 in f64
+    /// graphs).
     Attention {
+        /// Number of heads `H`; `C` must divide by it.
         n_head: usize,
     },
+    /// `qkv`, `out`, `lse`, `dout [B, T, C]` → `dqkv [B, T, 3C]`, recomputing the
+    /// probabilities from `qkv` and `lse`.
     AttentionBackward {
+        /// Number of heads `H`, as in the forward op.
         n_head: usize,
     },
+    /// Softmax over the last dim, same shape.
     Softmax,
+    /// `y` (the softmax output), `dy` → `dx = y ⊙ (dy − Σ y dy)` per row.
     SoftmaxBackward,
+    /// `logits [.., V]`, `targets [..] i32` → the mean loss `[]`; the softmax is
+    /// fused in and never stored.
     CrossEntropy,
+    /// `logits [.., V]`, `targets [..] i32`, `dloss []` → `dlogits [.., V]`.
     CrossEntropyBackward,
+    /// The operand viewed with a new shape of the same element count; no kernel
+    /// runs (see [`Op::is_alias`]).
     Reshape {
+        /// The output shape.
         shape: Shape,
     },
+    /// The operand with axes `a` and `b` swapped, copied.
     Transpose {
+        /// One axis to swap.
         a: usize,
+        /// The other axis to swap.
         b: usize,
     },
+    /// One output per entry of `sizes`: the operand cut along `axis`, in order.
     Split {
+        /// The axis cut.
         axis: usize,
+        /// Each part's extent along `axis`: positive, summing to the operand's.
         sizes: Vec<usize>,
     },
+    /// Any number of operands (at least one) joined along `axis`; all other dims
+    /// must agree.
     Concat {
+        /// The axis joined along.
         axis: usize,
     },
+    /// Sum over `axes`, which are removed from the shape.
     Sum {
+        /// The axes reduced, strictly increasing.
         axes: Vec<usize>,
     },
+    /// Mean over `axes`, which are removed from the shape.
     Mean {
+        /// The axes reduced, strictly increasing.
         axes: Vec<usize>,
     },
+    /// The adjoint of [`Op::Sum`]: the operand repeated along new `axes` so that
+    /// it has `shape`.
     Expand {
+        /// Positions in `shape` the operand lacks, strictly increasing.
         axes: Vec<usize>,
+        /// The output shape; without `axes` it is the operand's shape.
         shape: Shape,
     },
+    /// The operand converted to the float dtype `to`, rounded to nearest-even.
     Cast {
+        /// The target dtype (a float).
         to: DType,
     },
+    /// No operands: a new tensor with every element `value`.
     Fill {
+        /// The value of every element (rounded to `dtype`).
         value: f64,
+        /// The output shape.
         shape: Shape,
+        /// The output dtype.
         dtype: DType,
     },
 }
@@ -101,6 +164,7 @@ pub enum Op {
 pub type Meta<'a> = (&'a Shape, DType);
 
 impl Op {
+    /// The op's snake_case name, as error messages and memory tags print it.
     pub fn name(&self) -> &'static str {
         match self {
             Op::Embedding => "embedding",
@@ -322,6 +386,7 @@ impl Op {
 pub trait Real:
     Float + FromPrimitive + Sum + AddAssign + Default + Debug + Send + Sync + 'static
 {
+    /// The dtype of this float type (`F32` or `F64`).
     const DTYPE: DType;
     /// `c[m×n] = a[m×k] @ b[k×n]` with arbitrary row/column strides (elements).
     ///
@@ -342,6 +407,7 @@ pub trait Real:
         rsc: isize,
         csc: isize,
     );
+    /// The f64 constant `x` in this type (NaN if it cannot be converted).
     fn c(x: f64) -> Self {
         Self::from_f64(x).unwrap_or_else(Self::nan)
     }
@@ -389,17 +455,21 @@ impl Real for f64 {
 
 /// One operand of a cpu kernel: float data widened to the kernel's type, or ids.
 pub enum In<'a, F: Real> {
+    /// Float data: borrowed when stored in `F`, else a widened copy.
     F(Cow<'a, [F]>),
+    /// i32 ids (token ids, targets), borrowed.
     I(&'a [i32]),
 }
 
 impl<'a, F: Real> In<'a, F> {
+    /// The float data, or an [`Error::DType`] naming `op` if the operand holds ids.
     pub fn f(&self, op: &'static str) -> Result<&[F]> {
         match self {
             In::F(x) => Ok(x),
             In::I(_) => Err(Error::dtype(op, "a float operand", DType::I32)),
         }
     }
+    /// The ids, or an [`Error::DType`] naming `op` if the operand holds floats.
     pub fn ids(&self, op: &'static str) -> Result<&[i32]> {
         match self {
             In::I(x) => Ok(x),

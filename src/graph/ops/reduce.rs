@@ -27,12 +27,17 @@ fn drop_axes(s: &Shape, axes: &[usize]) -> Shape {
     )
 }
 
+/// Shape rule of [`Op::Sum`](crate::graph::Op::Sum) and
+/// [`Op::Mean`](crate::graph::Op::Mean): the operand's shape without `axes`, which
+/// must be strictly increasing and below the rank.
 pub fn infer_reduce(op: &'static str, ins: &[Meta], axes: &[usize]) -> Result<Vec<(Shape, DType)>> {
     let dt = same_float(op, ins)?;
     check_axes(op, ins[0].0.rank(), axes)?;
     Ok(vec![(drop_axes(ins[0].0, axes), dt)])
 }
 
+/// Shape rule of [`Op::Expand`](crate::graph::Op::Expand): `shape`, provided that
+/// removing `axes` from it gives the operand's shape.
 pub fn infer_expand(ins: &[Meta], axes: &[usize], shape: &Shape) -> Result<Vec<(Shape, DType)>> {
     let dt = same_float("expand", ins)?;
     check_axes("expand", shape.rank(), axes)?;
@@ -45,6 +50,8 @@ pub fn infer_expand(ins: &[Meta], axes: &[usize], shape: &Shape) -> Result<Vec<(
     Ok(vec![(shape.clone(), dt)])
 }
 
+/// Gradient of a sum over `axes` (a mean when `mean`): `dy` expanded back to the
+/// operand's shape, divided by the number of summed elements for a mean.
 pub fn vjp_sum(
     g: &mut Graph,
     ins: &[Value],
@@ -118,6 +125,7 @@ pub fn sum_forward<F: Real>(x: &[F], out: &mut [F], s: &Shape, axes: &[usize], m
     }
 }
 
+/// Fills `out` (of shape `out_shape`) with `x` repeated along `axes`.
 pub fn expand_forward<F: Real>(x: &[F], out: &mut [F], out_shape: &Shape, axes: &[usize]) {
     if is_prefix(axes) {
         for row in out.chunks_mut(x.len().max(1)) {
@@ -135,10 +143,15 @@ pub fn expand_forward<F: Real>(x: &[F], out: &mut [F], out_shape: &Shape, axes: 
 /// and the factor applied (1/count for a mean).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReducePlan {
+    /// Rank of the full shape (at most 6).
     pub rank: usize,
+    /// The full shape, padded with 1s to six dims.
     pub dims: [usize; 6],
+    /// Bit `i` set when axis `i` is reduced (or, for an expand, repeated along).
     pub mask: u32,
+    /// Elements summed into each output: the product of the reduced dims.
     pub count: usize,
+    /// Factor each sum is multiplied by: `1 / count` for a mean, else 1.
     pub scale: f64,
 }
 

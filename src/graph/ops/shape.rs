@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
 use crate::tensor::{DType, Shape};
 
+/// Shape rule of [`Op::Reshape`](crate::graph::Op::Reshape): `to`, if it holds as
+/// many elements as the operand.
 pub fn infer_reshape(ins: &[Meta], to: &Shape) -> Result<Vec<(Shape, DType)>> {
     let (s, dt) = ins[0];
     if s.numel() != to.numel() {
@@ -26,6 +28,8 @@ fn check_axis(op: &'static str, s: &Shape, axis: usize) -> Result<()> {
     Ok(())
 }
 
+/// Shape rule of [`Op::Transpose`](crate::graph::Op::Transpose): the operand's dims
+/// with `a` and `b` swapped; both axes must be below the rank.
 pub fn infer_transpose(ins: &[Meta], a: usize, b: usize) -> Result<Vec<(Shape, DType)>> {
     let (s, dt) = ins[0];
     check_axis("transpose", s, a)?;
@@ -35,6 +39,8 @@ pub fn infer_transpose(ins: &[Meta], a: usize, b: usize) -> Result<Vec<(Shape, D
     Ok(vec![(Shape(d), dt)])
 }
 
+/// Shape rule of [`Op::Split`](crate::graph::Op::Split): one output per size, the
+/// operand's shape with dim `axis` set to that size.
 pub fn infer_split(ins: &[Meta], axis: usize, sizes: &[usize]) -> Result<Vec<(Shape, DType)>> {
     let (s, dt) = ins[0];
     check_axis("split", s, axis)?;
@@ -54,6 +60,8 @@ pub fn infer_split(ins: &[Meta], axis: usize, sizes: &[usize]) -> Result<Vec<(Sh
         .collect())
 }
 
+/// Shape rule of [`Op::Concat`](crate::graph::Op::Concat): the float operands'
+/// common shape with dim `axis` summed; all other dims must agree.
 pub fn infer_concat(ins: &[Meta], axis: usize) -> Result<Vec<(Shape, DType)>> {
     let dt = super::same_float("concat", ins)?;
     let first = ins[0].0;
@@ -75,6 +83,8 @@ pub fn infer_concat(ins: &[Meta], axis: usize) -> Result<Vec<(Shape, DType)>> {
     Ok(vec![(Shape(d), dt)])
 }
 
+/// The parts' gradients concatenated along `axis`, with zeros (a `Fill`) for
+/// parts that got none.
 pub fn vjp_split(
     g: &mut Graph,
     ins: &[Value],
@@ -97,6 +107,7 @@ pub fn vjp_split(
     Ok(vec![Some(g.concat(&parts, axis)?)])
 }
 
+/// `dy` split along `axis` back into the operands' sizes.
 pub fn vjp_concat(
     g: &mut Graph,
     ins: &[Value],
@@ -139,6 +150,7 @@ pub fn transpose_forward<F: Real>(x: &[F], out: &mut [F], s: &Shape, a: usize, b
     }
 }
 
+/// Copies `x` (of shape `s`) into `outs`, consecutive slices along `axis`.
 pub fn split_forward<F: Real>(x: &[F], outs: &mut [&mut [F]], s: &Shape, axis: usize) {
     let (outer, inner) = outer_inner(s, axis);
     let row = s.dims()[axis] * inner;
@@ -152,6 +164,7 @@ pub fn split_forward<F: Real>(x: &[F], outs: &mut [&mut [F]], s: &Shape, axis: u
     }
 }
 
+/// Copies `xs` into `out` (of shape `out_shape`), one after another along `axis`.
 pub fn concat_forward<F: Real>(xs: &[&[F]], out: &mut [F], out_shape: &Shape, axis: usize) {
     let (outer, inner) = outer_inner(out_shape, axis);
     let row = out_shape.dims()[axis] * inner;
@@ -170,9 +183,14 @@ pub fn concat_forward<F: Real>(xs: &[&[F]], out: &mut [F], out_shape: &Shape, ax
 /// whole tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slice {
+    /// Elements in the part.
     pub total: usize,
+    /// Elements of the part per row: its extent along `axis` times the inner size.
     pub width: usize,
+    /// Elements of the whole tensor per row (the whole extent along `axis` times
+    /// the inner size).
     pub row: usize,
+    /// Where the part starts within each row of the whole, in elements.
     pub offset: usize,
 }
 

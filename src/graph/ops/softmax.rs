@@ -6,6 +6,7 @@ use super::Real;
 use crate::error::Result;
 use crate::graph::{Graph, Op, Value};
 
+/// Records [`Op::SoftmaxBackward`] from the saved output `y` and `dy`.
 pub fn vjp(g: &mut Graph, outs: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     Ok(vec![Some(g.apply(Op::SoftmaxBackward, &[outs[0], dy])?[0])])
 }
@@ -22,6 +23,7 @@ pub(crate) fn softmax_row<F: Real>(x: &[F], out: &mut [F]) {
     out.iter_mut().for_each(|o| *o = *o * inv);
 }
 
+/// Softmax of each row of `v` elements, rows in parallel.
 pub fn softmax_forward<F: Real>(
     x: &[F],     // [N, V]
     y: &mut [F], // [N, V]
