@@ -65,6 +65,10 @@ struct PlanArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Write the chosen plan's simulated memory trace here (draw it with
+    /// `headroom report`): where the predicted peak comes from, before any run.
+    #[arg(long)]
+    memory_trace: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -449,6 +453,27 @@ fn plan(a: PlanArgs) -> Result<()> {
     let start = Instant::now();
     let r = headroom::schedule::plan(&model, opt, &cfg, budget_bytes, &[]);
     let secs = start.elapsed().as_secs_f64();
+    if let (Ok(p), Some(path)) = (&r, &a.memory_trace) {
+        let choice = headroom::schedule::Choice {
+            micro_batch: p.micro_batch,
+            recompute: p.recompute,
+        };
+        let trace = headroom::schedule::planner::simulated_trace(
+            &model,
+            opt,
+            &cfg,
+            choice,
+            Some(budget_bytes),
+        )?;
+        let json = serde_json::to_vec(&trace).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(path, &json)?;
+        eprintln!(
+            "simulated memory trace: {} ({} events); draw it with `headroom report {}`",
+            path.display(),
+            trace.events.len(),
+            path.display()
+        );
+    }
     match (r, a.json) {
         (Ok(p), true) => {
             let mut v = serde_json::to_value(&p).map_err(|e| Error::Internal(e.to_string()))?;

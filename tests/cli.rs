@@ -238,3 +238,47 @@ fn cuda_without_a_driver_is_a_clear_error() {
         "the cuda backend does not support this machine",
     );
 }
+
+/// `plan --memory-trace` writes the chosen plan's simulated trace; its peak is
+/// the predicted peak, and `report` draws it.
+#[test]
+fn plan_writes_the_simulated_trace() {
+    let dir = std::env::temp_dir().join(format!("headroom-plan-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (trace, svg) = (dir.join("p.json"), dir.join("p.svg"));
+    let t = trace.to_str().unwrap();
+    let out = run_args(&[
+        "plan",
+        "--batch",
+        "8",
+        "--budget",
+        "64MiB",
+        "--json",
+        "--memory-trace",
+        t,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = tr["events"].as_array().unwrap();
+    assert!(!events.is_empty());
+    let peak = events
+        .iter()
+        .map(|e| e["reserved"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(peak, plan["predicted_peak_bytes"].as_u64().unwrap());
+    let out = run_args(&["report", t, "--out", svg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

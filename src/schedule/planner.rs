@@ -11,8 +11,8 @@ use super::recompute::Recompute;
 use crate::backend::Device;
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::memory::timeline::{Event, EventKind, TensorKind};
-use crate::memory::{format_bytes, Budget};
+use crate::memory::timeline::{Event, EventKind, TensorKind, TRACE_FORMAT};
+use crate::memory::{format_bytes, Budget, MemoryStats, Trace};
 use crate::nn::Model;
 use crate::optim::AdamW;
 use crate::train::{TrainConfig, Trainer};
@@ -219,6 +219,42 @@ pub fn simulate(
     choice: Choice,
     budget: Option<u64>,
 ) -> Result<Simulated> {
+    let (stats, events) = run_simulation(model, opt, cfg, choice, budget)?;
+    let mut breakdown = breakdown_at_peak(&events);
+    breakdown.allocator_slack = stats.peak_reserved_bytes - stats.peak_allocated_bytes;
+    Ok(Simulated {
+        peak_reserved: stats.peak_reserved_bytes,
+        peak_allocated: stats.peak_allocated_bytes,
+        breakdown,
+    })
+}
+
+/// The memory trace of [`simulate`]'s run (setup, a step, an evaluation and a
+/// second step), tagged like a real run's, so `headroom report` can draw where
+/// a plan's predicted peak comes from before anything runs.
+pub fn simulated_trace(
+    model: &dyn Model,
+    opt: AdamW,
+    cfg: &TrainConfig,
+    choice: Choice,
+    budget: Option<u64>,
+) -> Result<Trace> {
+    let (_, events) = run_simulation(model, opt, cfg, choice, budget)?;
+    Ok(Trace {
+        format: TRACE_FORMAT.to_string(),
+        device: "simulated".to_string(),
+        budget_bytes: budget,
+        events,
+    })
+}
+
+fn run_simulation(
+    model: &dyn Model,
+    opt: AdamW,
+    cfg: &TrainConfig,
+    choice: Choice,
+    budget: Option<u64>,
+) -> Result<(MemoryStats, Vec<Event>)> {
     let mut dev = Device::simulated(u64::MAX / 4);
     dev.set_budget(budget.map(Budget::Bytes));
     dev.start_trace();
@@ -229,13 +265,7 @@ pub fn simulate(
     t.step(&batch)?;
     let stats = t.memory_stats();
     let events = t.device_mut().take_trace().unwrap_or_default();
-    let mut breakdown = breakdown_at_peak(&events);
-    breakdown.allocator_slack = stats.peak_reserved_bytes - stats.peak_allocated_bytes;
-    Ok(Simulated {
-        peak_reserved: stats.peak_reserved_bytes,
-        peak_allocated: stats.peak_allocated_bytes,
-        breakdown,
-    })
+    Ok((stats, events))
 }
 
 /// Live bytes by tensor kind at the first moment allocated memory peaks.
