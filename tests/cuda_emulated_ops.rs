@@ -1,0 +1,808 @@
+//! The CUDA kernel files that tests/cuda_emulated.rs leaves out (layernorm,
+//! softmax and cross-entropy, embedding, elementwise and casts, reduce, shape) run
+//! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
+//! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, launches
+//! its kernels with the grid, block and arguments of `CudaBackend::run`
+//! (src/backend/cuda/mod.rs); the launch parameters that the backend takes from
+//! library helpers (`reduce_plan`, `transpose_view`, `slices`) are computed here
+//! by the same helpers and handed to the driver.
+//!
+//! Shapes are small and off the 256-thread blocks on purpose, so that per-row
+//! loops wrap and grids end in a partial block; output buffers start as NaN, so
+//! an element that no kernel writes fails the comparison. Inputs are rounded to
+//! the storage dtype on both sides. Like tests/cuda_emulated.rs this needs a C++20
+//! compiler (g++, or HEADROOM_CXX) and skips without one, unless
+//! HEADROOM_REQUIRE_EMULATION is set.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use headroom::graph::ops::reduce::reduce_plan;
+use headroom::graph::ops::shape::{slices, transpose_view};
+use headroom::graph::{autodiff, Graph, Op, Value};
+use headroom::rng::Rng;
+use headroom::schedule::{execute, lower, Mode};
+use headroom::{DType, Device, HostTensor, Shape};
+
+/// The storage types of the kernels, each with its tolerance: the largest
+/// difference relative to the reference's largest element.
+const DTYPES: [(DType, &str, f64); 3] = [
+    (DType::F32, "f32", 1e-5),
+    (DType::BF16, "bf16", 2e-2),
+    (DType::F16, "f16", 5e-3),
+];
+
+fn compiler() -> Option<String> {
+    let cxx = std::env::var("HEADROOM_CXX").unwrap_or_else(|_| "g++".into());
+    let found = Command::new(&cxx).arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("HEADROOM_REQUIRE_EMULATION").is_none(),
+            "HEADROOM_REQUIRE_EMULATION is set but {cxx} cannot be run"
+        );
+        eprintln!("skipping: no C++ compiler ({cxx})");
+        return None;
+    }
+    Some(cxx)
+}
+
+/// One driver, `tests/cuda_emu/<name>.cpp`, built into its own scratch folder
+/// (kept when the test fails, for a look at the files).
+struct Driver {
+    exe: PathBuf,
+    dir: PathBuf,
+}
+
+impl Driver {
+    fn build(cxx: &str, name: &str) -> Driver {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir =
+            std::env::temp_dir().join(format!("headroom-emu-ops-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join(name);
+        let out = Command::new(cxx)
+            .args([
+                "-std=c++20",
+                "-O2",
+                "-Wall",
+                "-Werror",
+                "-Wno-unknown-pragmas",
+            ])
+            .args(["-Wno-sign-compare", "-I"])
+            .arg(root.join("kernels"))
+            .arg(root.join(format!("tests/cuda_emu/{name}.cpp")))
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .expect("run the C++ compiler");
+        assert!(
+            out.status.success(),
+            "the emulated {name} kernels do not build:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Driver { exe, dir }
+    }
+
+    fn dir(&self) -> String {
+        self.dir.to_str().unwrap().to_string()
+    }
+
+    fn write(&self, name: &str, v: &[f64]) {
+        let bytes: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
+        std::fs::write(self.dir.join(format!("{name}.f32")), bytes).unwrap();
+    }
+
+    fn write_ids(&self, name: &str, v: &[i32]) {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(self.dir.join(format!("{name}.i32")), bytes).unwrap();
+    }
+
+    fn read(&self, name: &str) -> Vec<f64> {
+        let b = std::fs::read(self.dir.join(format!("{name}.f32"))).unwrap();
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect()
+    }
+
+    /// Runs the driver with `args` (which name the scratch folder where the driver wants it).
+    fn run(&self, args: &[String]) {
+        let out = Command::new(&self.exe).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "the emulated kernels failed ({args:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// `v` rounded to `dt` (as an upload to a `dt` tensor would), widened back.
+fn round(v: &[f64], dt: DType) -> Vec<f64> {
+    HostTensor::from_f64_as(Shape::new(&[v.len()]), v, dt)
+        .unwrap()
+        .to_f64_vec()
+}
+
+fn normal(rng: &mut Rng, n: usize, scale: f64, shift: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.normal() * scale + shift).collect()
+}
+
+/// Largest difference relative to the reference's largest element; a NaN
+/// (an element left unwritten) counts as infinitely far.
+fn rel_err(want: &[f64], got: &[f64]) -> f64 {
+    assert_eq!(want.len(), got.len(), "output sizes differ");
+    let scale = want.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
+    want.iter().zip(got).fold(0f64, |m, (a, b)| {
+        let d = (a - b).abs();
+        m.max(if d.is_nan() { f64::INFINITY } else { d })
+    }) / scale
+}
+
+/// Prints the errors of one case on one line, then fails on any over `tol`.
+fn check(case: &str, tol: f64, outputs: &[(&str, &[f64], &[f64])]) {
+    let errs: Vec<f64> = outputs.iter().map(|(_, w, g)| rel_err(w, g)).collect();
+    let line: Vec<String> = outputs
+        .iter()
+        .zip(&errs)
+        .map(|((name, _, _), e)| format!("{name} {e:.2e}"))
+        .collect();
+    println!("{case}: {}", line.join(", "));
+    for ((name, _, _), &e) in outputs.iter().zip(&errs) {
+        assert!(
+            e <= tol,
+            "{case}: {name} off by {e:.2e} of its largest element (tolerance {tol:.0e})"
+        );
+    }
+}
+
+/// A graph run on the cpu backend, with the data of its operands.
+struct Reference {
+    g: Graph,
+    data: Vec<(Value, HostTensor)>,
+}
+
+impl Reference {
+    fn new() -> Reference {
+        Reference {
+            g: Graph::new(),
+            data: Vec::new(),
+        }
+    }
+
+    fn operand(&mut self, shape: &[usize], v: &[f64], dt: DType, param: bool) -> Value {
+        let name = format!("x{}", self.data.len());
+        let s = Shape::new(shape);
+        let x = if param {
+            self.g.param(&name, s.clone(), dt)
+        } else {
+            self.g.input(&name, s.clone(), dt)
+        }
+        .unwrap();
+        self.data
+            .push((x, HostTensor::from_f64_as(s, v, dt).unwrap()));
+        x
+    }
+
+    /// An f64 operand that gradients are taken with respect to.
+    fn param(&mut self, shape: &[usize], v: &[f64]) -> Value {
+        self.operand(shape, v, DType::F64, true)
+    }
+
+    fn input(&mut self, shape: &[usize], v: &[f64]) -> Value {
+        self.operand(shape, v, DType::F64, false)
+    }
+
+    fn ids(&mut self, shape: &[usize], ids: &[i32]) -> Value {
+        let name = format!("x{}", self.data.len());
+        let x = self.g.input(&name, Shape::new(shape), DType::I32).unwrap();
+        self.data
+            .push((x, HostTensor::from_i32(Shape::new(shape), ids).unwrap()));
+        x
+    }
+
+    /// The gradients w.r.t. `wrt` of Σₖ Σ yₖ ⊙ wₖ over the pairs (yₖ, wₖ): the
+    /// gradient reaching each yₖ is wₖ, exactly.
+    fn grads(&mut self, terms: &[(Value, Value)], wrt: &[Value]) -> Vec<Value> {
+        let g = &mut self.g;
+        let mut loss = None;
+        for &(y, w) in terms {
+            let p = g.mul(y, w).unwrap();
+            let axes: Vec<usize> = (0..g.shape(p).rank()).collect();
+            let t = g.sum(p, &axes).unwrap();
+            loss = Some(match loss {
+                None => t,
+                Some(l) => g.add(l, t).unwrap(),
+            });
+        }
+        autodiff::backward(g, loss.unwrap(), wrt).unwrap()
+    }
+
+    fn try_eval(mut self, outputs: &[Value]) -> headroom::Result<Vec<Vec<f64>>> {
+        // A value may also be read by another node: copy so each output is its own.
+        let outputs: Vec<Value> = outputs
+            .iter()
+            .map(|&v| self.g.scale(v, 1.0).unwrap())
+            .collect();
+        let prog = lower(&self.g, &outputs)?;
+        let mut dev = Device::cpu();
+        let mut ts = Vec::new();
+        for (v, h) in &self.data {
+            ts.push((*v, dev.upload(h)?));
+        }
+        let bind: HashMap<_, _> = ts.iter().map(|(v, t)| (*v, t.view())).collect();
+        let res = execute(&mut dev, &self.g, &prog, &bind, Mode::Train)?;
+        res.iter()
+            .map(|t| Ok(dev.download(t.view())?.to_f64_vec()))
+            .collect()
+    }
+
+    fn eval(self, outputs: &[Value]) -> Vec<Vec<f64>> {
+        self.try_eval(outputs).unwrap()
+    }
+}
+
+fn s<T: ToString>(x: T) -> String {
+    x.to_string()
+}
+
+/// Op::LayerNorm and Op::LayerNormBackward: y, the saved mean and rstd, and dx,
+/// dw, db from the backward kernels fed the forward's mean and rstd.
+#[test]
+fn layernorm_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "layernorm");
+    let eps = 1e-5;
+    // Rows of 300 (one wrap of the 256 threads), 37 (most threads idle) and 513
+    // (two wraps); dw/db's 64-thread blocks end part-full in every case.
+    let shapes: [&[usize]; 3] = [&[5, 300], &[2, 3, 37], &[2, 513]];
+    for (k, &shape) in shapes.iter().enumerate() {
+        let sh = Shape::new(shape);
+        let (r, c) = (sh.rows(), sh.last());
+        let mut rng = Rng::new(100 + k as u64);
+        let x = normal(&mut rng, r * c, 2.0, 0.7);
+        let w = normal(&mut rng, c, 0.5, 1.0);
+        let b = normal(&mut rng, c, 0.2, 0.0);
+        let dy = normal(&mut rng, r * c, 1.0, 0.0);
+        for (dt, name, tol) in DTYPES {
+            let (x, w, b, dy) = (round(&x, dt), round(&w, dt), round(&b, dt), round(&dy, dt));
+            let mut re = Reference::new();
+            let (xv, wv, bv) = (re.param(shape, &x), re.param(&[c], &w), re.param(&[c], &b));
+            let dyv = re.input(shape, &dy);
+            let o = re.g.apply(Op::LayerNorm { eps }, &[xv, wv, bv]).unwrap();
+            let gr = re.grads(&[(o[0], dyv)], &[xv, wv, bv]);
+            let want = re.eval(&[o[0], o[1], o[2], gr[0], gr[1], gr[2]]);
+
+            for (f, v) in [("x", &x), ("w", &w), ("b", &b), ("dy", &dy)] {
+                d.write(f, v);
+            }
+            d.run(&[s(name), s(r), s(c), s(eps as f32), d.dir()]);
+            let got: Vec<Vec<f64>> = ["y", "mean", "rstd", "dx", "dw", "db"]
+                .iter()
+                .map(|f| d.read(f))
+                .collect();
+            check(
+                &format!("layernorm {sh} {name}"),
+                tol,
+                &[
+                    ("y", &want[0], &got[0]),
+                    ("mean", &want[1], &got[1]),
+                    ("rstd", &want[2], &got[2]),
+                    ("dx", &want[3], &got[3]),
+                    ("dw", &want[4], &got[4]),
+                    ("db", &want[5], &got[5]),
+                ],
+            );
+        }
+    }
+}
+
+/// Op::Softmax and Op::SoftmaxBackward (fed the forward kernel's y).
+#[test]
+fn softmax_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "softmax");
+    // (shape, logit scale): many of the last case's logits pass 88, where expf
+    // overflows f32 unless the row max is taken off first.
+    let cases: [(&[usize], f64); 3] = [(&[5, 300], 1.0), (&[3, 7], 1.0), (&[2, 1000], 40.0)];
+    for (k, &(shape, scale)) in cases.iter().enumerate() {
+        let sh = Shape::new(shape);
+        let (r, v) = (sh.rows(), sh.last());
+        let mut rng = Rng::new(200 + k as u64);
+        let x = normal(&mut rng, r * v, scale, 0.0);
+        let dy = normal(&mut rng, r * v, 1.0, 0.0);
+        for (dt, name, tol) in DTYPES {
+            let (x, dy) = (round(&x, dt), round(&dy, dt));
+            let mut re = Reference::new();
+            let xv = re.param(shape, &x);
+            let dyv = re.input(shape, &dy);
+            let y = re.g.softmax(xv).unwrap();
+            let gr = re.grads(&[(y, dyv)], &[xv]);
+            let want = re.eval(&[y, gr[0]]);
+
+            d.write("x", &x);
+            d.write("dy", &dy);
+            d.run(&[s(name), s("softmax"), s(r), s(v), d.dir()]);
+            check(
+                &format!("softmax {sh} ×{scale} {name}"),
+                tol,
+                &[
+                    ("y", &want[0], &d.read("y")),
+                    ("dx", &want[1], &d.read("dx")),
+                ],
+            );
+        }
+    }
+}
+
+/// Op::CrossEntropy (per-row losses into the workspace, then their mean) and
+/// Op::CrossEntropyBackward, with a loss gradient other than 1.
+#[test]
+fn cross_entropy_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "softmax");
+    // 257 rows: the mean's loop over rows wraps the 256 threads.
+    let cases: [(&[usize], f64); 3] = [(&[5, 300], 1.0), (&[257, 3], 2.0), (&[3, 1000], 40.0)];
+    for (k, &(shape, scale)) in cases.iter().enumerate() {
+        let sh = Shape::new(shape);
+        let (r, v) = (sh.rows(), sh.last());
+        let mut rng = Rng::new(300 + k as u64);
+        let x = normal(&mut rng, r * v, scale, 0.0);
+        let mut targets: Vec<i32> = (0..r).map(|_| rng.below(v) as i32).collect();
+        // The first and last class, and classes past the first 256 threads.
+        for (i, t) in [(0, v - 1), (1, 0), (2, 256.min(v - 1))] {
+            targets[i] = t as i32;
+        }
+        let tshape = &shape[..shape.len() - 1];
+        for (dt, name, tol) in DTYPES {
+            let x = round(&x, dt);
+            let dloss = round(&[1.37], dt);
+            let mut re = Reference::new();
+            let xv = re.param(shape, &x);
+            let tv = re.ids(tshape, &targets);
+            let seed = re.input(&[], &dloss);
+            let loss = re.g.cross_entropy(xv, tv).unwrap();
+            let gr = autodiff::backward_from(&mut re.g, loss, &[xv], seed).unwrap();
+            let want = re.eval(&[loss, gr[0]]);
+            // Each row's loss, logsumexp − the target's logit, for the workspace.
+            let want_rows: Vec<f64> = x
+                .chunks(v)
+                .zip(&targets)
+                .map(|(row, &t)| {
+                    let m = row.iter().fold(f64::NEG_INFINITY, |m, &a| m.max(a));
+                    m + row.iter().map(|&a| (a - m).exp()).sum::<f64>().ln() - row[t as usize]
+                })
+                .collect();
+
+            d.write("x", &x);
+            d.write_ids("targets", &targets);
+            d.write("dloss", &dloss);
+            d.run(&[s(name), s("cross_entropy"), s(r), s(v), d.dir()]);
+            check(
+                &format!("cross_entropy {sh} ×{scale} {name}"),
+                tol,
+                &[
+                    ("row_loss", &want_rows, &d.read("row_loss")),
+                    ("loss", &want[0], &d.read("loss")),
+                    ("dlogits", &want[1], &d.read("dlogits")),
+                ],
+            );
+        }
+    }
+
+    // A target outside the classes: the cpu backend refuses it, the kernel gives
+    // a NaN loss for its row, hence for the mean.
+    let (r, v) = (4, 300);
+    let x = normal(&mut Rng::new(399), r * v, 1.0, 0.0);
+    let targets = [3, -1, 300, 299];
+    let mut re = Reference::new();
+    let xv = re.input(&[r, v], &x);
+    let tv = re.ids(&[r], &targets);
+    let loss = re.g.cross_entropy(xv, tv).unwrap();
+    assert!(
+        re.try_eval(&[loss]).is_err(),
+        "the cpu backend took bad targets"
+    );
+    d.write("x", &x);
+    d.write_ids("targets", &targets);
+    d.write("dloss", &[1.0]);
+    d.run(&[s("f32"), s("cross_entropy"), s(r), s(v), d.dir()]);
+    let rows = d.read("row_loss");
+    println!("cross_entropy bad targets: row losses {rows:?}");
+    assert!(rows[0].is_finite() && rows[3].is_finite());
+    assert!(rows[1].is_nan() && rows[2].is_nan());
+    assert!(d.read("loss")[0].is_nan());
+}
+
+/// Op::Embedding and Op::EmbeddingBackward (repeated ids add up; unused rows of
+/// the table get a zero gradient).
+#[test]
+fn embedding_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "embedding");
+    // (ids shape, vocab, C): C = 300 spans five 64-thread blocks of the backward.
+    let cases: [(&[usize], usize, usize); 2] = [(&[3, 20], 11, 300), (&[7], 5, 37)];
+    for (k, &(ishape, vocab, c)) in cases.iter().enumerate() {
+        let n: usize = ishape.iter().product();
+        let mut rng = Rng::new(400 + k as u64);
+        // The last row of the table is never looked up.
+        let mut ids: Vec<i32> = (0..n).map(|_| rng.below(vocab - 1) as i32).collect();
+        ids[0] = 0;
+        ids[n - 1] = vocab as i32 - 2;
+        let table = normal(&mut rng, vocab * c, 1.0, 0.0);
+        let dy = normal(&mut rng, n * c, 1.0, 0.0);
+        let oshape: Vec<usize> = ishape.iter().copied().chain([c]).collect();
+        for (dt, name, tol) in DTYPES {
+            let (table, dy) = (round(&table, dt), round(&dy, dt));
+            let mut re = Reference::new();
+            let iv = re.ids(ishape, &ids);
+            let tv = re.param(&[vocab, c], &table);
+            let dyv = re.input(&oshape, &dy);
+            let out = re.g.embedding(iv, tv).unwrap();
+            let gr = re.grads(&[(out, dyv)], &[tv]);
+            let want = re.eval(&[out, gr[0]]);
+
+            d.write_ids("ids", &ids);
+            d.write("table", &table);
+            d.write("dy", &dy);
+            d.run(&[s(name), s(n), s(c), s(vocab), d.dir()]);
+            check(
+                &format!("embedding ids {ishape:?} vocab {vocab} C {c} {name}"),
+                tol,
+                &[
+                    ("out", &want[0], &d.read("out")),
+                    ("dtable", &want[1], &d.read("dtable")),
+                ],
+            );
+        }
+    }
+
+    // An id outside the table: the cpu backend refuses it, the kernel writes NaN
+    // over that row of the output only (and the backward skips it).
+    let (vocab, c) = (5, 70);
+    let ids = [1, -1, 5, 4];
+    let table = normal(&mut Rng::new(499), vocab * c, 1.0, 0.0);
+    let mut re = Reference::new();
+    let iv = re.ids(&[4], &ids);
+    let tv = re.input(&[vocab, c], &table);
+    let out = re.g.embedding(iv, tv).unwrap();
+    assert!(re.try_eval(&[out]).is_err(), "the cpu backend took bad ids");
+    d.write_ids("ids", &ids);
+    d.write("table", &table);
+    d.write("dy", &vec![1.0; 4 * c]);
+    d.run(&[s("f32"), s(4), s(c), s(vocab), d.dir()]);
+    let out = d.read("out");
+    let nan_rows: Vec<bool> = out
+        .chunks(c)
+        .map(|r| r.iter().all(|x| x.is_nan()))
+        .collect();
+    assert_eq!(nan_rows, [false, true, true, false]);
+    assert_eq!(out.iter().filter(|x| x.is_nan()).count(), 2 * c);
+    let dtable = d.read("dtable");
+    let want: Vec<f64> = (0..vocab * c)
+        .map(|i| if [1, 4].contains(&(i / c)) { 1.0 } else { 0.0 })
+        .collect();
+    assert_eq!(dtable, want, "the backward over bad ids");
+}
+
+/// The elementwise kernels CudaBackend::run launches for Op::Add, Op::Mul (with
+/// a broadcast operand), Op::Scale, Op::Fill, Op::Gelu, Op::GeluBackward,
+/// Op::BiasGelu and Op::BiasGeluBackward, and Backend::accumulate.
+#[test]
+fn elementwise_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "elementwise");
+    let (factor, value) = (0.3, -1.7);
+    // (a's shape, b's shape): b a trailing part of a, repeating with period nb.
+    let cases: [(&[usize], &[usize]); 3] = [
+        (&[5, 300], &[300]),
+        (&[2, 3, 50], &[3, 50]),
+        (&[4, 7], &[4, 7]),
+    ];
+    for (k, &(ashape, bshape)) in cases.iter().enumerate() {
+        let (n, nb) = (Shape::new(ashape).numel(), Shape::new(bshape).numel());
+        let mut rng = Rng::new(500 + k as u64);
+        let a = normal(&mut rng, n, 2.0, 0.0);
+        let b = normal(&mut rng, nb, 0.5, 0.0);
+        let dy = normal(&mut rng, n, 1.0, 0.0);
+        for (dt, name, tol) in DTYPES {
+            let (a, b, dy) = (round(&a, dt), round(&b, dt), round(&dy, dt));
+            let mut re = Reference::new();
+            let av = re.input(ashape, &a);
+            let bv = re.input(bshape, &b);
+            let dyv = re.input(ashape, &dy);
+            // Two copies of a to differentiate gelu and bias_gelu separately.
+            let (a1, a2) = (re.param(ashape, &a), re.param(ashape, &a));
+            let g = &mut re.g;
+            let add = g.add(av, bv).unwrap();
+            let mul = g.mul(av, bv).unwrap();
+            let scale = g.scale(av, factor).unwrap();
+            let fill = g.fill(value, Shape::new(ashape), DType::F64).unwrap();
+            let acc = g.add(av, dyv).unwrap();
+            let gelu = g.gelu(a1).unwrap();
+            let bias_gelu = g.bias_gelu(a2, bv).unwrap();
+            let gr = re.grads(&[(gelu, dyv), (bias_gelu, dyv)], &[a1, a2]);
+            let want = re.eval(&[add, mul, scale, fill, acc, gelu, gr[0], bias_gelu, gr[1]]);
+
+            d.write("a", &a);
+            d.write("b", &b);
+            d.write("dy", &dy);
+            d.run(&[
+                s(name),
+                s(n),
+                s(nb),
+                s(factor as f32),
+                s(value as f32),
+                d.dir(),
+            ]);
+            let names = [
+                "add",
+                "mul",
+                "scale",
+                "fill",
+                "accumulate",
+                "gelu",
+                "gelu_backward",
+                "bias_gelu",
+                "bias_gelu_backward",
+            ];
+            let got: Vec<Vec<f64>> = names.iter().map(|f| d.read(f)).collect();
+            let outputs: Vec<(&str, &[f64], &[f64])> = names
+                .iter()
+                .zip(want.iter().zip(&got))
+                .map(|(&f, (w, g))| (f, w.as_slice(), g.as_slice()))
+                .collect();
+            check(
+                &format!("elementwise {ashape:?} by {bshape:?} {name}"),
+                tol,
+                &outputs,
+            );
+        }
+    }
+}
+
+/// Op::Cast between every pair of storage types, bit for bit against the cpu
+/// backend's round-to-nearest-even (ties, overflow to inf, subnormals, NaN).
+#[test]
+fn cast_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "elementwise");
+    let mut rng = Rng::new(600);
+    let mut x = normal(&mut rng, 300, 3.0, 0.0);
+    let e = f64::EPSILON;
+    x.extend([
+        1.0 + 2f64.powi(-8),       // a bf16 tie, to even (1)
+        1.0 + 3.0 * 2f64.powi(-8), // a bf16 tie, to even (up)
+        1.0 + 2f64.powi(-11),      // an f16 tie
+        -(1.0 + 3.0 * 2f64.powi(-11)),
+        70000.0, // past f16's largest
+        -1e-6,   // f16 subnormal
+        3e-39,   // f32 subnormal
+        0.0,
+        -0.0,
+        f64::NAN,
+        f64::INFINITY,
+        1.0 + e,
+    ]);
+    let n = x.len();
+    for (from, fname, _) in DTYPES {
+        let xs = round(&x, from);
+        for (to, tname, _) in DTYPES {
+            let mut re = Reference::new();
+            let xv = re.operand(&[n], &xs, from, false);
+            let y = re.g.cast(xv, to).unwrap();
+            let want = re.eval(&[y]).remove(0);
+            d.write("x", &xs);
+            d.run(&[s("cast"), s(fname), s(tname), s(n), d.dir()]);
+            let got = d.read("out");
+            let differ = want
+                .iter()
+                .zip(&got)
+                .filter(|(a, b)| !(a == b && a.is_sign_negative() == b.is_sign_negative()))
+                .filter(|(a, b)| !(a.is_nan() && b.is_nan()))
+                .count();
+            println!("cast {fname} → {tname}: {differ} of {n} differ");
+            assert_eq!(differ, 0, "cast {fname} → {tname}");
+        }
+    }
+}
+
+/// Op::Sum, Op::Mean and Op::Expand over axis sets of ranks 1 to 6, with the
+/// rank, dims, mask, count and scale of `reduce_plan` as CudaBackend::run passes them.
+#[test]
+fn reduce_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "reduce");
+    let cases: [(&[usize], &[usize]); 13] = [
+        (&[2, 3, 5, 7], &[0]),
+        (&[2, 3, 5, 7], &[0, 1]),
+        (&[2, 3, 5, 7], &[1]),
+        (&[2, 3, 5, 7], &[3]),
+        (&[2, 3, 5, 7], &[1, 3]),
+        (&[2, 3, 5, 7], &[0, 2, 3]),
+        (&[2, 3, 5, 7], &[0, 1, 2, 3]),
+        (&[2, 3, 5, 7], &[]),
+        (&[4, 70, 9], &[2]),
+        (&[4, 70, 9], &[0]),
+        (&[2, 1, 3, 2, 5, 3], &[1, 4]),
+        (&[2, 1, 3, 2, 5, 3], &[0, 3, 5]),
+        (&[300], &[0]),
+    ];
+    for (k, &(shape, axes)) in cases.iter().enumerate() {
+        let full = Shape::new(shape);
+        let mut rng = Rng::new(700 + k as u64);
+        let x = normal(&mut rng, full.numel(), 1.0, 0.5);
+        let reduced: Vec<usize> = (0..shape.len())
+            .filter(|i| !axes.contains(i))
+            .map(|i| shape[i])
+            .collect();
+        let y = normal(&mut rng, Shape::new(&reduced).numel(), 1.0, 0.0);
+        for (dt, name, tol) in DTYPES {
+            let (x, y) = (round(&x, dt), round(&y, dt));
+            let mut re = Reference::new();
+            let xv = re.input(shape, &x);
+            let yv = re.input(&reduced, &y);
+            let sum = re.g.sum(xv, axes).unwrap();
+            let mean = re.g.mean(xv, axes).unwrap();
+            let expand = re.g.expand(yv, axes, full.clone()).unwrap();
+            let want = re.eval(&[sum, mean, expand]);
+
+            let mut got = Vec::new();
+            for (kind, mean) in [("sum", false), ("sum", true), ("expand", false)] {
+                let p = reduce_plan(&full, axes, mean).unwrap();
+                // n0: the size of the op's output, as CudaBackend::run takes it.
+                let n0 = if kind == "expand" {
+                    full.numel()
+                } else {
+                    Shape::new(&reduced).numel()
+                };
+                let mut args = vec![s(name), s(kind), s(n0), s(p.rank)];
+                args.extend(p.dims.iter().map(s));
+                args.push(s(p.mask));
+                if kind == "sum" {
+                    args.extend([s(p.count), s(p.scale as f32)]);
+                }
+                args.push(d.dir());
+                d.write("x", if kind == "sum" { &x } else { &y });
+                d.run(&args);
+                got.push(d.read("out"));
+            }
+            check(
+                &format!("reduce {full} axes {axes:?} {name}"),
+                tol,
+                &[
+                    ("sum", &want[0], &got[0]),
+                    ("mean", &want[1], &got[1]),
+                    ("expand", &want[2], &got[2]),
+                ],
+            );
+        }
+    }
+}
+
+/// Op::Transpose (with `transpose_view`'s A, mid, B, inner), and Op::Split and
+/// Op::Concat (one launch per slice of `slices`).
+#[test]
+fn shape_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "shape");
+    let transposes: [(&[usize], usize, usize); 7] = [
+        (&[2, 3, 4, 5], 1, 3),
+        (&[2, 3, 4, 5], 0, 1),
+        (&[2, 3, 4, 5], 3, 2),
+        (&[2, 3, 4, 5], 0, 3),
+        (&[2, 3, 4, 5], 2, 2),
+        (&[300, 7], 0, 1),
+        (&[3, 70, 2, 5], 1, 2),
+    ];
+    for (k, &(shape, a, b)) in transposes.iter().enumerate() {
+        let sh = Shape::new(shape);
+        let x = normal(&mut Rng::new(800 + k as u64), sh.numel(), 1.0, 0.0);
+        for (dt, name, _) in DTYPES {
+            let x = round(&x, dt);
+            let mut re = Reference::new();
+            let xv = re.input(shape, &x);
+            let t = re.g.transpose(xv, a, b).unwrap();
+            let want = re.eval(&[t]);
+            let (da, mid, db, inner) = transpose_view(&sh, a, b);
+            d.write("x", &x);
+            d.run(&[
+                s(name),
+                s("transpose"),
+                s(sh.numel()),
+                s(da),
+                s(mid),
+                s(db),
+                s(inner),
+                d.dir(),
+            ]);
+            // A copy: exact in every dtype.
+            check(
+                &format!("transpose {sh} ({a}, {b}) {name}"),
+                0.0,
+                &[("out", &want[0], &d.read("out"))],
+            );
+        }
+    }
+
+    let splits: [(&[usize], usize, &[usize]); 4] = [
+        (&[4, 300], 1, &[100, 7, 193]),
+        (&[6, 5, 3], 0, &[1, 5]),
+        (&[2, 9, 4], 1, &[3, 3, 3]),
+        (&[3, 2, 70], 2, &[64, 6]),
+    ];
+    for (k, &(shape, axis, sizes)) in splits.iter().enumerate() {
+        let whole = Shape::new(shape);
+        let part_shapes: Vec<Shape> = sizes
+            .iter()
+            .map(|&n| {
+                let mut p = shape.to_vec();
+                p[axis] = n;
+                Shape::new(&p)
+            })
+            .collect();
+        let parts: Vec<&Shape> = part_shapes.iter().collect();
+        let mut rng = Rng::new(900 + k as u64);
+        let x = normal(&mut rng, whole.numel(), 1.0, 0.0);
+        let ys: Vec<Vec<f64>> = part_shapes
+            .iter()
+            .map(|p| normal(&mut rng, p.numel(), 1.0, 0.0))
+            .collect();
+        // The same slices serve the split of `whole` and the concat into it.
+        let mut sl_args = Vec::new();
+        for sl in slices(&whole, &parts, axis) {
+            sl_args.extend([s(sl.total), s(sl.width), s(sl.row), s(sl.offset)]);
+        }
+        for (dt, name, _) in DTYPES {
+            let x = round(&x, dt);
+            let ys: Vec<Vec<f64>> = ys.iter().map(|y| round(y, dt)).collect();
+            let mut re = Reference::new();
+            let xv = re.input(shape, &x);
+            let yv: Vec<Value> = part_shapes
+                .iter()
+                .zip(&ys)
+                .map(|(p, y)| re.input(p.dims(), y))
+                .collect();
+            let mut outs = re.g.split(xv, axis, sizes).unwrap();
+            outs.push(re.g.concat(&yv, axis).unwrap());
+            let want = re.eval(&outs);
+
+            d.write("x", &x);
+            let mut args = vec![s(name), s("split"), s(whole.numel()), d.dir()];
+            args.extend(sl_args.iter().cloned());
+            d.run(&args);
+            let mut got: Vec<Vec<f64>> = (0..sizes.len())
+                .map(|i| d.read(&format!("part{i}")))
+                .collect();
+            for (i, y) in ys.iter().enumerate() {
+                d.write(&format!("part{i}"), y);
+            }
+            let mut args = vec![s(name), s("concat"), s(whole.numel()), d.dir()];
+            args.extend(sl_args.iter().cloned());
+            d.run(&args);
+            got.push(d.read("out"));
+
+            let labels: Vec<String> = (0..sizes.len())
+                .map(|i| format!("split part {i}"))
+                .chain([s("concat")])
+                .collect();
+            let outputs: Vec<(&str, &[f64], &[f64])> = labels
+                .iter()
+                .zip(want.iter().zip(&got))
+                .map(|(l, (w, g))| (l.as_str(), w.as_slice(), g.as_slice()))
+                .collect();
+            check(
+                &format!("split/concat {whole} axis {axis} sizes {sizes:?} {name}"),
+                0.0,
+                &outputs,
+            );
+        }
+    }
+}
