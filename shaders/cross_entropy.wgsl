@@ -1,8 +1,10 @@
-// Mean cross-entropy over rows of V logits. p0 rows, p1 V.
+// Mean cross-entropy over rows of V logits. p0 rows, p1 V. The loss and its
+// gradient are f32 whatever the logits' storage type.
 @group(0) @binding(1) var<storage, read_write> logits: array<T>;
 @group(0) @binding(2) var<storage, read_write> targets: array<i32>;
-@group(0) @binding(3) var<storage, read_write> dloss: array<T>;
+@group(0) @binding(3) var<storage, read_write> dloss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<T>;
+@group(0) @binding(5) var<storage, read_write> loss: array<f32>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -40,7 +42,7 @@ fn forward(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         var total = 0.0;
         for (var i = 0u; i < 256u; i = i + 1u) { total = total + partial[i]; }
-        out[0] = T(total / f32(n));
+        loss[0] = total / f32(n);
     }
 }
 
@@ -55,7 +57,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let ms = row_stats(base, v);
     let m = ms.x;
     let s = ms.y;
-    let scale = f32(dloss[0]) / f32(n);
+    let scale = dloss[0] / f32(n);
     let t = u32(targets[r]);
     for (var j = 0u; j < v; j = j + 1u) {
         var p = exp(f32(logits[base + j]) - m) / s;

@@ -83,9 +83,11 @@ fn run(dev: &mut Device, args: &[Arg], dt: DType, build: Build, seed: u64) -> Ve
     let mut extra = Vec::new();
     for (k, &o) in outs.iter().enumerate() {
         let s = g.shape(o).clone();
-        let r = g.input(&format!("r{k}"), s.clone(), dt).unwrap();
+        // The output's own dtype: a loss is f32 even for low-precision logits.
+        let odt = g.dtype(o);
+        let r = g.input(&format!("r{k}"), s.clone(), odt).unwrap();
         let w: Vec<f64> = (0..s.numel()).map(|_| rng.normal()).collect();
-        extra.push((r, HostTensor::from_f64_as(s.clone(), &w, dt).unwrap()));
+        extra.push((r, HostTensor::from_f64_as(s.clone(), &w, odt).unwrap()));
         let p = g.mul(o, r).unwrap();
         let axes: Vec<usize> = (0..s.rank()).collect();
         let t = g.sum(p, &axes).unwrap();

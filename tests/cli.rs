@@ -37,7 +37,7 @@ fn fails_with(args: Vec<std::ffi::OsString>, needle: &str) {
 fn missing_data_file() {
     fails_with(
         os(&["--data", "/nonexistent/input.txt"]),
-        "cannot read /nonexistent/input.txt",
+        "cannot read or write /nonexistent/input.txt",
     );
 }
 
@@ -86,7 +86,10 @@ fn unknown_backend() {
 fn non_utf8_path() {
     use std::os::unix::ffi::OsStringExt;
     let path = std::ffi::OsString::from_vec(b"/nonexistent/\xff\xfe.txt".to_vec());
-    fails_with(vec!["--data".into(), path], "cannot read /nonexistent/");
+    fails_with(
+        vec!["--data".into(), path],
+        "cannot read or write /nonexistent/",
+    );
 }
 
 #[test]
@@ -172,7 +175,9 @@ fn budget_errors() {
 fn report_of_a_missing_or_bad_trace() {
     let out = headroom(&["report".as_ref(), "/nonexistent/t.json".as_ref()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/t.json"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read or write /nonexistent/t.json")
+    );
     let f = std::env::temp_dir().join(format!("headroom-bad-trace-{}.json", std::process::id()));
     std::fs::write(&f, b"{\"not\": 1}").unwrap();
     let out = headroom(&["report".as_ref(), f.as_os_str()]);

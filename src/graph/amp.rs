@@ -102,13 +102,12 @@ pub enum CastRule {
 pub fn rule(op: &Op) -> CastRule {
     match op {
         Op::MatMul { .. } | Op::Attention { .. } => CastRule::Low,
-        Op::LayerNorm { .. }
-        | Op::Softmax
-        | Op::CrossEntropy
-        | Op::Sum { .. }
-        | Op::Mean { .. } => CastRule::F32,
+        Op::LayerNorm { .. } | Op::Softmax | Op::Sum { .. } | Op::Mean { .. } => CastRule::F32,
         Op::Add | Op::Mul | Op::BiasGelu | Op::Concat { .. } => CastRule::FollowFirst,
-        Op::Embedding
+        // Its kernels widen the logits to f32 and the loss is f32: an f32 copy
+        // of the logits would only cost memory (and give the same bits).
+        Op::CrossEntropy
+        | Op::Embedding
         | Op::Scale { .. }
         | Op::Gelu
         | Op::Reshape { .. }
@@ -187,6 +186,11 @@ mod tests {
             vec![None, Some(F32)]
         );
         let ce = rule(&Op::CrossEntropy);
-        assert_eq!(target_dtypes(ce, &[F16, I32], F16), vec![Some(F32), None]);
+        assert_eq!(target_dtypes(ce, &[F16, I32], F16), vec![None, None]);
+        let ln = rule(&Op::LayerNorm { eps: 1e-5 });
+        assert_eq!(
+            target_dtypes(ln, &[BF16, F32, F32], BF16),
+            vec![Some(F32), None, None]
+        );
     }
 }

@@ -49,10 +49,11 @@ static void cross_entropy(u64 r, u64 v, const std::string& dir) {
     using K = Kernels<T>;
     const auto x = narrow<T>(read_f32(dir + "/x.f32", r * v));
     const auto targets = read_i32(dir + "/targets.i32", r);
-    const auto dloss = narrow<T>(read_f32(dir + "/dloss.f32", 1));
+    // The loss and its gradient are f32 whatever the logits' type.
+    const auto dloss = read_f32(dir + "/dloss.f32", 1);
     // Op::CrossEntropy: ins logits, targets; outs loss (row losses in the workspace).
     auto row_loss = poisoned<float>(r);
-    auto loss = poisoned<T>(1);
+    auto loss = poisoned<float>(1);
     launch(rows(r), K::ce_rows, x.data(), targets.data(), row_loss.data(), v);
     launch(rows(1), K::ce_mean, (const float*)row_loss.data(), loss.data(), r);
     // Op::CrossEntropyBackward: ins logits, targets, dloss; outs dlogits.

@@ -864,7 +864,7 @@ impl Backend for WgpuBackend {
                     &[
                         (1, Bind::T(ins[0])),
                         (2, Bind::T(ins[1])),
-                        (4, Bind::T(outs[0])),
+                        (5, Bind::T(outs[0])),
                     ],
                     (1, 1, 1),
                 )
