@@ -279,6 +279,32 @@ fn unsupported(what: String) -> Error {
     }
 }
 
+/// The adapter's memory as the budget sees it. wgpu reports no device memory
+/// size: `HEADROOM_WGPU_MEMORY` (e.g. `8GiB`) says it; a CPU adapter shares the
+/// host's; for a GPU without the variable the host's is assumed, with a warning,
+/// since a percentage budget of it may exceed the card.
+fn memory_total(adapter: &AdapterSummary) -> Result<u64> {
+    if let Ok(v) = std::env::var("HEADROOM_WGPU_MEMORY") {
+        return match crate::memory::Budget::parse(&v) {
+            Ok(crate::memory::Budget::Bytes(b)) => Ok(b),
+            _ => Err(Error::invalid(
+                "HEADROOM_WGPU_MEMORY",
+                format!("{v:?} is not a size; give the card's memory, e.g. 8GiB"),
+            )),
+        };
+    }
+    let host = crate::memory::RawMemory::total_bytes(&crate::backend::cpu::CpuMemory::default());
+    if adapter.device_type != format!("{:?}", wgpu::DeviceType::Cpu) {
+        log::warn!(
+            "wgpu reports no memory size for {}: assuming the host's {}; set \
+             HEADROOM_WGPU_MEMORY to the card's memory (e.g. 8GiB) or give --budget in bytes",
+            adapter.name,
+            crate::memory::format_bytes(host)
+        );
+    }
+    Ok(host)
+}
+
 impl WgpuBackend {
     /// Opens the best adapter (`allow_cpu`: lavapipe too). `None` when wgpu finds
     /// no adapter at all.
@@ -311,14 +337,7 @@ impl WgpuBackend {
                 "storage offset alignment {align} (headroom needs it to divide 512)"
             )));
         }
-        // wgpu does not report device memory; a CPU adapter shares the host's.
-        let total = std::env::var("HEADROOM_WGPU_MEMORY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                let host = crate::backend::cpu::CpuMemory::default();
-                crate::memory::RawMemory::total_bytes(&host)
-            });
+        let total = memory_total(&summary)?;
         let buffers = Arc::new(Mutex::new(Buffers::default()));
         let mem = WgpuMemory {
             device: device.clone(),
