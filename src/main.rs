@@ -372,14 +372,7 @@ fn train(a: TrainArgs) -> Result<()> {
         let trace = trainer
             .take_memory_trace()
             .ok_or_else(|| Error::Internal("the memory trace was not started".into()))?;
-        let json = serde_json::to_vec(&trace).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(path, &json)?;
-        println!(
-            "memory trace: {} ({} events); draw it with `headroom report {}`",
-            path.display(),
-            trace.events.len(),
-            path.display()
-        );
+        println!("{}", save_trace(&trace, path, "memory trace")?);
     }
     if a.sample_tokens > 0 {
         let mut srng = Rng::fork(a.seed, "sample");
@@ -392,6 +385,18 @@ fn train(a: TrainArgs) -> Result<()> {
         println!("--- sample ---\n{}", ByteTokenizer::decode(&ids));
     }
     Ok(())
+}
+
+/// Writes `trace` as JSON (atomically) and says where, and how to draw it.
+fn save_trace(trace: &Trace, path: &std::path::Path, what: &str) -> Result<String> {
+    let json = serde_json::to_vec(trace).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(path, &json)?;
+    Ok(format!(
+        "{what}: {} ({} events); draw it with `headroom report {}`",
+        path.display(),
+        trace.events.len(),
+        path.display()
+    ))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place:
@@ -465,14 +470,8 @@ fn plan(a: PlanArgs) -> Result<()> {
             choice,
             Some(budget_bytes),
         )?;
-        let json = serde_json::to_vec(&trace).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(path, &json)?;
-        eprintln!(
-            "simulated memory trace: {} ({} events); draw it with `headroom report {}`",
-            path.display(),
-            trace.events.len(),
-            path.display()
-        );
+        // stderr: stdout may be the --json answer.
+        eprintln!("{}", save_trace(&trace, path, "simulated memory trace")?);
     }
     match (r, a.json) {
         (Ok(p), true) => {

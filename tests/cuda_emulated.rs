@@ -6,55 +6,19 @@
 //! machine with no GPU. It needs a C++20 compiler (g++, or HEADROOM_CXX); without
 //! one it skips, unless HEADROOM_REQUIRE_EMULATION is set (CI sets it).
 
+#[path = "cuda_emu/support.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::{build_driver, compiler};
 
 use headroom::graph::{autodiff, Graph};
 use headroom::rng::Rng;
 use headroom::schedule::{execute, lower, Mode};
 use headroom::{DType, Device, HostTensor, Shape};
-
-fn compiler() -> Option<String> {
-    let cxx = std::env::var("HEADROOM_CXX").unwrap_or_else(|_| "g++".into());
-    let found = Command::new(&cxx).arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("HEADROOM_REQUIRE_EMULATION").is_none(),
-            "HEADROOM_REQUIRE_EMULATION is set but {cxx} cannot be run"
-        );
-        eprintln!("skipping: no C++ compiler ({cxx})");
-        return None;
-    }
-    Some(cxx)
-}
-
-/// Builds the driver `tests/cuda_emu/<name>.cpp` into `dir`.
-fn build_driver(cxx: &str, dir: &Path, name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = dir.join(name);
-    let out = Command::new(cxx)
-        .args([
-            "-std=c++20",
-            "-O2",
-            "-Wall",
-            "-Werror",
-            "-Wno-unknown-pragmas",
-        ])
-        .args(["-Wno-sign-compare", "-I"])
-        .arg(root.join("kernels"))
-        .arg(root.join(format!("tests/cuda_emu/{name}.cpp")))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("run the C++ compiler");
-    assert!(
-        out.status.success(),
-        "the emulated kernels do not build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
 
 fn write_f32(path: &Path, v: &[f64]) {
     let bytes: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();

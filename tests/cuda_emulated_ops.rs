@@ -14,9 +14,14 @@
 //! compiler (g++, or HEADROOM_CXX) and skips without one, unless
 //! HEADROOM_REQUIRE_EMULATION is set.
 
+#[path = "cuda_emu/support.rs"]
+mod support;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+use support::{build_driver, compiler};
 
 use headroom::graph::ops::reduce::reduce_plan;
 use headroom::graph::ops::shape::{slices, transpose_view};
@@ -33,20 +38,6 @@ const DTYPES: [(DType, &str, f64); 3] = [
     (DType::F16, "f16", 5e-3),
 ];
 
-fn compiler() -> Option<String> {
-    let cxx = std::env::var("HEADROOM_CXX").unwrap_or_else(|_| "g++".into());
-    let found = Command::new(&cxx).arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("HEADROOM_REQUIRE_EMULATION").is_none(),
-            "HEADROOM_REQUIRE_EMULATION is set but {cxx} cannot be run"
-        );
-        eprintln!("skipping: no C++ compiler ({cxx})");
-        return None;
-    }
-    Some(cxx)
-}
-
 /// One driver, `tests/cuda_emu/<name>.cpp`, built into its own scratch folder
 /// (kept when the test fails, for a look at the files).
 struct Driver {
@@ -56,31 +47,10 @@ struct Driver {
 
 impl Driver {
     fn build(cxx: &str, name: &str) -> Driver {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir =
             std::env::temp_dir().join(format!("headroom-emu-ops-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join(name);
-        let out = Command::new(cxx)
-            .args([
-                "-std=c++20",
-                "-O2",
-                "-Wall",
-                "-Werror",
-                "-Wno-unknown-pragmas",
-            ])
-            .args(["-Wno-sign-compare", "-I"])
-            .arg(root.join("kernels"))
-            .arg(root.join(format!("tests/cuda_emu/{name}.cpp")))
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .expect("run the C++ compiler");
-        assert!(
-            out.status.success(),
-            "the emulated {name} kernels do not build:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let exe = build_driver(cxx, &dir, name);
         Driver { exe, dir }
     }
 

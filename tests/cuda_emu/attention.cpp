@@ -9,43 +9,7 @@
 #include "common.cuh"
 #include "attention.cu"
 
-#include <cstdio>
-#include <cstdlib>
-#include <string>
-
-static std::vector<float> read_f32(const std::string& path, size_t n) {
-    std::vector<float> v(n);
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f || std::fread(v.data(), 4, n, f) != n) {
-        std::fprintf(stderr, "cannot read %zu floats from %s\n", n, path.c_str());
-        std::exit(2);
-    }
-    std::fclose(f);
-    return v;
-}
-
-static void write_f32(const std::string& path, const std::vector<float>& v) {
-    FILE* f = std::fopen(path.c_str(), "wb");
-    if (!f || std::fwrite(v.data(), 4, v.size(), f) != v.size()) {
-        std::fprintf(stderr, "cannot write %s\n", path.c_str());
-        std::exit(2);
-    }
-    std::fclose(f);
-}
-
-template <typename T>
-static std::vector<T> narrow(const std::vector<float>& v) {
-    std::vector<T> r(v.size());
-    for (size_t i = 0; i < v.size(); i++) st(r.data(), i, v[i]);
-    return r;
-}
-
-template <typename T>
-static std::vector<float> widen(const std::vector<T>& v) {
-    std::vector<float> r(v.size());
-    for (size_t i = 0; i < v.size(); i++) r[i] = ld(v.data(), i);
-    return r;
-}
+#include "driver.h"
 
 template <typename T>
 static void run(u64 b, u64 t, u64 c, u64 nh, const std::string& dir) {

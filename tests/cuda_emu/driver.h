@@ -1,4 +1,4 @@
-// Shared by the drivers of tests/cuda_emulated_ops.rs: f32/i32 files, storage
+// Shared by every driver in tests/cuda_emu/: f32/i32 files, storage
 // rounding, and the launch shapes of src/backend/cuda/mod.rs. Include it after
 // emu.h, common.cuh and the kernel file.
 #pragma once

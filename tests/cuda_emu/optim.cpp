@@ -9,26 +9,7 @@
 #include "common.cuh"
 #include "optim.cu"
 
-#include <cstdio>
-#include <cstdlib>
-#include <string>
-
-static std::vector<float> read_f32(const std::string& path, size_t n) {
-    std::vector<float> v(n);
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f || std::fread(v.data(), 4, n, f) != n) {
-        std::fprintf(stderr, "cannot read %zu floats from %s\n", n, path.c_str());
-        std::exit(2);
-    }
-    std::fclose(f);
-    return v;
-}
-
-static void write_f32(const std::string& path, const std::vector<float>& v) {
-    FILE* f = std::fopen(path.c_str(), "wb");
-    if (!f || std::fwrite(v.data(), 4, v.size(), f) != v.size()) std::exit(2);
-    std::fclose(f);
-}
+#include "driver.h"
 
 int main(int argc, char** argv) {
     if (argc < 3) return 2;
