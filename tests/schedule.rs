@@ -406,3 +406,65 @@ fn library_workspace_is_planned_for_and_allocated() {
     t.step(&data[1]).unwrap();
     assert_eq!(t.memory_stats().peak_reserved_bytes, p.predicted_peak_bytes);
 }
+
+/// The cross-entropy backward writes dlogits over the logits when they die
+/// there (buffer donation): no allocation for it, the same bits as when the
+/// logits must stay (here: also a program output), and a lower peak.
+#[test]
+fn cross_entropy_backward_reuses_the_dying_logits() {
+    use headroom::graph::{autodiff, Graph};
+    use headroom::memory::timeline::EventKind;
+    use headroom::schedule::{execute, lower, Mode};
+    use headroom::{DType, Shape};
+    use std::collections::HashMap;
+
+    let (n, v) = (64, 300);
+    let mut g = Graph::new();
+    let x = g.param("x", Shape::new(&[n, v]), DType::F32).unwrap();
+    let t = g.input("t", Shape::new(&[n]), DType::I32).unwrap();
+    let logits = g.scale(x, 2.0).unwrap();
+    let loss = g.cross_entropy(logits, t).unwrap();
+    let dx = autodiff::backward(&mut g, loss, &[x]).unwrap()[0];
+    let mut rng = Rng::new(5);
+    let xs: Vec<f64> = (0..n * v).map(|_| rng.normal()).collect();
+    let ts: Vec<i32> = (0..n).map(|_| rng.below(v) as i32).collect();
+
+    let mut results = Vec::new();
+    for keep_logits in [false, true] {
+        let mut outs = vec![loss, dx];
+        if keep_logits {
+            outs.push(logits);
+        }
+        let prog = lower(&g, &outs).unwrap();
+        let mut dev = Device::cpu();
+        let tx = dev
+            .upload(&HostTensor::from_f64_as(Shape::new(&[n, v]), &xs, DType::F32).unwrap())
+            .unwrap();
+        let tt = dev
+            .upload(&HostTensor::from_i32(Shape::new(&[n]), &ts).unwrap())
+            .unwrap();
+        let bind: HashMap<_, _> = [(x, tx.view()), (t, tt.view())].into_iter().collect();
+        dev.start_trace();
+        let res = execute(&mut dev, &g, &prog, &bind, Mode::Train).unwrap();
+        let events = dev.take_trace().unwrap();
+        let ce_allocs = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Alloc && e.op == "cross_entropy_backward")
+            .count();
+        let peak = events.iter().map(|e| e.allocated).max().unwrap();
+        let vals: Vec<Vec<f64>> = res[..2]
+            .iter()
+            .map(|r| dev.download(r.view()).unwrap().to_f64_vec())
+            .collect();
+        for r in res {
+            dev.free(r);
+        }
+        results.push((ce_allocs, peak, vals));
+    }
+    let (donated, kept) = (&results[0], &results[1]);
+    assert_eq!(donated.0, 0, "dlogits took the logits' block");
+    assert_eq!(kept.0, 1, "logits still needed: dlogits allocated");
+    assert_eq!(donated.2, kept.2, "same bits either way");
+    let logits_bytes = (n * v * 4) as u64;
+    assert_eq!(kept.1 - donated.1, logits_bytes, "peak lower by the logits");
+}

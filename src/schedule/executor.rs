@@ -87,6 +87,41 @@ pub fn execute_into(
     }
 }
 
+/// The `(input, output)` pair of `op` that may share memory at instruction
+/// `pc`: the op allows it ([`crate::graph::Op::donates`]), the input is a
+/// computed tensor that owns its block with no live view of it, it is not a
+/// program output, it has the output's size, and the program frees it right
+/// after this node.
+fn donation(
+    g: &Graph,
+    p: &Program,
+    pc: usize,
+    op: &crate::graph::Op,
+    inputs: &[Value],
+    outputs: &[Value],
+    slots: &[Option<Slot>],
+) -> Option<(usize, usize)> {
+    let (i, o) = op.donates()?;
+    let (vi, vo) = (*inputs.get(i)?, *outputs.get(o)?);
+    let s = slots[vi.index()].as_ref()?;
+    let dies_here = p.instrs[pc + 1..]
+        .iter()
+        .take_while(|x| matches!(x, Instr::Free(_)))
+        .any(|x| *x == Instr::Free(vi));
+    let viewed = slots
+        .iter()
+        .enumerate()
+        .any(|(k, t)| k != vi.index() && t.as_ref().is_some_and(|t| t.r.block == s.r.block));
+    let fits = g.shape(vo).byte_size(g.dtype(vo)) == s.r.byte_size();
+    (s.owned
+        && dies_here
+        && !viewed
+        && fits
+        && !p.outputs.contains(&vi)
+        && inputs.iter().filter(|&&v| v == vi).count() == 1)
+        .then_some((i, o))
+}
+
 fn release(dev: &mut Device, slots: &mut [Option<Slot>]) {
     for s in slots.iter_mut() {
         if let Some(Slot { r, owned: true }) = s.take() {
@@ -123,7 +158,7 @@ fn run(
             owned: false,
         });
     }
-    for &instr in &p.instrs {
+    for (pc, &instr) in p.instrs.iter().enumerate() {
         match instr {
             Instr::Accumulate { value, slot } => {
                 let (Some(s), Some(dst)) = (slots[value.index()].as_ref(), sinks.get(slot)) else {
@@ -167,7 +202,27 @@ fn run(
                     (Mode::Train, Phase::Forward) => MemPhase::Forward,
                     (Mode::Train, Phase::Backward) => MemPhase::Backward,
                 };
-                for &o in &n.outputs {
+                let donated = donation(g, p, pc, &n.op, &n.inputs, &n.outputs, slots);
+                if let Some((i, o)) = donated {
+                    // The output takes the dying input's block; the Free that
+                    // follows finds the input no longer owning it.
+                    let (vi, vo) = (n.inputs[i], n.outputs[o]);
+                    let src = slots[vi.index()].as_mut().expect("checked by donation");
+                    src.owned = false;
+                    let block = src.r.block;
+                    slots[vo.index()] = Some(Slot {
+                        r: TensorRef {
+                            block,
+                            shape: g.shape(vo).clone(),
+                            dtype: g.dtype(vo),
+                        },
+                        owned: true,
+                    });
+                }
+                for (k, &o) in n.outputs.iter().enumerate() {
+                    if donated.is_some_and(|(_, d)| d == k) {
+                        continue;
+                    }
                     let tensor = if p.gradients.contains(&o) {
                         TensorKind::Gradient
                     } else {

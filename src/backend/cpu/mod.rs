@@ -196,6 +196,10 @@ fn run_as<F: Real>(op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<(
         .map(|t| {
             if t.dtype == DType::I32 {
                 In::I(bytemuck::cast_slice(bytes(t)))
+            } else if outs.iter().any(|o| o.block == t.block) {
+                // A donated input shares its block with an output: copy it, so
+                // no slice is both read and written.
+                In::F(Cow::Owned(load::<F>(t).into_owned()))
             } else {
                 In::F(load::<F>(t))
             }

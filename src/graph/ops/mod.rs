@@ -202,6 +202,19 @@ impl Op {
         matches!(self, Op::Reshape { .. })
     }
 
+    /// `(input, output)` when the output may take over the input's memory if
+    /// the input dies at this node (the executor decides). Only for ops whose
+    /// kernels, on every backend, read each element of that input before writing
+    /// the same element of the output and never read it again. The cross-entropy
+    /// backward's logits are a language model's largest activation, and its
+    /// dlogits the same size: one buffer serves both.
+    pub fn donates(&self) -> Option<(usize, usize)> {
+        match self {
+            Op::CrossEntropyBackward => Some((0, 0)),
+            _ => None,
+        }
+    }
+
     /// The shape rule: output shapes and dtypes from the operands'.
     pub fn infer(&self, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
         let name = self.name();
