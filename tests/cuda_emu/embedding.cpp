@@ -32,7 +32,10 @@ static void run(u64 n, u64 c, u64 vocab, const std::string& dir) {
     launch(grid(n * c, 256), K::forward, ids.data(), table.data(), out.data(), n, c, vocab);
     // Op::EmbeddingBackward { vocab }: ins ids, dy; outs dtable.
     auto dtable = poisoned<T>(vocab * c);
-    launch(grid(c, 64), K::backward, ids.data(), dy.data(), dtable.data(), n, c, vocab);
+    // The table's rows split into ranges, one thread per (column, range).
+    u64 ranges = (vocab + 1) / 2 < 64 ? ((vocab + 1) / 2 > 0 ? (vocab + 1) / 2 : 1) : 64;
+    launch(grid(c * ranges, 256), K::backward, ids.data(), dy.data(), dtable.data(), n, c, vocab,
+           ranges);
 
     write_out(dir, "out", out);
     write_out(dir, "dtable", dtable);

@@ -528,17 +528,20 @@ impl Backend for CudaBackend {
             }
             Op::EmbeddingBackward { vocab } => {
                 let (n, c) = (s(0).numel() as u64, s(1).last() as u64);
+                // Table rows split into ranges, one thread per (column, range).
+                let ranges = (*vocab as u64).div_ceil(2).clamp(1, 64);
                 let f = self.function("embedding", k("embedding_backward"))?;
                 launch!(
                     self,
                     f,
-                    grid(c as usize, 64),
+                    grid((c * ranges) as usize, 256),
                     ptr(ins[0]),
                     ptr(ins[1]),
                     ptr(outs[0]),
                     n,
                     c,
-                    *vocab as u64
+                    *vocab as u64,
+                    ranges
                 )
             }
             Op::LayerNorm { eps } => {
