@@ -27,15 +27,25 @@ extern "C" __global__ void layernorm_backward_dx_##S(const T* dy, const T* x, co
         st(dx, r * c + j, (dn - dm - nrm * dnm) * rs);                                             \
     }                                                                                              \
 }                                                                                                  \
-/* dw, db: one thread per column, rows added in order (deterministic). */                          \
+/* dw, db in two deterministic stages, as reduce.cu's sums: thread (j, ch) adds */                 \
+/* rows of chunk ch in order into f32 partials [chunks][2][C]; then each column */                 \
+/* adds its chunks in order. */                                                                    \
 extern "C" __global__ void layernorm_backward_dwdb_##S(const T* dy, const T* x, const float* mean, \
-        const float* rstd, T* dw, T* db, u64 rows, u64 c) {                                        \
-    u64 j = tid(); if (j >= c) return;                                                             \
+        const float* rstd, float* partial, u64 rows, u64 c, u64 chunks) {                          \
+    u64 k = tid(); if (k >= c * chunks) return;                                                    \
+    u64 j = k % c, ch = k / c, r1 = (ch + 1) * rows / chunks;                                      \
     float gw = 0.0f, gb = 0.0f;                                                                    \
-    for (u64 r = 0; r < rows; r++) {                                                               \
+    for (u64 r = ch * rows / chunks; r < r1; r++) {                                                \
         float g = ld(dy, r * c + j);                                                               \
         gw += (ld(x, r * c + j) - mean[r]) * rstd[r] * g; gb += g;                                 \
     }                                                                                              \
+    partial[ch * 2 * c + j] = gw; partial[ch * 2 * c + c + j] = gb;                                \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_dwdb_finish_##S(const float* partial, T* dw, T* db,  \
+                                                               u64 c, u64 chunks) {                \
+    u64 j = tid(); if (j >= c) return;                                                             \
+    float gw = 0.0f, gb = 0.0f;                                                                    \
+    for (u64 ch = 0; ch < chunks; ch++) { gw += partial[ch * 2 * c + j]; gb += partial[ch * 2 * c + c + j]; } \
     st(dw, j, gw); st(db, j, gb);                                                                  \
 }
 FOR_EACH_DTYPE(LAYERNORM)

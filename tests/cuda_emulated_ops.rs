@@ -23,6 +23,7 @@ use std::process::Command;
 
 use support::{build_driver, compiler};
 
+use headroom::backend::cuda::column_chunks;
 use headroom::graph::ops::reduce::reduce_plan;
 use headroom::graph::ops::shape::{slices, transpose_view};
 use headroom::graph::{autodiff, Graph, Op, Value};
@@ -232,7 +233,8 @@ fn layernorm_kernels_match_cpu() {
     let eps = 1e-5;
     // Rows of 300 (one wrap of the 256 threads), 37 (most threads idle) and 513
     // (two wraps); dw/db's 64-thread blocks end part-full in every case.
-    let shapes: [&[usize]; 3] = [&[5, 300], &[2, 3, 37], &[2, 513]];
+    // 600 rows: dw/db's first stage splits them into 4 chunks of 150.
+    let shapes: [&[usize]; 4] = [&[5, 300], &[2, 3, 37], &[2, 513], &[600, 37]];
     for (k, &shape) in shapes.iter().enumerate() {
         let sh = Shape::new(shape);
         let (r, c) = (sh.rows(), sh.last());
@@ -253,7 +255,8 @@ fn layernorm_kernels_match_cpu() {
             for (f, v) in [("x", &x), ("w", &w), ("b", &b), ("dy", &dy)] {
                 d.write(f, v);
             }
-            d.run(&[s(name), s(r), s(c), s(eps as f32), d.dir()]);
+            let chunks = column_chunks(c as u64, r as u64);
+            d.run(&[s(name), s(r), s(c), s(eps as f32), s(chunks), d.dir()]);
             let got: Vec<Vec<f64>> = ["y", "mean", "rstd", "dx", "dw", "db"]
                 .iter()
                 .map(|f| d.read(f))
@@ -590,7 +593,7 @@ fn cast_kernels_match_cpu() {
 fn reduce_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
     let d = Driver::build(&cxx, "reduce");
-    let cases: [(&[usize], &[usize]); 13] = [
+    let cases: [(&[usize], &[usize]); 14] = [
         (&[2, 3, 5, 7], &[0]),
         (&[2, 3, 5, 7], &[0, 1]),
         (&[2, 3, 5, 7], &[1]),
@@ -604,6 +607,8 @@ fn reduce_kernels_match_cpu() {
         (&[2, 1, 3, 2, 5, 3], &[1, 4]),
         (&[2, 1, 3, 2, 5, 3], &[0, 3, 5]),
         (&[300], &[0]),
+        // 1000 rows into 7 uneven chunks (column_chunks), for the two stages.
+        (&[1000, 3], &[0]),
     ];
     for (k, &(shape, axes)) in cases.iter().enumerate() {
         let full = Shape::new(shape);
@@ -637,7 +642,8 @@ fn reduce_kernels_match_cpu() {
                 args.extend(p.dims.iter().map(s));
                 args.push(s(p.mask));
                 if kind == "sum" {
-                    args.extend([s(p.count), s(p.scale as f32)]);
+                    let chunks = column_chunks(n0 as u64, p.count as u64);
+                    args.extend([s(p.count), s(p.scale as f32), s(chunks)]);
                 }
                 args.push(d.dir());
                 d.write("x", if kind == "sum" { &x } else { &y });

@@ -19,11 +19,12 @@ struct Kernels;
         static constexpr auto forward = &layernorm_forward_##S;         \
         static constexpr auto backward_dx = &layernorm_backward_dx_##S; \
         static constexpr auto backward_dwdb = &layernorm_backward_dwdb_##S; \
+        static constexpr auto dwdb_finish = &layernorm_backward_dwdb_finish_##S; \
     };
 FOR_EACH_DTYPE(KERNELS)
 
 template <typename T>
-static void run(u64 r, u64 c, float eps, const std::string& dir) {
+static void run(u64 r, u64 c, float eps, u64 chunks, const std::string& dir) {
     using K = Kernels<T>;
     const auto x = narrow<T>(read_f32(dir + "/x.f32", r * c));
     const auto w = narrow<T>(read_f32(dir + "/w.f32", c));
@@ -40,8 +41,12 @@ static void run(u64 r, u64 c, float eps, const std::string& dir) {
     auto dx = poisoned<T>(r * c), dw = poisoned<T>(c), db = poisoned<T>(c);
     launch(rows(r), K::backward_dx, dy.data(), x.data(), w.data(), mean.data(),
            rstd.data(), dx.data(), c);
-    launch(grid(c, 64), K::backward_dwdb, dy.data(), x.data(), mean.data(),
-           rstd.data(), dw.data(), db.data(), r, c);
+    // dw, db: partials per chunk of rows (CHUNKS from column_chunks), then added.
+    auto partial = poisoned<float>(2 * c * chunks);
+    launch(grid(c * chunks, 256), K::backward_dwdb, dy.data(), x.data(), mean.data(),
+           rstd.data(), partial.data(), r, c, chunks);
+    launch(grid(c, 256), K::dwdb_finish, (const float*)partial.data(), dw.data(), db.data(), c,
+           chunks);
 
     write_out(dir, "y", y);
     write_out(dir, "mean", mean);
@@ -52,13 +57,14 @@ static void run(u64 r, u64 c, float eps, const std::string& dir) {
 }
 
 int main(int argc, char** argv) {
-    if (argc != 6) {
-        std::fprintf(stderr, "usage: layernorm DTYPE R C EPS DIR\n");
+    if (argc != 7) {
+        std::fprintf(stderr, "usage: layernorm DTYPE R C EPS CHUNKS DIR\n");
         return 2;
     }
     u64 r = arg_u64(argv[2]), c = arg_u64(argv[3]);
     float eps = arg_f32(argv[4]);
-    std::string dir = argv[5];
-    bool ok = with_dtype(argv[1], [&](auto tag) { run<decltype(tag)>(r, c, eps, dir); });
+    u64 chunks = arg_u64(argv[5]);
+    std::string dir = argv[6];
+    bool ok = with_dtype(argv[1], [&](auto tag) { run<decltype(tag)>(r, c, eps, chunks, dir); });
     return ok ? 0 : 2;
 }

@@ -131,6 +131,15 @@ fn grid(n: usize, block: u32) -> LaunchConfig {
     }
 }
 
+/// Chunks a column reduction (`outputs` sums of `count` elements each) is split
+/// into for its first stage, the chunks then added in order: enough threads to
+/// fill a GPU (about 64 K), at least 128 elements a chunk, at most 64 chunks.
+pub fn column_chunks(outputs: u64, count: u64) -> u64 {
+    (count / 128)
+        .clamp(1, 64)
+        .min((65536 / outputs.max(1)).max(1))
+}
+
 fn rows(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n.max(1) as u32, 1, 1),
@@ -576,19 +585,32 @@ impl Backend for CudaBackend {
                     ptr(outs[0]),
                     c
                 )?;
+                let chunks = column_chunks(c, r as u64);
+                let partial = self.workspace(4 * 2 * c * chunks)?;
                 let f = self.function("layernorm", k("layernorm_backward_dwdb"))?;
                 launch!(
                     self,
                     f,
-                    grid(c as usize, 64),
+                    grid((c * chunks) as usize, 256),
                     ptr(ins[0]),
                     ptr(ins[1]),
                     ptr(ins[3]),
                     ptr(ins[4]),
+                    partial,
+                    r as u64,
+                    c,
+                    chunks
+                )?;
+                let f = self.function("layernorm", k("layernorm_backward_dwdb_finish"))?;
+                launch!(
+                    self,
+                    f,
+                    grid(c as usize, 256),
+                    partial,
                     ptr(outs[1]),
                     ptr(outs[2]),
-                    r as u64,
-                    c
+                    c,
+                    chunks
                 )
             }
             Op::Softmax => {
@@ -795,19 +817,32 @@ impl Backend for CudaBackend {
                         r.mask
                     )
                 } else {
-                    let f = self.function("reduce", k("sum"))?;
                     let (count, scale) = (r.count as u64, r.scale as f32);
+                    let chunks = column_chunks(n0, count);
+                    let partial = self.workspace(4 * n0 * chunks)?;
+                    let f = self.function("reduce", k("sum_partial"))?;
                     launch!(
                         self,
                         f,
-                        grid(n0 as usize, 256),
+                        grid((n0 * chunks) as usize, 256),
                         ptr(ins[0]),
-                        ptr(outs[0]),
+                        partial,
                         n0,
                         rank,
                         dims,
                         r.mask,
                         count,
+                        chunks
+                    )?;
+                    let f = self.function("reduce", k("sum_finish"))?;
+                    launch!(
+                        self,
+                        f,
+                        grid(n0 as usize, 256),
+                        partial,
+                        ptr(outs[0]),
+                        n0,
+                        chunks,
                         scale
                     )
                 }
