@@ -17,6 +17,11 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
     ("softmax", include_str!("../../../kernels/softmax.cu")),
     ("embedding", include_str!("../../../kernels/embedding.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
+    // Tensor-core attention (WMMA, f16/bf16): compiled only for sm_80 and later.
+    (
+        "attention_tc",
+        include_str!("../../../kernels/attention_tc.cu"),
+    ),
     ("shape", include_str!("../../../kernels/shape.cu")),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
     ("optim", include_str!("../../../kernels/optim.cu")),
@@ -39,13 +44,15 @@ pub fn nvrtc_version() -> Option<(i32, i32)> {
     (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
 }
 
-/// Where `cuda_fp16.h` and `cuda_bf16.h` are: NVRTC 13.0 has them built in no
-/// more. HEADROOM_CUDA_INCLUDE overrides; then CUDA_PATH, CUDA_HOME,
-/// /usr/local/cuda and pip's nvidia packages.
+/// Where `cuda_fp16.h` and `cuda_bf16.h` are (NVRTC 13.0 has them built in no
+/// more), and `crt/mma.h` for the tensor-core kernels (pip ships it apart:
+/// nvidia-cuda-crt for CUDA 13, nvidia-cuda-nvcc-cu12 for 12).
+/// HEADROOM_CUDA_INCLUDE (a `:`-separated list) comes first; then CUDA_PATH,
+/// CUDA_HOME, /usr/local/cuda and pip's nvidia packages.
 pub fn include_paths() -> Vec<String> {
     let mut cands: Vec<String> = Vec::new();
     if let Ok(p) = std::env::var("HEADROOM_CUDA_INCLUDE") {
-        cands.push(p);
+        cands.extend(p.split(':').filter(|s| !s.is_empty()).map(String::from));
     }
     for var in ["CUDA_PATH", "CUDA_HOME"] {
         if let Ok(p) = std::env::var(var) {
@@ -58,13 +65,19 @@ pub fn include_paths() -> Vec<String> {
             "nvidia/cu13/include",
             "nvidia/cuda_runtime/include",
             "nvidia/cu12/include",
+            "nvidia/cuda_nvcc/include",
         ] {
             cands.push(format!("{site}/{sub}"));
         }
     }
+    let mut seen = std::collections::HashSet::new();
     cands
         .into_iter()
-        .filter(|p| std::path::Path::new(p).join("cuda_fp16.h").exists())
+        .filter(|p| {
+            let d = std::path::Path::new(p);
+            d.join("cuda_fp16.h").exists() || d.join("crt/mma.h").exists()
+        })
+        .filter(|p| seen.insert(p.clone()))
         .collect()
 }
 

@@ -102,12 +102,16 @@ pub struct CudaBackend {
     arch: String,
     modules: HashMap<&'static str, Arc<CudaModule>>,
     functions: HashMap<String, CudaFunction>,
-    /// Small buffers outside the allocator: per-row losses, Σx² slots.
+    /// Small buffers outside the allocator: per-row losses, attention's row
+    /// statistics, reduction partials.
     workspace: Option<(u64, u64)>,
     /// The AdamW parameter table (48 bytes a parameter), outside the allocator.
     slots: Option<(u64, u64)>,
     /// The GPU's name as the driver reports it (`GPU <ordinal>` if it cannot).
     pub device_name: String,
+    /// Set when kernels/attention_tc.cu failed to compile (no crt/mma.h):
+    /// attention stays on attention.cu from then on.
+    tc_attention_broken: bool,
 }
 
 fn suffix(d: DType) -> Result<&'static str> {
@@ -180,6 +184,7 @@ impl CudaBackend {
                 workspace: None,
                 slots: None,
                 device_name: name,
+                tc_attention_broken: false,
             },
             mem,
         ))
@@ -202,6 +207,21 @@ impl CudaBackend {
             .map_err(|e| drv_err(&format!("kernel {name}"), e))?;
         self.functions.insert(name, f.clone());
         Ok(f)
+    }
+
+    /// Whether attention of head size `hd` in `dtype` runs on tensor cores
+    /// (kernels/attention_tc.cu): f16/bf16, head sizes 16–64 in steps of 16,
+    /// sm_80 or later. HEADROOM_ATTENTION=cuda-cores forces attention.cu, to
+    /// compare the two on a GPU.
+    fn tensor_core_attention(&self, dtype: DType, hd: usize) -> bool {
+        let sm: u32 = self.arch.trim_start_matches("sm_").parse().unwrap_or(0);
+        let forced_off = std::env::var("HEADROOM_ATTENTION").is_ok_and(|v| v == "cuda-cores");
+        !forced_off
+            && !self.tc_attention_broken
+            && sm >= 80
+            && matches!(dtype, DType::F16 | DType::BF16)
+            && hd % 16 == 0
+            && hd <= 64
     }
 
     /// A device buffer of at least `bytes` for intermediate sums.
@@ -668,15 +688,31 @@ impl Backend for CudaBackend {
                     )));
                 }
                 let scale = 1.0 / (hd as f32).sqrt();
-                // One block of 256 threads per 64 rows of one (batch, head).
+                let mut tc = self.tensor_core_attention(ins[0].dtype, hd);
+                if tc {
+                    // The file needs CUDA's crt/mma.h; without it (a bare pip
+                    // install), attention.cu still works.
+                    if let Err(e) = self.function("attention_tc", k("attention_tc_forward")) {
+                        log::warn!("tensor-core attention unavailable, using attention.cu: {e}");
+                        self.tc_attention_broken = true;
+                        tc = false;
+                    }
+                }
+                // Tensor cores: 128 threads per 32 rows; else 256 per 64 rows,
+                // of one (batch, head).
+                let (file, pre, rows_per, threads) = if tc {
+                    ("attention_tc", "attention_tc_", 32, 128)
+                } else {
+                    ("attention", "attention_", 64, 256)
+                };
                 let tiles = LaunchConfig {
-                    grid_dim: (t.div_ceil(64) as u32, *n_head as u32, b as u32),
-                    block_dim: (256, 1, 1),
+                    grid_dim: (t.div_ceil(rows_per) as u32, *n_head as u32, b as u32),
+                    block_dim: (threads, 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let (b, t, c, nh) = (b as u64, t as u64, c as u64, *n_head as u64);
                 if matches!(op, Op::Attention { .. }) {
-                    let f = self.function("attention", k("attention_forward"))?;
+                    let f = self.function(file, k(&format!("{pre}forward")))?;
                     launch!(
                         self,
                         f,
@@ -707,8 +743,8 @@ impl Backend for CudaBackend {
                         c,
                         nh
                     )?;
-                    for entry in ["attention_backward_dq", "attention_backward_dkdv"] {
-                        let f = self.function("attention", k(entry))?;
+                    for entry in ["backward_dq", "backward_dkdv"] {
+                        let f = self.function(file, k(&format!("{pre}{entry}")))?;
                         launch!(
                             self,
                             f,
