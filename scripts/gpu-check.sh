@@ -39,6 +39,10 @@ parity=$?
 grep -E "test result|FAILED|panicked" "$OUT_DIR/parity.log" | head -20
 grep "Cuda" "$OUT_DIR/parity.log" | sort -k7 -g | tail -3
 
+echo "== the same low-precision parity with attention forced onto CUDA cores"
+HEADROOM_ATTENTION=cuda-cores HEADROOM_REQUIRE_CUDA=1 "$BIN/backends-test" cuda training \
+  --test-threads 1 2>&1 | grep -E "test result|FAILED|panicked" | head -5
+
 echo "== tiny on cuda, 20 steps"
 timeout 120 "$BIN/headroom" train --backend cuda --steps 20 --eval-every 10 --sample-tokens 0 2>&1 | tail -4
 
