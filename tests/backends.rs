@@ -314,12 +314,13 @@ fn every_wgsl_kernel_compiles() {
     }
 }
 
-/// The trainer on each backend: the same first loss as cpu, falling losses, and
-/// allocated bytes flat over many steps (no leaks).
-fn training(d: Dev) {
-    use headroom::data::Dataset;
+/// A 2-layer GPT trainer on `dev` and its twin on cpu, same seed and settings.
+fn twin_trainers(
+    dev: Device,
+    precision: headroom::Precision,
+    steps: u64,
+) -> [headroom::Trainer<headroom::Gpt>; 2] {
     use headroom::{AdamW, Gpt, GptConfig, TrainConfig, Trainer};
-    let Some(dev) = open(d) else { return };
     let gc = GptConfig {
         vocab_size: 256,
         block_size: 16,
@@ -330,19 +331,27 @@ fn training(d: Dev) {
     let cfg = TrainConfig {
         batch: 2,
         seq_len: 16,
-        steps: 100,
-        precision: headroom::Precision::F32,
+        steps,
+        precision,
         ..TrainConfig::default()
     };
-    let data = Dataset::bundled();
-    let mut t = Trainer::new(
-        dev,
-        Gpt::new(gc.clone()).unwrap(),
-        AdamW::new(1e-2),
-        cfg.clone(),
-    )
-    .unwrap();
-    let mut c = Trainer::new(Device::cpu(), Gpt::new(gc).unwrap(), AdamW::new(1e-2), cfg).unwrap();
+    [dev, Device::cpu()].map(|d| {
+        Trainer::new(
+            d,
+            Gpt::new(gc.clone()).unwrap(),
+            AdamW::new(1e-2),
+            cfg.clone(),
+        )
+        .unwrap()
+    })
+}
+
+/// The trainer on each backend: the same first loss as cpu, falling losses, and
+/// allocated bytes flat over many steps (no leaks).
+fn training(d: Dev) {
+    let Some(dev) = open(d) else { return };
+    let data = headroom::data::Dataset::bundled();
+    let [mut t, mut c] = twin_trainers(dev, headroom::Precision::F32, 100);
     let b = t.next_batch(&data).unwrap();
     let first = t.step(&b).unwrap().loss;
     let b = c.next_batch(&data).unwrap();
@@ -391,31 +400,8 @@ fn training_low_precision(d: Dev) {
 }
 
 fn train_low(dev: Device, precision: headroom::Precision, tol: f32) {
-    use headroom::data::Dataset;
-    use headroom::{AdamW, Gpt, GptConfig, TrainConfig, Trainer};
-    let gc = GptConfig {
-        vocab_size: 256,
-        block_size: 16,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 16,
-    };
-    let cfg = TrainConfig {
-        batch: 2,
-        seq_len: 16,
-        steps: 30,
-        precision,
-        ..TrainConfig::default()
-    };
-    let data = Dataset::bundled();
-    let mut t = Trainer::new(
-        dev,
-        Gpt::new(gc.clone()).unwrap(),
-        AdamW::new(1e-2),
-        cfg.clone(),
-    )
-    .unwrap();
-    let mut c = Trainer::new(Device::cpu(), Gpt::new(gc).unwrap(), AdamW::new(1e-2), cfg).unwrap();
+    let data = headroom::data::Dataset::bundled();
+    let [mut t, mut c] = twin_trainers(dev, precision, 30);
     let (bt, bc) = (t.next_batch(&data).unwrap(), c.next_batch(&data).unwrap());
     let (first, want) = (t.step(&bt).unwrap().loss, c.step(&bc).unwrap().loss);
     assert!(
