@@ -65,6 +65,19 @@ pub struct AdamWSlot<'a> {
     pub decay: bool,
 }
 
+impl AdamWSlot<'_> {
+    /// [`Error::DType`] unless the parameter, its gradient and both moments are
+    /// f32: AdamW updates f32 master weights whatever the activations' precision.
+    pub fn check_f32(&self) -> Result<()> {
+        for r in [self.param, self.grad, self.m, self.v] {
+            if r.dtype != DType::F32 {
+                return Err(Error::dtype("adamw", "f32 master weights and state", r.dtype));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a device must do to run a program: run each op on tensors whose memory
 /// the [`Device`]'s allocator handed out, copy bytes to and from the host, and
 /// run the optimizer's own kernels. Ops never allocate their outputs: the executor

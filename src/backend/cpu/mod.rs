@@ -150,15 +150,7 @@ impl Backend for CpuBackend {
         let bc1 = 1.0 - s.beta1.powi(t);
         let bc2 = 1.0 - s.beta2.powi(t);
         for slot in slots {
-            for r in [slot.param, slot.grad, slot.m, slot.v] {
-                if r.dtype != DType::F32 {
-                    return Err(Error::dtype(
-                        "adamw",
-                        "f32 master weights and state",
-                        r.dtype,
-                    ));
-                }
-            }
+            slot.check_f32()?;
             let p = bytemuck_cast_mut::<f32>(bytes_mut(slot.param));
             let g = bytemuck_cast::<f32>(bytes(slot.grad));
             let m = bytemuck_cast_mut::<f32>(bytes_mut(slot.m));

@@ -232,12 +232,20 @@ impl CudaBackend {
         r
     }
 
-    /// A device buffer of at least `bytes` for the AdamW table.
-    fn slot_table(&mut self, bytes: u64) -> Result<u64> {
+    /// Copies a launch's table (AdamW slots, Σx² slots) to a device buffer kept
+    /// outside the allocator, grown as needed; returns its address.
+    fn upload_table(&mut self, table: &[u8]) -> Result<u64> {
         let mut slot = self.slots.take();
-        let r = self.side_buffer(&mut slot, bytes);
+        let r = self.side_buffer(&mut slot, table.len() as u64);
         self.slots = slot;
-        r
+        let dev_table = r?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("context", e))?;
+        // SAFETY: the buffer holds table.len() bytes; the copy is ordered after
+        // earlier work on the default stream.
+        unsafe { drv::memcpy_htod_sync(dev_table, table) }.map_err(|e| drv_err("upload", e))?;
+        Ok(dev_table)
     }
 
     /// Grows a small buffer kept outside the allocator (a few KiB): the old one
@@ -940,16 +948,9 @@ impl Backend for CudaBackend {
                 table.extend_from_slice(&ptr(t).to_le_bytes());
                 table.extend_from_slice(&(t.shape.numel() as u64).to_le_bytes());
             }
-            let dev_table = self.slot_table(table.len() as u64)?;
+            let dev_table = self.upload_table(&table)?;
             let parts_len = BLOCKS as usize * group.len();
             let ws = self.workspace(4 * parts_len as u64)?;
-            self.ctx
-                .bind_to_thread()
-                .map_err(|e| drv_err("context", e))?;
-            // SAFETY: the table buffer holds table.len() bytes; the copy is
-            // ordered after earlier work on the default stream.
-            unsafe { drv::memcpy_htod_sync(dev_table, &table) }
-                .map_err(|e| drv_err("upload", e))?;
             let f = self.function("optim", format!("sum_squares_multi_{}", suffix(dt)?))?;
             let cfg = LaunchConfig {
                 grid_dim: (BLOCKS as u32, group.len() as u32, 1),
@@ -987,15 +988,7 @@ impl Backend for CudaBackend {
         let mut table: Vec<u8> = Vec::with_capacity(48 * slots.len());
         let mut widest = 0u64;
         for slot in slots {
-            for r in [slot.param, slot.grad, slot.m, slot.v] {
-                if r.dtype != DType::F32 {
-                    return Err(Error::dtype(
-                        "adamw",
-                        "f32 master weights and state",
-                        r.dtype,
-                    ));
-                }
-            }
+            slot.check_f32()?;
             let n = slot.param.shape.numel() as u64;
             widest = widest.max(n);
             let wd = if slot.decay { s.weight_decay } else { 0.0 };
@@ -1005,13 +998,7 @@ impl Backend for CudaBackend {
             table.extend_from_slice(&((1.0 - s.lr * wd) as f32).to_le_bytes());
             table.extend_from_slice(&0f32.to_le_bytes());
         }
-        let dev_table = self.slot_table(table.len() as u64)?;
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| drv_err("context", e))?;
-        // SAFETY: the table buffer holds table.len() bytes; the copy is ordered
-        // after earlier work on the default stream.
-        unsafe { drv::memcpy_htod_sync(dev_table, &table) }.map_err(|e| drv_err("upload", e))?;
+        let dev_table = self.upload_table(&table)?;
         let f = self.function("optim", "adamw_multi_f32".to_string())?;
         let cfg = LaunchConfig {
             grid_dim: (
