@@ -283,7 +283,7 @@ fn unsupported(what: String) -> Error {
 /// size: `HEADROOM_WGPU_MEMORY` (e.g. `8GiB`) says it; a CPU adapter shares the
 /// host's; for a GPU without the variable the host's is assumed, with a warning,
 /// since a percentage budget of it may exceed the card.
-fn memory_total(adapter: &AdapterSummary) -> Result<u64> {
+fn memory_total(adapter: &wgpu::Adapter) -> Result<u64> {
     if let Ok(v) = std::env::var("HEADROOM_WGPU_MEMORY") {
         return match crate::memory::Budget::parse(&v) {
             Ok(crate::memory::Budget::Bytes(b)) => Ok(b),
@@ -294,11 +294,12 @@ fn memory_total(adapter: &AdapterSummary) -> Result<u64> {
         };
     }
     let host = crate::memory::RawMemory::total_bytes(&crate::backend::cpu::CpuMemory::default());
-    if adapter.device_type != format!("{:?}", wgpu::DeviceType::Cpu) {
+    let info = adapter.get_info();
+    if info.device_type != wgpu::DeviceType::Cpu {
         log::warn!(
             "wgpu reports no memory size for {}: assuming the host's {}; set \
              HEADROOM_WGPU_MEMORY to the card's memory (e.g. 8GiB) or give --budget in bytes",
-            adapter.name,
+            info.name,
             crate::memory::format_bytes(host)
         );
     }
@@ -337,7 +338,7 @@ impl WgpuBackend {
                 "storage offset alignment {align} (headroom needs it to divide 512)"
             )));
         }
-        let total = memory_total(&summary)?;
+        let total = memory_total(&adapter)?;
         let buffers = Arc::new(Mutex::new(Buffers::default()));
         let mem = WgpuMemory {
             device: device.clone(),
