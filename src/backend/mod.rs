@@ -71,7 +71,11 @@ impl AdamWSlot<'_> {
     pub fn check_f32(&self) -> Result<()> {
         for r in [self.param, self.grad, self.m, self.v] {
             if r.dtype != DType::F32 {
-                return Err(Error::dtype("adamw", "f32 master weights and state", r.dtype));
+                return Err(Error::dtype(
+                    "adamw",
+                    "f32 master weights and state",
+                    r.dtype,
+                ));
             }
         }
         Ok(())

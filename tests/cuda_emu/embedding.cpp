@@ -1,5 +1,5 @@
 // Drives kernels/embedding.cu on the CPU (see emu.h) for tests/cuda_emulated_ops.rs.
-// usage: embedding DTYPE N C VOCAB DIR
+// usage: embedding DTYPE N C VOCAB RANGES DIR
 //   reads  DIR/ids.i32 [N], DIR/table.f32 [VOCAB, C], DIR/dy.f32 [N, C];
 //   writes DIR/out.f32 [N, C] (Op::Embedding) and DIR/dtable.f32 [VOCAB, C]
 //   (Op::EmbeddingBackward on ids and dy), launched as CudaBackend::run does.
@@ -21,7 +21,7 @@ struct Kernels;
 FOR_EACH_DTYPE(KERNELS)
 
 template <typename T>
-static void run(u64 n, u64 c, u64 vocab, const std::string& dir) {
+static void run(u64 n, u64 c, u64 vocab, u64 ranges, const std::string& dir) {
     using K = Kernels<T>;
     const auto ids = read_i32(dir + "/ids.i32", n);
     const auto table = narrow<T>(read_f32(dir + "/table.f32", vocab * c));
@@ -32,8 +32,7 @@ static void run(u64 n, u64 c, u64 vocab, const std::string& dir) {
     launch(grid(n * c, 256), K::forward, ids.data(), table.data(), out.data(), n, c, vocab);
     // Op::EmbeddingBackward { vocab }: ins ids, dy; outs dtable.
     auto dtable = poisoned<T>(vocab * c);
-    // The table's rows split into ranges, one thread per (column, range).
-    u64 ranges = (vocab + 1) / 2 < 64 ? ((vocab + 1) / 2 > 0 ? (vocab + 1) / 2 : 1) : 64;
+    // RANGES: embedding_ranges(vocab), one thread per (column, range).
     launch(grid(c * ranges, 256), K::backward, ids.data(), dy.data(), dtable.data(), n, c, vocab,
            ranges);
 
@@ -42,12 +41,13 @@ static void run(u64 n, u64 c, u64 vocab, const std::string& dir) {
 }
 
 int main(int argc, char** argv) {
-    if (argc != 6) {
-        std::fprintf(stderr, "usage: embedding DTYPE N C VOCAB DIR\n");
+    if (argc != 7) {
+        std::fprintf(stderr, "usage: embedding DTYPE N C VOCAB RANGES DIR\n");
         return 2;
     }
     u64 n = arg_u64(argv[2]), c = arg_u64(argv[3]), vocab = arg_u64(argv[4]);
-    std::string dir = argv[5];
-    bool ok = with_dtype(argv[1], [&](auto tag) { run<decltype(tag)>(n, c, vocab, dir); });
+    u64 ranges = arg_u64(argv[5]);
+    std::string dir = argv[6];
+    bool ok = with_dtype(argv[1], [&](auto tag) { run<decltype(tag)>(n, c, vocab, ranges, dir); });
     return ok ? 0 : 2;
 }

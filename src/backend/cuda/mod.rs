@@ -144,6 +144,12 @@ pub fn column_chunks(outputs: u64, count: u64) -> u64 {
         .min((65536 / outputs.max(1)).max(1))
 }
 
+/// Row ranges the embedding backward splits a table of `vocab` rows into, one
+/// thread per (column, range): at most 64, at least 2 rows each.
+pub fn embedding_ranges(vocab: u64) -> u64 {
+    vocab.div_ceil(2).clamp(1, 64)
+}
+
 fn rows(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n.max(1) as u32, 1, 1),
@@ -565,8 +571,7 @@ impl Backend for CudaBackend {
             }
             Op::EmbeddingBackward { vocab } => {
                 let (n, c) = (s(0).numel() as u64, s(1).last() as u64);
-                // Table rows split into ranges, one thread per (column, range).
-                let ranges = (*vocab as u64).div_ceil(2).clamp(1, 64);
+                let ranges = embedding_ranges(*vocab as u64);
                 let f = self.function("embedding", k("embedding_backward"))?;
                 launch!(
                     self,
