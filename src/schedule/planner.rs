@@ -363,18 +363,7 @@ pub fn plan(
         }
     }
     match chosen {
-        Some((choice, s, flops)) => Ok(Plan {
-            batch: b,
-            seq: cfg.seq_len,
-            precision: cfg.precision,
-            micro_batch: choice.micro_batch,
-            recompute: choice.recompute,
-            budget_bytes: budget,
-            predicted_peak_bytes: s.peak_reserved,
-            flops_per_step: flops,
-            breakdown: s.breakdown,
-            candidates: cands,
-        }),
+        Some((choice, s, flops)) => Ok(Plan::chosen(cfg, budget, choice, s, flops, cands)),
         None => Err(no_plan_fits(model, opt, cfg, budget, &mbs)?),
     }
 }
@@ -390,24 +379,39 @@ pub fn plan_choice(
     cfg.validate(model.block_size())?;
     let s = simulate(model, opt, cfg, choice, Some(budget))?;
     let flops = crate::train::step_flops(model, cfg, choice)?;
-    Ok(Plan {
-        batch: cfg.batch,
-        seq: cfg.seq_len,
-        precision: cfg.precision,
+    let only = Candidate {
         micro_batch: choice.micro_batch,
         recompute: choice.recompute,
-        budget_bytes: budget,
-        predicted_peak_bytes: s.peak_reserved,
-        flops_per_step: flops,
-        breakdown: s.breakdown,
-        candidates: vec![Candidate {
+        flops,
+        peak_bytes: Some(s.peak_reserved),
+        fits: Some(true),
+    };
+    Ok(Plan::chosen(cfg, budget, choice, s, flops, vec![only]))
+}
+
+impl Plan {
+    /// The plan of `choice` for `cfg` under `budget`, from its simulation.
+    fn chosen(
+        cfg: &TrainConfig,
+        budget: u64,
+        choice: Choice,
+        s: Simulated,
+        flops: u64,
+        candidates: Vec<Candidate>,
+    ) -> Plan {
+        Plan {
+            batch: cfg.batch,
+            seq: cfg.seq_len,
+            precision: cfg.precision,
             micro_batch: choice.micro_batch,
             recompute: choice.recompute,
-            flops,
-            peak_bytes: Some(s.peak_reserved),
-            fits: Some(true),
-        }],
-    })
+            budget_bytes: budget,
+            predicted_peak_bytes: s.peak_reserved,
+            flops_per_step: flops,
+            breakdown: s.breakdown,
+            candidates,
+        }
+    }
 }
 
 /// The error for a budget nothing fits: the smallest plan's need and its parts.
