@@ -11,10 +11,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use headroom::checkpoint;
+use headroom::checkpoint::{self, CheckpointDir};
 use headroom::data::Dataset;
 use headroom::memory::{format_bytes, Budget};
-use headroom::{AdamW, Device, Gpt, GptConfig, Precision, Result, TrainConfig, Trainer};
+use headroom::{AdamW, Device, Gpt, GptConfig, Model, Precision, Result, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -71,6 +71,13 @@ fn main() -> Result<()> {
         Some(p) => Dataset::load(p)?,
         None => Dataset::bundled(),
     };
+    let model = Gpt::new(gc.clone())?;
+    // Before any weight exists: the directory takes files, has room for two
+    // checkpoints, and no other run writes it (the lock lives as long as `ck`).
+    let ck = CheckpointDir::open(
+        &dir,
+        checkpoint::estimated_bytes(model.num_params(), model.param_specs().len()),
+    )?;
     let mut device = Device::by_name(&a.backend)?;
     let budget = device.set_budget(Some(Budget::parse(&a.budget)?));
     let precision: Precision = a.precision.parse()?;
@@ -88,13 +95,10 @@ fn main() -> Result<()> {
         device.name(),
         format_bytes(budget)
     );
-    let mut trainer = Trainer::new(
-        device,
-        Gpt::new(gc.clone())?,
-        AdamW::new(gc.default_lr()),
-        cfg,
-    )?;
-    print!("{}", trainer.plan()?); // fails here, with what it would take, if nothing fits
+    // Plans before it places a weight: fails here, with what it would take,
+    // if nothing fits the budget.
+    let mut trainer = Trainer::new(device, model, AdamW::new(gc.default_lr()), cfg)?;
+    print!("{}", trainer.plan()?);
     if a.resume {
         if let Some(ck) = checkpoint::latest_valid(&dir)? {
             println!("resumed at step {}", trainer.restore(ck)?);
@@ -114,9 +118,8 @@ fn main() -> Result<()> {
         if s % a.checkpoint_every == 0 || s == steps {
             // Written to a temporary directory and renamed: a crash never
             // leaves half a checkpoint.
-            let path = dir.join(checkpoint::name_for(s));
-            bar.suspend(|| trainer.save_checkpoint(&path))?;
-            checkpoint::prune(&dir, 3)?;
+            bar.suspend(|| trainer.save_checkpoint(ck.path_for(s)))?;
+            checkpoint::prune(ck.path(), 3)?;
         }
     }
     bar.finish();
@@ -124,15 +127,19 @@ fn main() -> Result<()> {
     print!("{}", trainer.memory_stats());
     if let Some(trace) = trainer.take_memory_trace() {
         let svg = dir.join("memory-timeline.svg");
-        headroom::report::render_svg(&trace, &svg)?;
+        headroom::report::render_svg(&trace, &svg, &[])?;
         println!("memory timeline of the last step: {}", svg.display());
     }
-    println!(
-        "checkpoints in {} (rerun with --resume to continue)",
-        dir.display()
-    );
     if a.smoke && a.checkpoint_dir.is_none() {
+        // A temporary directory of its own: nothing to resume from later.
+        drop(ck);
         std::fs::remove_dir_all(&dir).ok();
+        println!("smoke run done (its temporary checkpoints are removed)");
+    } else {
+        println!(
+            "checkpoints in {} (rerun with --resume to continue)",
+            dir.display()
+        );
     }
     Ok(())
 }

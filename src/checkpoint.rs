@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -54,8 +53,8 @@ pub struct TrainState {
     pub seed: u64,
 }
 
-/// The training data a run drew batches from, recorded for reference (resume
-/// does not check it).
+/// The training data a run drew batches from; a resume on other data is
+/// refused by the CLI unless asked for (`--allow-data-change`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {
     /// The dataset's name.
@@ -162,9 +161,7 @@ fn safetensors_bytes(tensors: &[(String, &HostTensor)]) -> Result<Vec<u8>> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<FileSum> {
-    let mut f = File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))?;
+    crate::output::write_new_synced(path, bytes).map_err(io(path))?;
     Ok(FileSum {
         sha256: sha256(bytes),
         bytes: bytes.len() as u64,
@@ -172,12 +169,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<FileSum> {
 }
 
 fn sync_dir(path: &Path) -> Result<()> {
-    // Directory fsync makes the rename itself durable (a no-op where the
-    // platform does not support opening directories).
-    match File::open(path) {
-        Ok(d) => d.sync_all().or(Ok(())),
-        Err(_) => Ok(()),
-    }
+    crate::output::sync_dir(path);
+    Ok(())
 }
 
 /// Writes a checkpoint at `path` (its directory, e.g. `run/step-00000040`),
@@ -390,11 +383,19 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
     if path.join(MANIFEST_FILE).exists() {
         return load(path);
     }
-    latest_valid(path)?.ok_or_else(|| Error::NoValidCheckpoint {
+    let none = |last: &str| Error::NoValidCheckpoint {
         dir: path.to_path_buf(),
         tried: 0,
-        last: "no checkpoints there".into(),
-    })
+        last: last.into(),
+    };
+    if !path.is_dir() {
+        return Err(none(if path.exists() {
+            "it is not a directory"
+        } else {
+            "it does not exist"
+        }));
+    }
+    latest_valid(path)?.ok_or_else(|| none("no checkpoints there"))
 }
 
 /// Keeps the newest `keep` checkpoints in `dir` (at least one: the newest is
@@ -413,6 +414,139 @@ pub fn prune(dir: &Path, keep: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes one checkpoint of a model with `num_params` parameters takes on
+/// disk: f32 weights and two f32 AdamW moments, plus room for the manifest and
+/// the safetensors headers.
+pub fn estimated_bytes(num_params: usize, num_tensors: usize) -> u64 {
+    12 * num_params as u64 + 256 * num_tensors as u64 + (64 << 10)
+}
+
+/// The lock file that marks a checkpoint directory as in use by one run.
+pub const LOCK_FILE: &str = ".headroom.lock";
+
+/// A checkpoint directory this process may write: checked before the first
+/// step and locked for as long as this value lives, so a second run on the
+/// same directory fails at its start instead of overwriting this one's
+/// checkpoints mid-run.
+///
+/// The lock is an advisory `flock` on [`LOCK_FILE`], held by the open file:
+/// the kernel releases it when the process exits, however it dies, so a lock
+/// file left by a killed run is simply taken over. The file holds the holder's
+/// PID, for the error message of the run that is refused.
+#[derive(Debug)]
+pub struct CheckpointDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl CheckpointDir {
+    /// Prepares `dir` for checkpoints of `checkpoint_bytes` each (see
+    /// [`estimated_bytes`]): creates it if missing, checks it is a directory
+    /// that takes new files and has free space for two checkpoints (the old one
+    /// stays until the new one is complete), and takes its lock.
+    /// [`Error::CheckpointDir`] says which check failed and what to do.
+    pub fn open(dir: &Path, checkpoint_bytes: u64) -> Result<CheckpointDir> {
+        let bad = |why: String| Error::CheckpointDir {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        match fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(bad(
+                    "it exists and is not a directory; give a directory (it is created if missing)"
+                        .into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => fs::create_dir_all(dir).map_err(|e| {
+                bad(format!(
+                    "it cannot be created ({e}); check the path and its parent's permissions"
+                ))
+            })?,
+        }
+        crate::output::probe_writable(dir).map_err(|e| {
+            bad(format!(
+                "a file cannot be created in it ({}); check its permissions, or whether its file system is read-only or full",
+                match &e {
+                    Error::Io { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                }
+            ))
+        })?;
+        let need = 2 * checkpoint_bytes;
+        if let Ok(free) = fs4::available_space(dir) {
+            if free < need {
+                return Err(bad(format!(
+                    "{} free, and two checkpoints of this model need {} (one is kept until the next is complete); free space or choose another directory",
+                    crate::memory::format_bytes(free),
+                    crate::memory::format_bytes(need)
+                )));
+            }
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| bad(format!("its lock file cannot be opened ({e})")))?;
+        match fs4::FileExt::try_lock(&lock) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                // The holder writes its PID just after it takes the lock.
+                let mut holder = String::new();
+                for _ in 0..20 {
+                    holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                    if !holder.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                let holder = holder.trim();
+                return Err(bad(format!(
+                    "another run (PID {}) is using it; wait for that run to finish, or give this one its own directory",
+                    if holder.is_empty() { "unknown" } else { holder }
+                )));
+            }
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(bad(format!("it cannot be locked ({e})")));
+            }
+        }
+        // Ours now: record who holds it (a stale PID from a killed run is
+        // simply overwritten).
+        use std::io::{Seek, Write};
+        let pid = std::process::id().to_string();
+        lock.set_len(0)
+            .and_then(|_| lock.seek(std::io::SeekFrom::Start(0)))
+            .and_then(|_| lock.write_all(pid.as_bytes()))
+            .and_then(|_| lock.flush())
+            .map_err(|e| bad(format!("its lock file cannot be written ({e})")))?;
+        Ok(CheckpointDir {
+            path: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// How many checkpoints of `checkpoint_bytes` the free space holds now
+    /// (`None` where the platform does not say).
+    pub fn room_for(&self, checkpoint_bytes: u64) -> Option<u64> {
+        fs4::available_space(&self.path)
+            .ok()
+            .map(|free| free / checkpoint_bytes.max(1))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the checkpoint after `step` steps goes.
+    pub fn path_for(&self, step: u64) -> PathBuf {
+        self.path.join(name_for(step))
+    }
 }
 
 /// The save in progress, so a second Ctrl-C can remove its temporary directory

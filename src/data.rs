@@ -1,6 +1,8 @@
 //! Data: a byte-level tokenizer (vocab 256: any file works), a train/validation
 //! split, and deterministic random batches.
 
+use std::borrow::Cow;
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -36,13 +38,13 @@ pub enum Split {
 }
 
 /// A text held in memory as bytes (each byte a token), split into training and
-/// validation parts.
+/// validation parts. The bytes are held once: the split is an offset.
 pub struct Dataset {
     /// Where it came from, for logs and errors: the file path, or
     /// `tinyshakespeare (bundled)`.
     pub name: String,
-    train: Vec<u8>,
-    val: Vec<u8>,
+    bytes: Cow<'static, [u8]>,
+    cut: usize,
 }
 
 /// One batch: `tokens [B, T]` and `targets [B, T]` (the next token of each).
@@ -59,8 +61,47 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch of `b × t` with no token data: the planner's simulations need
+    /// only the shapes, and must not hold a batch-sized buffer.
+    pub(crate) fn shape_only(b: usize, t: usize) -> Batch {
+        Batch {
+            batch: b,
+            seq: t,
+            tokens: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// Whether this batch carries shapes only ([`Batch::shape_only`]).
+    pub(crate) fn is_shape_only(&self) -> bool {
+        self.tokens.is_empty() && self.targets.is_empty() && self.batch * self.seq > 0
+    }
+
+    /// [`Error::Shape`] unless `tokens` and `targets` each hold `batch × seq`
+    /// ids (a batch built by hand can get this wrong).
+    pub fn check(&self) -> Result<()> {
+        let n = self.batch.checked_mul(self.seq);
+        if n.is_none_or(|n| n == 0 || self.tokens.len() != n || self.targets.len() != n) {
+            return Err(Error::shape(
+                "batch",
+                format!(
+                    "a batch of {} × {} needs {} tokens and as many targets; it has {} and {}",
+                    self.batch,
+                    self.seq,
+                    n.map_or("too many".into(), |n| n.to_string()),
+                    self.tokens.len(),
+                    self.targets.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Sequences `start .. start + n` as a batch of their own.
     pub fn slice(&self, start: usize, n: usize) -> Batch {
+        if self.is_shape_only() {
+            return Batch::shape_only(n, self.seq);
+        }
         let (a, b) = (start * self.seq, (start + n) * self.seq);
         Batch {
             batch: n,
@@ -77,23 +118,59 @@ const VAL_FRACTION: f64 = 0.1;
 impl Dataset {
     /// The bundled [`TINY_SHAKESPEARE`] text.
     pub fn bundled() -> Dataset {
-        Self::from_bytes("tinyshakespeare (bundled)", TINY_SHAKESPEARE.to_vec())
+        Self::from_cow("tinyshakespeare (bundled)", Cow::Borrowed(TINY_SHAKESPEARE))
             .expect("the bundled data set is valid")
     }
 
     /// Reads the file at `path`: [`Error::Io`] if it cannot be read,
-    /// [`Error::Data`] if it holds fewer than 20 bytes.
+    /// [`Error::Data`] if it is not a regular file (a device such as
+    /// `/dev/zero` or a FIFO has no size to check and may never end), if it is
+    /// larger than half the memory available now, or if it holds fewer than
+    /// 20 bytes. Checked before anything is read.
     pub fn load(path: &Path) -> Result<Dataset> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let name = path.display().to_string();
+        let bad = |why: String| Error::Data {
+            path: name.clone(),
+            why,
+        };
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::from_bytes(&path.display().to_string(), bytes)
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            let kind = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a device, FIFO or socket has no size to check and may never end)"
+            };
+            return Err(bad(format!("it is {kind}; give a text file")));
+        }
+        let len = meta.len();
+        let available = crate::backend::cpu::host_available_bytes();
+        if len > available / 2 {
+            return Err(bad(format!(
+                "it is {}, and only {} of memory is available (a data set may take half); use a smaller file or free memory",
+                crate::memory::format_bytes(len),
+                crate::memory::format_bytes(available)
+            )));
+        }
+        // The size was checked above; `take` keeps a file that grows while it
+        // is read from going past it.
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::fs::File::open(path)
+            .and_then(|f| f.take(len).read_to_end(&mut bytes))
+            .map_err(io)?;
+        Self::from_cow(&name, Cow::Owned(bytes))
     }
 
     /// A data set named `name` from raw bytes, the last tenth held out for
     /// validation; [`Error::Data`] if there are fewer than 20 bytes.
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Dataset> {
+        Self::from_cow(name, Cow::Owned(bytes))
+    }
+
+    fn from_cow(name: &str, bytes: Cow<'static, [u8]>) -> Result<Dataset> {
         if bytes.len() < 20 {
             return Err(Error::Data {
                 path: name.to_string(),
@@ -106,8 +183,8 @@ impl Dataset {
         let cut = ((bytes.len() as f64) * (1.0 - VAL_FRACTION)) as usize;
         Ok(Dataset {
             name: name.to_string(),
-            val: bytes[cut..].to_vec(),
-            train: bytes[..cut].to_vec(),
+            bytes,
+            cut,
         })
     }
 
@@ -118,24 +195,24 @@ impl Dataset {
 
     /// Whether the training part holds no tokens.
     pub fn is_empty(&self) -> bool {
-        self.train.is_empty()
+        self.cut == 0
     }
 
     fn part(&self, split: Split) -> &[u8] {
         match split {
-            Split::Train => &self.train,
-            Split::Val => &self.val,
+            Split::Train => &self.bytes[..self.cut],
+            Split::Val => &self.bytes[self.cut..],
         }
     }
 
     /// Checks that both splits hold at least one window of `seq + 1` tokens.
     pub fn check_seq(&self, seq: usize) -> Result<()> {
-        let shortest = self.train.len().min(self.val.len());
+        let shortest = self.len(Split::Train).min(self.len(Split::Val));
         if shortest < seq + 1 {
             return Err(Error::Data {
                 path: self.name.clone(),
                 why: format!(
-                    "its smaller split has {shortest} bytes, fewer than --seq {seq} + 1; use a longer file or a shorter --seq"
+                    "its smaller split has {shortest} bytes, fewer than TrainConfig::seq_len {seq} + 1; use a longer file or a shorter TrainConfig::seq_len"
                 ),
             });
         }

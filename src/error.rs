@@ -10,7 +10,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in headroom. Each message says what went wrong
 /// and what to do; only [`Error::Internal`] means a bug in headroom itself.
-#[derive(Debug, thiserror::Error)]
+///
+/// Messages name the library's API (`TrainConfig::batch`, `Device::set_budget`);
+/// the `headroom` CLI rewrites those names into its flags (`--batch`,
+/// `--budget`). `Debug` prints the same message, so `fn main() -> Result<()>`
+/// shows a readable error.
+#[derive(thiserror::Error)]
 pub enum Error {
     /// An op was given operands whose shapes do not fit its shape rule.
     #[error("shape error in {op}: {detail}")]
@@ -52,8 +57,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A data set (or memory trace) cannot be used: too short for `--seq`, or
-    /// not parseable.
+    /// A data set cannot be used: too short for the sequence length, too large
+    /// for memory, or not a regular file.
     #[error("data set {path} is unusable: {why}")]
     Data {
         /// The data set's name or path.
@@ -62,7 +67,49 @@ pub enum Error {
         why: String,
     },
 
-    /// `--model` names no preset; pick one of `known`.
+    /// A memory trace (from `--memory-trace`) cannot be read as one.
+    #[error("memory trace {path} is unusable: {why}")]
+    BadTrace {
+        /// The trace file.
+        path: PathBuf,
+        /// What is wrong, and where a valid trace comes from.
+        why: String,
+    },
+
+    /// An output path names a file the run also reads: writing it would
+    /// destroy an input.
+    #[error("refusing to write {output} to {path}: it is the {input} this run reads; choose another path for {output}")]
+    OutputIsInput {
+        /// What would be written (a flag or API name, such as `--metrics-out`).
+        output: String,
+        /// The input it collides with (such as `--data`).
+        input: String,
+        /// The file both name.
+        path: PathBuf,
+    },
+
+    /// A checkpoint directory cannot take checkpoints: not a directory, not
+    /// writable, too little free space, or locked by another run.
+    #[error("checkpoint directory {dir} cannot be used: {why}")]
+    CheckpointDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it and what to do.
+        why: String,
+    },
+
+    /// Saving a checkpoint failed in a way the run cannot continue past.
+    #[error("saving the checkpoint of step {step} failed: {why}; {newest}")]
+    CheckpointFailed {
+        /// The step whose state could not be saved.
+        step: u64,
+        /// The underlying error.
+        why: String,
+        /// Which checkpoint is the newest valid one (or that there is none).
+        newest: String,
+    },
+
+    /// The model preset named is not one of `known`.; pick one of `known`.
     #[error("unknown model preset '{name}'; choose one of: {known}")]
     UnknownPreset {
         /// The name given.
@@ -71,7 +118,7 @@ pub enum Error {
         known: String,
     },
 
-    /// `--backend` names no backend; pick one of `known`.
+    /// The backend named is not one of `known`.
     #[error("unknown backend '{name}'; choose one of: {known}")]
     UnknownBackend {
         /// The name given.
@@ -83,7 +130,7 @@ pub enum Error {
     /// A configuration value outside its accepted range.
     #[error("invalid {what}: {why}")]
     InvalidArgument {
-        /// The setting at fault, such as `--precision` or `model config`.
+        /// The setting at fault, such as `TrainConfig::batch` or `model config`.
         what: &'static str,
         /// The value given and what is accepted.
         why: String,
@@ -114,7 +161,7 @@ pub enum Error {
     },
 
     /// The planner found no plan within the budget (before any step ran).
-    #[error("no plan fits the budget of {}: {detail}. Raise --budget to at least {}, or lower --batch / --seq.", crate::memory::format_bytes(*budget), crate::memory::format_bytes(*needed))]
+    #[error("no plan fits the budget of {}: {detail}. Raise the budget (Device::set_budget) to at least {}, or lower TrainConfig::batch / TrainConfig::seq_len.", crate::memory::format_bytes(*budget), crate::memory::format_bytes(*needed))]
     NoPlanFits {
         /// The budget in bytes.
         budget: u64,
@@ -136,7 +183,7 @@ pub enum Error {
     },
 
     /// f16 training kept overflowing until the loss scale fell below its floor.
-    #[error("step {step}: the f16 loss scale would fall to {scale} (floor {floor}): gradients overflow at every scale. Train in bf16 or f32 (--precision), or lower --lr.")]
+    #[error("step {step}: the f16 loss scale would fall to {scale} (floor {floor}): gradients overflow at every scale. Train in bf16 or f32 (TrainConfig::precision), or lower the learning rate (AdamW::lr).")]
     LossScaleFloor {
         /// The 1-based step whose overflow would have lowered the scale.
         step: u64,
@@ -158,7 +205,7 @@ pub enum Error {
 
     /// A checkpoint directory holds nothing usable: every checkpoint in `dir`
     /// failed to load, or (when a checkpoint is opened from it) there is none.
-    #[error("no valid checkpoint in {dir} ({tried} tried; last problem: {last}); start without --resume or point --checkpoint-dir elsewhere")]
+    #[error("no valid checkpoint in {dir} ({tried} tried; last problem: {last})")]
     NoValidCheckpoint {
         /// The directory searched.
         dir: PathBuf,
@@ -202,12 +249,14 @@ fn oom_message(
         None => "no budget set".to_string(),
     };
     let cached = reserved.saturating_sub(allocated);
-    let hint = if cached > requested {
-        "the cache holds enough but in pieces too small (fragmentation); free tensors sooner or lower --batch"
+    let hint = if budget.is_some_and(|x| x < crate::memory::caching::SMALL_BUFFER) {
+        "the budget is below the allocator's smallest segment of 2 MiB, so nothing can be reserved; give a budget of at least 2 MiB (Device::set_budget)"
+    } else if cached > requested {
+        "the cache holds enough but in pieces too small (fragmentation); free tensors sooner or lower TrainConfig::batch"
     } else if budget.is_some_and(|x| reserved + requested > x) {
-        "raise --budget, or lower --batch / --seq"
+        "raise the budget (Device::set_budget), or lower TrainConfig::batch / TrainConfig::seq_len"
     } else {
-        "the device itself is full: lower --batch / --seq or free memory held by other processes"
+        "the device itself is full: lower TrainConfig::batch / TrainConfig::seq_len or free memory held by other processes"
     };
     format!(
         "out of memory: tried to allocate {}; {} allocated, {} reserved but unallocated; {budget_s}; {} free on the device. Fix: {hint}.",
@@ -218,7 +267,28 @@ fn oom_message(
     )
 }
 
+impl std::fmt::Debug for Error {
+    /// The message, then its causes: what `fn main() -> Result<()>` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            write!(f, "\n  caused by: {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
 impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Shape {
             op,

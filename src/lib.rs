@@ -40,6 +40,7 @@ pub mod graph;
 pub mod memory;
 pub mod nn;
 pub mod optim;
+pub mod output;
 pub mod report;
 pub mod rng;
 pub mod scaler;

@@ -1,21 +1,23 @@
 //! The `headroom` command line.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 
-use headroom::data::{ByteTokenizer, Dataset, Split};
+use headroom::data::ByteTokenizer;
+use headroom::memory::budget::MIN_BUDGET;
 use headroom::memory::{format_bytes, Budget, Trace};
+use headroom::output::Input;
 use headroom::rng::Rng;
 use headroom::{AdamW, Device, Error, Gpt, GptConfig, Precision, Result, TrainConfig, Trainer};
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +67,9 @@ struct PlanArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// List every candidate plan, the untried ones too (the JSON always does).
+    #[arg(long)]
+    verbose: bool,
     /// Write the chosen plan's simulated memory trace here (draw it with
     /// `headroom report`): where the predicted peak comes from, before any run.
     #[arg(long)]
@@ -167,256 +172,186 @@ struct TrainArgs {
     /// Bytes to generate after training.
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
+    /// With --resume: continue on a --data file other than the one the
+    /// checkpoint was trained on (refused otherwise).
+    #[arg(long)]
+    allow_data_change: bool,
+    /// Print every candidate plan, the untried ones too.
+    #[arg(long)]
+    verbose: bool,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    quiet_wayland_probe();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Pipe(Box::new(LogWriter)))
+        .init();
     let cli = Cli::parse();
-    let r = match cli.command {
-        Command::Train(a) => train(a),
-        Command::Report(a) => report(a),
-        Command::Plan(a) => plan(a),
-        Command::Sample(a) => sample(a),
-        Command::Devices(a) => devices(a),
+    let (r, command) = match cli.command {
+        Command::Train(a) => (cli::train::train(a), "train"),
+        Command::Report(a) => (report(a), "report"),
+        Command::Plan(a) => (plan(a), "plan"),
+        Command::Sample(a) => (sample(a), "sample"),
+        Command::Devices(a) => (devices(a), "devices"),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Interrupted { .. }) => ExitCode::from(130),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", cli_message(&e, command));
             ExitCode::FAILURE
         }
     }
 }
 
-struct Metrics(Option<BufWriter<File>>);
+/// The library's errors name its API; the CLI's user knows the flags.
+const FLAGS: &[(&str, &str)] = &[
+    ("TrainConfig::batch", "--batch"),
+    ("TrainConfig::seq_len", "--seq"),
+    ("TrainConfig::steps", "--steps"),
+    ("TrainConfig::precision", "--precision"),
+    ("AdamW::lr", "--lr"),
+    ("Device::set_budget", "--budget"),
+    ("Device::by_name", "--backend"),
+    ("report step", "--step"),
+];
 
-impl Metrics {
-    /// Creates the metrics file, or appends to it when a run resumes.
-    fn open(path: Option<&PathBuf>, append: bool) -> Result<Metrics> {
-        Ok(Metrics(match path {
-            Some(p) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .append(append)
-                    .truncate(!append)
-                    .open(p)
-                    .map_err(|source| Error::Io {
-                        path: p.clone(),
-                        source,
-                    })?;
-                Some(BufWriter::new(f))
-            }
-            None => None,
-        }))
+/// An error as the CLI prints it: flags for API names, and advice for the
+/// command that failed.
+fn cli_message(e: &Error, command: &str) -> String {
+    let mut msg = e.to_string();
+    for (api, flag) in FLAGS {
+        msg = msg.replace(api, flag);
     }
-    fn line(&mut self, v: serde_json::Value) -> Result<()> {
-        if let Some(w) = &mut self.0 {
-            writeln!(w, "{v}")
-                .and_then(|_| w.flush())
-                .map_err(|source| Error::Io {
-                    path: "--metrics-out".into(),
-                    source,
-                })?;
+    let advice = match (e, command) {
+        (Error::NoValidCheckpoint { .. }, "sample") => {
+            "; give --checkpoint a checkpoint directory (step-NNNNNNNN) or the --checkpoint-dir of a run"
         }
-        Ok(())
+        (Error::BadTrace { .. }, "report") => "; give `headroom report` the file a --memory-trace wrote",
+        _ => "",
+    };
+    msg + advice
+}
+
+/// The progress bar that log lines must not tear, while one is drawn.
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Sends log lines through `bar` (hidden while a line prints), or straight to
+/// stderr when `None`.
+fn log_through(bar: Option<ProgressBar>) {
+    if let Ok(mut b) = BAR.lock() {
+        *b = bar;
     }
 }
 
-fn train(a: TrainArgs) -> Result<()> {
-    let config = GptConfig::preset(&a.model)?;
-    let data = match &a.data {
-        Some(p) => Dataset::load(p)?,
-        None => Dataset::bundled(),
-    };
-    let seq = a.seq.unwrap_or(config.block_size);
-    let precision: Precision = a.precision.parse()?;
-    let mut cfg = TrainConfig {
-        batch: a.batch,
-        seq_len: seq,
-        steps: a.steps,
-        seed: a.seed,
-        precision,
-        ..TrainConfig::default()
-    };
-    cfg.validate(config.block_size)?;
-    data.check_seq(seq)?;
-    let lr = a.lr.unwrap_or(config.default_lr());
-    let budget = Budget::parse(a.budget.as_deref().unwrap_or("90%"))?;
-    let mut device = Device::by_name(&a.backend)?;
-    let budget_bytes = device.set_budget(Some(budget));
-    cfg.precision = precision.resolve(device.preferred_low_precision());
-    cfg.workspace_bytes = device.workspace_bytes();
-    log::info!("memory budget {} ({budget})", format_bytes(budget_bytes));
-    if a.memory_trace.is_some() {
-        device.start_trace();
+/// env_logger's output: each record on a line of its own, above the bar.
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
     }
-    let model = Gpt::new(config.clone())?;
-    let opt = AdamW::new(lr);
-    // Planned before any weight exists: a budget nothing fits fails here, with
-    // what it would take.
-    let plan = headroom::schedule::plan(&model, opt, &cfg, budget_bytes, &[])?;
-    print!("{plan}");
-    log::info!(
-        "model {} ({} parameters) on {}, data {} ({} train / {} val bytes)",
-        a.model,
-        model.num_params(),
-        device.name(),
-        data.name,
-        data.len(Split::Train),
-        data.len(Split::Val)
-    );
-    let mut trainer = Trainer::new(device, model, opt, cfg)?;
-    trainer.use_plan(plan);
-    if a.resume {
-        let dir = a.checkpoint_dir.as_ref().ok_or_else(|| {
-            Error::invalid("--resume", "needs --checkpoint-dir DIR to resume from")
-        })?;
-        match headroom::checkpoint::latest_valid(dir)? {
-            Some(ck) => {
-                let path = ck.path.clone();
-                let s = trainer.restore(ck)?;
-                log::info!("resumed from {} (step {s})", path.display());
-            }
-            None => log::info!(
-                "no checkpoint in {} yet: starting from step 0",
-                dir.display()
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Probing wgpu adapters loads Mesa's window-system code, whose Wayland client
+/// prints "XDG_RUNTIME_DIR is invalid or not set" on every command when the
+/// variable is missing (a server, a container, CI). Compute needs no display:
+/// point it at a private directory of our own. Done first in `main`, before
+/// any thread exists to race the environment.
+fn quiet_wayland_probe() {
+    if !cfg!(target_os = "linux")
+        || std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_dir())
+    {
+        return;
+    }
+    let Some(uid) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        })
+    else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("headroom-runtime-{uid}"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        // Only a directory that is ours and private, as Wayland requires.
+        let ok = std::fs::symlink_metadata(&dir).is_ok_and(|m| {
+            m.is_dir() && m.uid().to_string() == uid && m.permissions().mode() & 0o077 == 0
+        });
+        if ok {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
+}
+
+/// Budgets the device with `--budget`: below the allocator's smallest segment
+/// is an error that says why; above the device's memory, a warning.
+fn resolve_budget(device: &mut Device, text: &str) -> Result<u64> {
+    let budget = Budget::parse(text)?;
+    let total = device.total_memory();
+    let bytes = budget.resolve(total);
+    if bytes < MIN_BUDGET {
+        return Err(Error::invalid(
+            "--budget",
+            format!(
+                "{budget} of {} is {}, below the allocator's smallest segment of 2 MiB: nothing could be reserved; give a larger budget",
+                device.name(),
+                format_bytes(bytes)
             ),
-        }
+        ));
     }
-    let mut metrics = Metrics::open(a.metrics_out.as_ref(), a.resume)?;
-    let interrupted = install_ctrl_c()?;
-    let save = |trainer: &mut Trainer<Gpt>| -> Result<()> {
-        if let Some(dir) = &a.checkpoint_dir {
-            let path = dir.join(headroom::checkpoint::name_for(trainer.steps_done()));
-            trainer.save_checkpoint(&path)?;
-            headroom::checkpoint::prune(dir, a.keep_checkpoints)?;
-            log::info!("saved checkpoint {}", path.display());
-        }
-        Ok(())
-    };
-
-    let first = trainer.steps_done() + 1;
-    let bar = ProgressBar::new(a.steps);
-    bar.set_position(first - 1);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .expect("static template"),
-    );
-    let start = Instant::now();
-    let mut tokens = 0usize;
-    let mut last_val = None;
-    for s in first..=a.steps {
-        if interrupted.load(Ordering::SeqCst) {
-            bar.finish_and_clear();
-            save(&mut trainer)?;
-            let how = match &a.checkpoint_dir {
-                Some(d) => format!(
-                    "resume with the same command plus --resume (checkpoint in {})",
-                    d.display()
-                ),
-                None => "nothing was saved: pass --checkpoint-dir DIR to keep the state".into(),
-            };
-            eprintln!("interrupted after step {}; {how}", trainer.steps_done());
-            return Err(Error::Interrupted {
-                step: trainer.steps_done(),
-            });
-        }
-        let batch = trainer.next_batch(&data)?;
-        let r = trainer.step(&batch)?;
-        tokens += a.batch * seq;
-        bar.set_message(format!("loss {:.4}  {:.0} tok/s", r.loss, r.tokens_per_s));
-        bar.inc(1);
-        metrics.line(json!({
-            "step": r.step, "loss": r.loss, "lr": r.lr, "tokens_per_s": r.tokens_per_s,
-            "grad_norm": r.grad_norm, "skipped": r.skipped,
-            "allocated_bytes": r.memory.allocated_bytes,
-            "reserved_bytes": r.memory.reserved_bytes,
-            "peak_allocated_bytes": r.memory.peak_allocated_bytes,
-            "peak_reserved_bytes": r.memory.peak_reserved_bytes,
-            "micro_batch": r.micro_batch,
-            "recompute": r.recompute.to_string(),
-            "predicted_peak_bytes": r.predicted_peak_bytes,
-            "recoveries": r.recoveries,
-            "precision": r.precision.to_string(),
-            "loss_scale": r.loss_scale,
-        }))?;
-        if (a.eval_every > 0 && s % a.eval_every == 0) || s == a.steps {
-            let v = trainer.eval_loss(&data)?;
-            bar.suspend(|| log::info!("step {s}: train loss {:.4}, val loss {v:.4}", r.loss));
-            metrics.line(json!({"step": s, "val_loss": v}))?;
-            last_val = Some(v);
-        }
-        if a.checkpoint_every > 0 && s % a.checkpoint_every == 0 && s != a.steps {
-            bar.suspend(|| save(&mut trainer))?;
-        }
+    if bytes > total {
+        log::warn!(
+            "the budget {} is more than the {} memory of {}: the device, not the budget, will be the limit",
+            format_bytes(bytes),
+            format_bytes(total),
+            device.name()
+        );
     }
-    save(&mut trainer)?;
-    bar.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
-    let mem = trainer.memory_stats();
-    println!(
-        "trained {} steps in {secs:.1} s ({:.0} tokens/s, {}); final val loss {:.4}; {} steps skipped, {} out-of-memory recoveries",
-        a.steps,
-        tokens as f64 / secs,
-        trainer.precision(),
-        last_val.unwrap_or(f64::NAN),
-        trainer.skipped_steps(),
-        trainer.recoveries(),
-    );
-    print!("{mem}");
-    if let Some(path) = &a.memory_trace {
-        let trace = trainer
-            .take_memory_trace()
-            .ok_or_else(|| Error::Internal("the memory trace was not started".into()))?;
-        println!("{}", save_trace(&trace, path, "memory trace")?);
-    }
-    if a.sample_tokens > 0 {
-        let mut srng = Rng::fork(a.seed, "sample");
-        let ids = trainer.generate(
-            &ByteTokenizer::encode(b"\n"),
-            a.sample_tokens,
-            0.8,
-            &mut srng,
-        )?;
-        println!("--- sample ---\n{}", ByteTokenizer::decode(&ids));
-    }
-    Ok(())
+    device.set_budget(Some(budget));
+    Ok(bytes)
 }
 
-/// Writes `trace` as JSON (atomically) and says where, and how to draw it.
-fn save_trace(trace: &Trace, path: &std::path::Path, what: &str) -> Result<String> {
+/// The plan as the CLI prints it: the candidates that decided it, or with
+/// `--verbose` every one.
+fn plan_text(plan: &headroom::schedule::Plan, verbose: bool) -> String {
+    match verbose {
+        true => format!("{plan:#}"),
+        false => plan
+            .to_string()
+            .replace("{:#} lists them", "--verbose lists them"),
+    }
+}
+
+/// Writes `trace` as JSON and says where, and how to draw it.
+fn save_trace(trace: &Trace, path: &Path, what: &str, inputs: &[Input]) -> Result<String> {
     let json = serde_json::to_vec(trace).map_err(|e| Error::Internal(e.to_string()))?;
-    write_atomic(path, &json)?;
+    headroom::output::write(path, what, &json, inputs)?;
     Ok(format!(
-        "{what}: {} ({} events); draw it with `headroom report {}`",
+        "memory trace: {} ({} events); draw it with `headroom report {}`",
         path.display(),
         trace.events.len(),
         path.display()
     ))
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place:
-/// a reader never sees half a file.
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
-}
-
 fn report(a: ReportArgs) -> Result<()> {
     let trace = headroom::report::select_step(&Trace::load(&a.trace)?, a.step)?;
-    let an = headroom::report::render_svg(&trace, &a.out)?;
+    let inputs = [Input::new("memory trace being reported", &a.trace)];
+    let an = headroom::report::render_svg(&trace, &a.out, &inputs)?;
     println!(
         "wrote {}: {} events, peak allocated {} ({}), peak reserved {}",
         a.out.display(),
@@ -450,9 +385,11 @@ fn plan(a: PlanArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     cfg.validate(config.block_size)?;
-    let budget = Budget::parse(&a.budget)?;
-    let total = device.total_memory();
-    let budget_bytes = budget.resolve(total);
+    let mut device = device;
+    let budget_bytes = resolve_budget(&mut device, &a.budget)?;
+    if let Some(p) = &a.memory_trace {
+        headroom::output::preflight(p, "--memory-trace", &[])?;
+    }
     let model = Gpt::new(config.clone())?;
     let opt = AdamW::new(config.default_lr());
     let start = Instant::now();
@@ -471,7 +408,8 @@ fn plan(a: PlanArgs) -> Result<()> {
             Some(budget_bytes),
         )?;
         // stderr: stdout may be the --json answer.
-        eprintln!("{}", save_trace(&trace, path, "simulated memory trace")?);
+        let line = save_trace(&trace, path, "--memory-trace", &[])?;
+        eprintln!("simulated {line}");
     }
     match (r, a.json) {
         (Ok(p), true) => {
@@ -485,7 +423,7 @@ fn plan(a: PlanArgs) -> Result<()> {
         }
         (Ok(p), false) => {
             println!("{} ({} parameters)", a.model, model.num_params());
-            print!("{p}");
+            print!("{}", plan_text(&p, a.verbose));
             println!("planned in {:.0} ms (simulation only)", secs * 1e3);
             Ok(())
         }
@@ -502,25 +440,6 @@ fn plan(a: PlanArgs) -> Result<()> {
         }
         (Err(e), _) => Err(e),
     }
-}
-
-/// First Ctrl-C: finish the step, save, exit. Second: stop at once, removing the
-/// temporary directory of a save in progress so nothing partial stays behind.
-fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            headroom::checkpoint::in_progress::abandon();
-            eprintln!("\nsecond Ctrl-C: stopping now");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\nCtrl-C: finishing this step, then saving and exiting (Ctrl-C again to stop at once)"
-        );
-    })
-    .map_err(|e| Error::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
-    Ok(flag)
 }
 
 fn sample(a: SampleArgs) -> Result<()> {

@@ -10,6 +10,7 @@ use plotters::prelude::*;
 use crate::error::{Error, Result};
 use crate::memory::format_bytes;
 use crate::memory::timeline::{EventKind, MemPhase, Trace};
+use crate::output::Input;
 
 /// A tensor live at the peak.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,7 +117,7 @@ pub fn select_step(trace: &Trace, step: Option<u64>) -> Result<Trace> {
         if t.events.is_empty() {
             let last = trace.events.last().map_or(0, |e| e.step);
             return Err(Error::invalid(
-                "--step",
+                "report step",
                 format!("the trace has no events for step {s}; it covers steps 0..={last}"),
             ));
         }
@@ -124,8 +125,17 @@ pub fn select_step(trace: &Trace, step: Option<u64>) -> Result<Trace> {
     Ok(t)
 }
 
-/// Draws the timeline of `trace` into an SVG file at `out`.
-pub fn render_svg(trace: &Trace, out: &Path) -> Result<Analysis> {
+/// Draws the timeline of `trace` into an SVG file at `out`, written by
+/// [`crate::output::write`]: never over one of `inputs` (the trace itself,
+/// say), through a symlink, atomically.
+pub fn render_svg(trace: &Trace, out: &Path, inputs: &[Input]) -> Result<Analysis> {
+    let (svg, a) = svg(trace)?;
+    crate::output::write(out, "the report", svg.as_bytes(), inputs)?;
+    Ok(a)
+}
+
+/// The timeline of `trace` as SVG text, and what [`analyze`] found in it.
+pub fn svg(trace: &Trace) -> Result<(String, Analysis)> {
     if trace.events.is_empty() {
         return Err(Error::invalid("trace", "it holds no events"));
     }
@@ -142,10 +152,9 @@ pub fn render_svg(trace: &Trace, out: &Path) -> Result<Analysis> {
         * 1.1
         + 1e-3;
 
-    // Written to a temporary name and renamed: never a half-written SVG.
-    let tmp = out.with_extension("svg.tmp");
+    let mut text = String::new();
     {
-        let root = SVGBackend::new(&tmp, (1200, 720)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut text, (1200, 720)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let (upper, lower) = root.split_vertically(520);
         let mut chart = ChartBuilder::on(&upper)
@@ -272,9 +281,5 @@ pub fn render_svg(trace: &Trace, out: &Path) -> Result<Analysis> {
         }
         root.present().map_err(draw_err)?;
     }
-    std::fs::rename(&tmp, out).map_err(|source| Error::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    Ok(a)
+    Ok((text, a))
 }

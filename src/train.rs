@@ -26,6 +26,18 @@ use std::path::Path;
 /// Re-plans one step may make before giving up.
 const MAX_RECOVERIES: u32 = 8;
 
+/// The most tokens one step may hold (2^31). GPT-2's largest published step is
+/// 2^19 tokens; a step past this is a typo, and its token and target batches
+/// alone would need 16 GiB of host memory.
+pub const MAX_TOKENS_PER_STEP: usize = 1 << 31;
+
+/// Fragmentation above this share of reserved memory, wasting more than this
+/// share of the budget, is worth a warning...
+const FRAGMENTATION_WARN: f64 = 0.10;
+/// ...once it has lasted this many steps in a row (the first steps grow the
+/// cache and are often fragmented for a moment).
+const FRAGMENTATION_STEPS: u32 = 5;
+
 /// What to train and how: the batch, the run's length and schedule, precision.
 /// Memory decisions (micro-batch, recompute) are the planner's, not set here.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,29 +83,69 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// [`Error::InvalidArgument`] naming the flag, for a zero batch, sequence,
-    /// step count or eval batch count, or a sequence longer than `block_size`.
+    /// [`Error::InvalidArgument`] naming the setting, for a zero batch,
+    /// sequence, step count or eval batch count, a sequence longer than
+    /// `block_size`, or a step of more than [`MAX_TOKENS_PER_STEP`] tokens.
     pub fn validate(&self, block_size: usize) -> Result<()> {
         if self.batch == 0 {
-            return Err(Error::invalid("--batch", "must be at least 1"));
+            return Err(Error::invalid("TrainConfig::batch", "must be at least 1"));
         }
         if self.seq_len == 0 {
-            return Err(Error::invalid("--seq", "must be at least 1"));
+            return Err(Error::invalid("TrainConfig::seq_len", "must be at least 1"));
         }
         if self.seq_len > block_size {
             return Err(Error::invalid(
-                "--seq",
+                "TrainConfig::seq_len",
                 format!(
-                    "{} is longer than the model's context of {block_size} tokens; use --seq {block_size} or less",
+                    "{} is longer than the model's context of {block_size} tokens; use TrainConfig::seq_len {block_size} or less",
                     self.seq_len
                 ),
             ));
         }
+        let tokens = self.batch.checked_mul(self.seq_len);
+        if tokens.is_none_or(|n| n > MAX_TOKENS_PER_STEP) {
+            return Err(Error::invalid(
+                "TrainConfig::batch",
+                format!(
+                    "{} sequences × {} tokens is more than the {MAX_TOKENS_PER_STEP} tokens a step may hold (2^31; GPT-2 trained on 2^19 per step); lower TrainConfig::batch",
+                    self.batch, self.seq_len
+                ),
+            ));
+        }
         if self.steps == 0 {
-            return Err(Error::invalid("--steps", "must be at least 1"));
+            return Err(Error::invalid("TrainConfig::steps", "must be at least 1"));
         }
         if self.eval_batches == 0 {
             return Err(Error::invalid("eval_batches", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Host bytes one batch of this shape takes while a step runs: tokens and
+    /// targets (i32 each), and the copy the micro-batch being uploaded makes.
+    pub fn host_batch_bytes(&self) -> u64 {
+        (self.batch as u64)
+            .saturating_mul(self.seq_len as u64)
+            .saturating_mul(16)
+    }
+
+    /// [`Error::InvalidArgument`] when one batch would not fit in half the host
+    /// memory available now: checked before any weight is placed, so a typo in
+    /// the batch size fails at once instead of when the allocator aborts.
+    pub fn check_host_memory(&self) -> Result<()> {
+        let need = self.host_batch_bytes();
+        let available = crate::backend::cpu::host_available_bytes();
+        if need > available / 2 {
+            return Err(Error::invalid(
+                "TrainConfig::batch",
+                format!(
+                    "a batch of {} × {} tokens takes {} of host memory, and {} is available; lower TrainConfig::batch",
+                    self.batch,
+                    self.seq_len,
+                    format_bytes(need),
+                    format_bytes(available)
+                ),
+            ));
         }
         Ok(())
     }
@@ -180,7 +232,8 @@ pub struct Trainer<M: Model> {
     /// A fixed plan (simulations, tests): no planning, no recovery.
     forced: Option<Choice>,
     recoveries: u64,
-    fragmentation_warned: bool,
+    /// Steps in a row with fragmentation over the warning level.
+    fragmented_steps: u32,
     scaler: Option<LossScaler>,
     skipped_steps: u64,
     /// Test hook: write inf into a gradient of the next step.
@@ -325,7 +378,7 @@ impl<M: Model> Trainer<M> {
                 return Err(Error::Unsupported {
                     backend: device.name(),
                     what: format!("{} training", cfg.precision),
-                    hint: "use --precision f32 or auto",
+                    hint: "use TrainConfig::precision f32 or auto",
                 });
             }
         }
@@ -334,7 +387,7 @@ impl<M: Model> Trainer<M> {
         cfg.workspace_bytes = cfg.workspace_bytes.max(device.workspace_bytes());
         if !(opt.lr.is_finite() && opt.lr > 0.0) {
             return Err(Error::invalid(
-                "--lr",
+                "AdamW::lr",
                 format!("{} must be a positive number", opt.lr),
             ));
         }
@@ -346,6 +399,20 @@ impl<M: Model> Trainer<M> {
             min_ratio: cfg.min_lr_ratio,
         };
         let init = !device.is_simulated();
+        // Planned before any weight exists: a budget no plan fits is a
+        // NoPlanFits with the breakdown, not an OutOfMemory from an upload.
+        let plan = match forced {
+            Some(_) => None,
+            None => {
+                if init {
+                    cfg.check_host_memory()?;
+                }
+                let budget = device
+                    .budget_bytes()
+                    .unwrap_or_else(|| device.total_memory());
+                Some(planner::plan(&model, opt, &cfg, budget, &[])?)
+            }
+        };
         let mut rng = Rng::fork(cfg.seed, "init");
         let mut params = Vec::new();
         let place = |device: &mut Device, spec: &ParamSpec, h: Option<HostTensor>, tag: Tag| {
@@ -391,10 +458,10 @@ impl<M: Model> Trainer<M> {
             step: 0,
             graphs: HashMap::new(),
             programs: HashMap::new(),
-            plan: None,
+            plan,
             forced,
             recoveries: 0,
-            fragmentation_warned: false,
+            fragmented_steps: 0,
             scaler,
             skipped_steps: 0,
             inject_overflow: false,
@@ -470,7 +537,7 @@ impl<M: Model> Trainer<M> {
         }
         if m.precision != self.cfg.precision {
             return Err(mismatch(format!(
-                "it was trained in {}, this run is {}; pass --precision {}",
+                "it was trained in {}, this run is {}; set TrainConfig::precision {}",
                 m.precision, self.cfg.precision, m.precision
             )));
         }
@@ -503,7 +570,7 @@ impl<M: Model> Trainer<M> {
             );
         }
         if m.schedule != self.schedule {
-            log::warn!("the learning-rate schedule differs from the checkpoint's (--lr or --steps changed); using this run's");
+            log::warn!("the learning-rate schedule differs from the checkpoint's (AdamW::lr or TrainConfig::steps changed); using this run's");
         }
         for p in &self.params {
             let (mm, vv) = &ck.moments[&p.spec.name];
@@ -718,13 +785,14 @@ impl<M: Model> Trainer<M> {
         self.device
             .set_tag(Tag::new(MemPhase::Data, "upload", TensorKind::Data));
         let shape = Shape::new(&[sub.batch, sub.seq]);
-        let tokens = self
-            .device
-            .upload(&HostTensor::from_i32(shape.clone(), &sub.tokens)?)?;
+        // A simulation's batch is shapes only: the tensors are sizes, not data.
+        let ids = |device: &mut Device, v: &[i32]| match v.is_empty() {
+            true => device.alloc(shape.clone(), DType::I32),
+            false => device.upload(&HostTensor::from_i32(shape.clone(), v)?),
+        };
+        let tokens = ids(&mut self.device, &sub.tokens)?;
         let targets = match tr.targets {
-            Some(_) => match HostTensor::from_i32(shape, &sub.targets)
-                .and_then(|h| self.device.upload(&h))
-            {
+            Some(_) => match ids(&mut self.device, &sub.targets) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     self.device.free(tokens);
@@ -819,6 +887,7 @@ impl<M: Model> Trainer<M> {
     /// inside it the trainer re-plans for the memory really available and re-runs
     /// the failed micro-batch; gradients of earlier micro-batches stay.
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
+        self.check_batch(batch)?;
         let start = Instant::now();
         self.device.set_step(self.step + 1);
         let b = batch.batch;
@@ -898,7 +967,7 @@ impl<M: Model> Trainer<M> {
             let why = if self.scaler.is_some() {
                 "f16 overflow; the loss scaler adjusts"
             } else {
-                "the run may be diverging: lower --lr"
+                "the run may be diverging: lower AdamW::lr"
             };
             log::warn!(
                 "step {}: loss {loss} / gradient norm {norm} is not finite; update skipped ({why})",
@@ -944,6 +1013,14 @@ impl<M: Model> Trainer<M> {
             loss_scale: scale,
             memory,
         })
+    }
+
+    /// A batch with data of its own shape; shapes only on a simulated device.
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
+        if batch.is_shape_only() && self.device.is_simulated() {
+            return Ok(());
+        }
+        batch.check()
     }
 
     /// Writes inf into the first element of the first gradient.
@@ -1023,22 +1100,37 @@ impl<M: Model> Trainer<M> {
         Ok(c)
     }
 
-    /// PyTorch users learn to watch for "cached ≫ allocated"; say it once, here.
+    /// PyTorch users learn to watch for "cached ≫ allocated"; say it once, when
+    /// it has lasted [`FRAGMENTATION_STEPS`] steps and wastes a real share of
+    /// the budget: a few cached MiB under a budget of GiB cost nothing.
     fn warn_fragmentation(&mut self, m: &MemoryStats) {
-        let f = m.fragmentation();
-        if f > 0.10 && !self.fragmentation_warned && !self.device.is_simulated() {
-            self.fragmentation_warned = true;
+        if self.device.is_simulated() || self.fragmented_steps > FRAGMENTATION_STEPS {
+            return;
+        }
+        let wasted = m.peak_reserved_bytes.saturating_sub(m.peak_allocated_bytes);
+        let budget = self.plan_budget();
+        if !costly_fragmentation(m, budget) {
+            self.fragmented_steps = 0;
+            return;
+        }
+        self.fragmented_steps += 1;
+        if self.fragmented_steps == FRAGMENTATION_STEPS {
+            // Past the limit: never again in this run.
+            self.fragmented_steps = FRAGMENTATION_STEPS + 1;
             log::warn!(
-                "memory fragmentation {:.0}%: peak reserved {} for a peak of {} allocated; the difference is cached segments no tensor could use. The caching allocator keeps them for reuse; they count against the budget.",
-                100.0 * f,
+                "memory fragmentation {:.0}% for {FRAGMENTATION_STEPS} steps: peak reserved {} for a peak of {} allocated, {} of the {} budget in cached segments no tensor could use. The caching allocator keeps them for reuse; they count against the budget.",
+                100.0 * m.fragmentation(),
                 format_bytes(m.peak_reserved_bytes),
-                format_bytes(m.peak_allocated_bytes)
+                format_bytes(m.peak_allocated_bytes),
+                format_bytes(wasted),
+                format_bytes(budget)
             );
         }
     }
 
     /// Mean loss on one batch (in planned micro-batches) without touching any state.
     pub fn loss(&mut self, batch: &Batch) -> Result<f32> {
+        self.check_batch(batch)?;
         let choice = self.ensure_plan(batch.batch, batch.seq)?;
         let mb = choice.micro_batch;
         let mut loss = 0f64;
@@ -1134,5 +1226,35 @@ fn describe_diff(saved: &serde_json::Value, mine: &serde_json::Value) -> String 
             format!("the model differs: {}", diffs.join(", "))
         }
         _ => format!("the model differs: {saved} there, {mine} here"),
+    }
+}
+
+/// Whether the cache's unused part is worth a warning: over
+/// [`FRAGMENTATION_WARN`] of what is reserved *and* of the budget.
+fn costly_fragmentation(m: &MemoryStats, budget: u64) -> bool {
+    let wasted = m.peak_reserved_bytes.saturating_sub(m.peak_allocated_bytes);
+    m.fragmentation() > FRAGMENTATION_WARN && wasted as f64 > FRAGMENTATION_WARN * budget as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(allocated_mib: u64, reserved_mib: u64) -> MemoryStats {
+        MemoryStats {
+            peak_allocated_bytes: allocated_mib << 20,
+            peak_reserved_bytes: reserved_mib << 20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fragmentation_warns_only_when_it_costs_budget() {
+        // The default tiny run: 31% of 56 MiB is cached, under a 21 GiB budget.
+        assert!(!costly_fragmentation(&stats(39, 56), 21 << 30));
+        // The same share under a 64 MiB budget is a fifth of it.
+        assert!(costly_fragmentation(&stats(39, 56), 64 << 20));
+        // Little fragmentation, tight budget: nothing to say.
+        assert!(!costly_fragmentation(&stats(55, 56), 56 << 20));
     }
 }

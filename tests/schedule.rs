@@ -228,7 +228,11 @@ fn nothing_fits_is_a_typed_error_naming_the_budget_that_would() {
         panic!("expected NoPlanFits, got {e:?}")
     };
     assert!(needed > 1 << 20);
-    assert!(e.to_string().contains("Raise --budget to at least"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("Raise the budget (Device::set_budget) to at least"),
+        "{e}"
+    );
     // The budget it names does work.
     let p = plan(&model, AdamW::new(1e-3), &c, needed, &[]).unwrap();
     assert!(p.predicted_peak_bytes <= needed);

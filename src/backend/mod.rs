@@ -198,7 +198,7 @@ impl Device {
         Self::wgpu_adapter(true)?.ok_or_else(|| Error::Unsupported {
             backend: "wgpu",
             what: "this machine: wgpu found no adapter".into(),
-            hint: "install a Vulkan driver (for CPUs: apt-get install mesa-vulkan-drivers) or use --backend cpu",
+            hint: "install a Vulkan driver (for CPUs: apt-get install mesa-vulkan-drivers) or use the cpu backend (Device::by_name)",
         })
     }
 
@@ -275,7 +275,7 @@ impl Device {
             return Err(Error::Unsupported {
                 backend: self.backend.name(),
                 what: format!("{dtype} tensors"),
-                hint: "use another --precision or the cpu backend",
+                hint: "use another TrainConfig::precision or the cpu backend",
             });
         }
         let block = self.memory.alloc(shape.byte_size(dtype))?;

@@ -75,7 +75,7 @@ impl FromStr for Precision {
             "f16" | "fp16" => Ok(Precision::F16),
             "auto" => Ok(Precision::Auto),
             _ => Err(Error::invalid(
-                "--precision",
+                "TrainConfig::precision",
                 format!("'{s}'; choose f32, bf16, f16 or auto"),
             )),
         }

@@ -146,25 +146,30 @@ pub struct Trace {
 pub const TRACE_FORMAT: &str = "headroom-memory-trace-1";
 
 impl Trace {
-    /// Reads a trace written by `headroom train --memory-trace FILE`. Fails
-    /// with [`Error::Io`] when the file cannot be read, and [`Error::Data`] when
-    /// it is not a trace or its format is not [`TRACE_FORMAT`].
+    /// Reads a trace written by `headroom train --memory-trace FILE` (or
+    /// `headroom plan --memory-trace`). Fails with [`Error::Io`] when the file
+    /// cannot be read, and [`Error::BadTrace`] when it is not a trace or its
+    /// format is not [`TRACE_FORMAT`].
     pub fn load(path: &std::path::Path) -> Result<Trace> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let bad = |why: String| Error::BadTrace {
             path: path.to_path_buf(),
-            source,
-        })?;
-        let t: Trace = serde_json::from_str(&text).map_err(|e| Error::Data {
-            path: path.display().to_string(),
-            why: format!(
-                "not a memory trace ({e}); write one with `headroom train --memory-trace FILE`"
-            ),
+            why,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(bad("it is not a regular file".into()));
+        }
+        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let t: Trace = serde_json::from_slice(&text).map_err(|e| {
+            bad(format!(
+                "it is not a memory trace ({e}); write one with `headroom train --memory-trace FILE` or `headroom plan --memory-trace FILE`"
+            ))
         })?;
         if t.format != TRACE_FORMAT {
-            return Err(Error::Data {
-                path: path.display().to_string(),
-                why: format!("trace format '{}' is not '{TRACE_FORMAT}'", t.format),
-            });
+            return Err(bad(format!(
+                "its format '{}' is not '{TRACE_FORMAT}' (written by another version of headroom?)",
+                t.format
+            )));
         }
         Ok(t)
     }

@@ -194,7 +194,7 @@ impl Model for Gpt {
             return Err(Error::invalid(
                 "sequence length",
                 format!(
-                    "{t} tokens exceed the model's context of {}; lower --seq",
+                    "{t} tokens exceed the model's context of {}; lower TrainConfig::seq_len",
                     self.config.block_size
                 ),
             ));

@@ -106,7 +106,9 @@ pub struct Candidate {
 }
 
 /// The planner's decision for one step shape under a budget, with the
-/// candidates it weighed; `Display` prints them as a table.
+/// candidates it weighed. `Display` prints the candidates that were simulated
+/// (those that decided it) as a table; the alternate form (`{:#}`) lists every
+/// candidate, the untried ones too.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// Sequences per optimizer step.
@@ -157,7 +159,13 @@ impl fmt::Display for Plan {
             "  {:>11}  {:<16} {:>12}  {:>14}  fits",
             "micro-batch", "recompute", "GFLOP/step", "peak"
         )?;
+        // The candidates that decided the plan are those simulated; the rest
+        // cost more and were never tried. `{:#}` lists them all.
+        let untried = self.candidates.iter().filter(|c| c.fits.is_none()).count();
         for c in &self.candidates {
+            if c.fits.is_none() && !f.alternate() {
+                continue;
+            }
             let chosen = c.micro_batch == self.micro_batch && c.recompute == self.recompute;
             writeln!(
                 f,
@@ -172,6 +180,12 @@ impl fmt::Display for Plan {
                     Some(false) => "no",
                     None => "(not tried)",
                 }
+            )?;
+        }
+        if untried > 0 && !f.alternate() {
+            writeln!(
+                f,
+                "  ({untried} costlier candidates not simulated; {{:#}} lists them)"
             )?;
         }
         writeln!(
@@ -199,15 +213,6 @@ pub struct Simulated {
     pub peak_allocated: u64,
     /// What memory held when allocated bytes first peaked, plus the slack.
     pub breakdown: Breakdown,
-}
-
-fn zero_batch(b: usize, t: usize) -> Batch {
-    Batch {
-        batch: b,
-        seq: t,
-        tokens: vec![0; b * t],
-        targets: vec![0; b * t],
-    }
 }
 
 /// Runs setup, a step, an evaluation and a second step (the warm cache) of
@@ -259,7 +264,7 @@ fn run_simulation(
     dev.set_budget(budget.map(Budget::Bytes));
     dev.start_trace();
     let mut t = Trainer::with_plan(dev, model, opt, cfg.clone(), choice)?;
-    let batch = zero_batch(cfg.batch, cfg.seq_len);
+    let batch = Batch::shape_only(cfg.batch, cfg.seq_len);
     t.step(&batch)?;
     t.loss(&batch)?;
     t.step(&batch)?;

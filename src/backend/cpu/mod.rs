@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-pub use memory::CpuMemory;
+pub use memory::{host_available_bytes, CpuMemory};
 
 use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::{Error, Result};

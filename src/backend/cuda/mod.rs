@@ -43,7 +43,7 @@ fn unavailable(what: impl Into<String>) -> Error {
     Error::Unsupported {
         backend: "cuda",
         what: what.into(),
-        hint: "install an NVIDIA driver (and CUDA's NVRTC and cuBLAS libraries), or use --backend wgpu or cpu",
+        hint: "install an NVIDIA driver (and CUDA's NVRTC and cuBLAS libraries), or use the wgpu or cpu backend (Device::by_name)",
     }
 }
 

@@ -275,7 +275,7 @@ fn unsupported(what: String) -> Error {
     Error::Unsupported {
         backend: "wgpu",
         what,
-        hint: "use --precision f32, smaller shapes, or the cpu backend",
+        hint: "use TrainConfig::precision f32, smaller shapes, or the cpu backend",
     }
 }
 
@@ -298,7 +298,7 @@ fn memory_total(adapter: &wgpu::Adapter) -> Result<u64> {
     if info.device_type != wgpu::DeviceType::Cpu {
         log::warn!(
             "wgpu reports no memory size for {}: assuming the host's {}; set \
-             HEADROOM_WGPU_MEMORY to the card's memory (e.g. 8GiB) or give --budget in bytes",
+             HEADROOM_WGPU_MEMORY to the card's memory (e.g. 8GiB) or give the budget in bytes (Device::set_budget)",
             info.name,
             crate::memory::format_bytes(host)
         );
@@ -330,7 +330,7 @@ impl WgpuBackend {
         .map_err(|e| Error::Unsupported {
             backend: "wgpu",
             what: format!("a device on {} ({e})", summary.name),
-            hint: "check the GPU driver, or use --backend cpu",
+            hint: "check the GPU driver, or use the cpu backend (Device::by_name)",
         })?;
         let align = limits.min_storage_buffer_offset_alignment as u64;
         if 512 % align != 0 {

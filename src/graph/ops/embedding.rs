@@ -53,7 +53,7 @@ fn check_id(id: i32, vocab: usize) -> Result<usize> {
         return Err(Error::Kernel {
             op: "embedding",
             detail: format!(
-                "token id {id} is outside the vocabulary of {vocab}; check the tokenizer and --model"
+                "token id {id} is outside the vocabulary of {vocab}; check the tokenizer and the model's vocabulary size"
             ),
         });
     }

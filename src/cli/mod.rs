@@ -1,0 +1,3 @@
+//! The commands of the `headroom` binary that need more than a screen.
+
+pub mod train;

@@ -1,0 +1,437 @@
+//! `headroom train`: every check that can be made is made before step 1, then
+//! the step loop, with checkpoints whose failure costs at most the work since
+//! the last good one.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use headroom::checkpoint::{self, Checkpoint, CheckpointDir};
+use headroom::data::{ByteTokenizer, Dataset, Split};
+use headroom::memory::format_bytes;
+use headroom::output::{self, Input};
+use headroom::rng::Rng;
+use headroom::{AdamW, Error, Gpt, GptConfig, Model, Precision, Result, TrainConfig, Trainer};
+
+use crate::{log_through, plan_text, resolve_budget, save_trace, TrainArgs};
+
+/// The metrics file: one JSON line per step and per evaluation.
+struct Metrics(Option<BufWriter<File>>);
+
+impl Metrics {
+    /// Opens the file (after [`output::preflight`]), appending when a run
+    /// resumes, and marks where the resumed run begins.
+    fn open(path: Option<&PathBuf>, inputs: &[Input], resumed_at: Option<u64>) -> Result<Metrics> {
+        let Some(p) = path else {
+            return Ok(Metrics(None));
+        };
+        let f = output::open_stream(p, "--metrics-out", inputs, resumed_at.is_some())?;
+        let mut m = Metrics(Some(BufWriter::new(f)));
+        if let Some(step) = resumed_at {
+            m.line(json!({ "resumed_at_step": step }))?;
+        }
+        Ok(m)
+    }
+
+    fn line(&mut self, v: serde_json::Value) -> Result<()> {
+        if let Some(w) = &mut self.0 {
+            writeln!(w, "{v}")
+                .and_then(|_| w.flush())
+                .map_err(|source| Error::Io {
+                    path: "--metrics-out".into(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Periodic saves that fail (a full disk, an I/O error) warn and leave the
+/// previous checkpoint in place; two in a row stop the run.
+struct Saver {
+    dir: Option<CheckpointDir>,
+    keep: usize,
+    /// The newest checkpoint known to be complete (this run's, or the one it
+    /// resumed from).
+    last_good: Option<PathBuf>,
+    failures_in_a_row: u32,
+}
+
+impl Saver {
+    fn newest(&self) -> String {
+        match &self.last_good {
+            Some(p) => format!(
+                "the newest valid checkpoint is {}; resume from it with --resume",
+                p.display()
+            ),
+            None => "no checkpoint of this run was saved".into(),
+        }
+    }
+
+    /// Saves the trainer's state. `must` (the final save, or on Ctrl-C): a
+    /// failure is an error. Otherwise the first failure only warns.
+    fn save(&mut self, trainer: &mut Trainer<Gpt>, must: bool) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let step = trainer.steps_done();
+        let path = dir.path_for(step);
+        match trainer.save_checkpoint(&path) {
+            Ok(()) => {
+                if let Err(e) = checkpoint::prune(dir.path(), self.keep) {
+                    log::warn!(
+                        "saved {}, but pruning older checkpoints failed: {e}",
+                        path.display()
+                    );
+                }
+                log::info!("saved checkpoint {}", path.display());
+                self.last_good = Some(path);
+                self.failures_in_a_row = 0;
+                Ok(())
+            }
+            Err(e) => {
+                self.failures_in_a_row += 1;
+                if must || self.failures_in_a_row >= 2 {
+                    return Err(Error::CheckpointFailed {
+                        step,
+                        why: e.to_string(),
+                        newest: self.newest(),
+                    });
+                }
+                log::warn!(
+                    "saving the checkpoint of step {step} failed ({e}); {}. Training continues; a second failure in a row stops the run.",
+                    self.newest()
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Refuses a resume on other data than the checkpoint's, unless asked to.
+fn check_same_data(ck: &Checkpoint, data: &Dataset, allow: bool) -> Result<()> {
+    let Some(saved) = &ck.manifest.data else {
+        return Ok(());
+    };
+    let now = data.len(Split::Train);
+    if saved.name == data.name && saved.train_bytes == now {
+        return Ok(());
+    }
+    let what = format!(
+        "it was trained on {} ({} training bytes), this run reads {} ({now})",
+        saved.name, saved.train_bytes, data.name
+    );
+    if allow {
+        log::warn!("{what}; continuing on the new data (--allow-data-change)");
+        return Ok(());
+    }
+    Err(Error::CheckpointMismatch {
+        path: ck.path.clone(),
+        what: format!(
+            "{what}; pass the same --data, or --allow-data-change to continue on the new data"
+        ),
+    })
+}
+
+/// A `--data` file inside a checkpoint of `dir` would be deleted when that
+/// checkpoint is pruned.
+fn check_data_outside_checkpoints(data: &Path, dir: &Path) -> Result<()> {
+    for (_, ck) in checkpoint::list(dir)? {
+        if output::inside(data, &ck) {
+            return Err(Error::OutputIsInput {
+                output: "--checkpoint-dir".into(),
+                input: "--data file (inside a checkpoint, which pruning deletes)".into(),
+                path: data.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    // Everything that can be checked is checked here, before any weight exists.
+    let config = GptConfig::preset(&a.model)?;
+    let seq = a.seq.unwrap_or(config.block_size);
+    let precision: Precision = a.precision.parse()?;
+    let mut cfg = TrainConfig {
+        batch: a.batch,
+        seq_len: seq,
+        steps: a.steps,
+        seed: a.seed,
+        precision,
+        ..TrainConfig::default()
+    };
+    cfg.validate(config.block_size)?;
+    if a.resume && a.checkpoint_dir.is_none() {
+        return Err(Error::invalid(
+            "--resume",
+            "needs --checkpoint-dir DIR to resume from",
+        ));
+    }
+    let data = match &a.data {
+        Some(p) => Dataset::load(p)?,
+        None => Dataset::bundled(),
+    };
+    data.check_seq(seq)?;
+    let mut inputs: Vec<Input> = a
+        .data
+        .iter()
+        .map(|p| Input::new("--data file", p))
+        .collect();
+    let model = Gpt::new(config.clone())?;
+    let ck_dir = match &a.checkpoint_dir {
+        Some(d) => {
+            let bytes = checkpoint::estimated_bytes(model.num_params(), model.param_specs().len());
+            let dir = CheckpointDir::open(d, bytes)?;
+            // A save holds the kept checkpoints and the new one at once.
+            let want = a.keep_checkpoints.max(1) as u64 + 1;
+            if let Some(room) = dir.room_for(bytes).filter(|r| *r < want) {
+                log::warn!(
+                    "{} has room for {room} checkpoints of {}; --keep-checkpoints {} needs {want} during a save. A save that runs out of space is skipped with a warning; free space or lower --keep-checkpoints",
+                    d.display(),
+                    format_bytes(bytes),
+                    a.keep_checkpoints
+                );
+            }
+            Some(dir)
+        }
+        None => None,
+    };
+    if let (Some(data), Some(dir)) = (&a.data, &ck_dir) {
+        check_data_outside_checkpoints(data, dir.path())?;
+    }
+    let resumed = match (&ck_dir, a.resume) {
+        (Some(dir), true) => checkpoint::latest_valid(dir.path()).map_err(|e| match e {
+            Error::NoValidCheckpoint { dir, tried, last } => Error::NoValidCheckpoint {
+                dir,
+                tried,
+                last: format!("{last}; start without --resume or point --checkpoint-dir elsewhere"),
+            },
+            e => e,
+        })?,
+        _ => None,
+    };
+    if let Some(ck) = &resumed {
+        if ck.manifest.step >= a.steps {
+            println!(
+                "{} already holds step {} of this run (--steps {}): nothing to train. Raise --steps to train further.",
+                ck.path.display(),
+                ck.manifest.step,
+                a.steps
+            );
+            return Ok(());
+        }
+        check_same_data(ck, &data, a.allow_data_change)?;
+        inputs.push(Input::new("checkpoint being resumed", &ck.path));
+    }
+    for (path, what) in [
+        (&a.metrics_out, "--metrics-out"),
+        (&a.memory_trace, "--memory-trace"),
+    ] {
+        if let Some(p) = path {
+            output::preflight(p, what, &inputs)?;
+        }
+    }
+    if let (Some(m), Some(t)) = (&a.metrics_out, &a.memory_trace) {
+        if output::resolve(m)? == output::resolve(t)? {
+            return Err(Error::invalid(
+                "--memory-trace",
+                "names the same file as --metrics-out; give each its own",
+            ));
+        }
+    }
+
+    let lr = a.lr.unwrap_or(config.default_lr());
+    let mut device = headroom::Device::by_name(&a.backend)?;
+    let budget_bytes = resolve_budget(&mut device, a.budget.as_deref().unwrap_or("90%"))?;
+    cfg.precision = precision.resolve(device.preferred_low_precision());
+    cfg.workspace_bytes = device.workspace_bytes();
+    log::info!("memory budget {}", format_bytes(budget_bytes));
+    if a.memory_trace.is_some() {
+        device.start_trace();
+    }
+    log::info!(
+        "model {} ({} parameters) on {}, data {} ({} train / {} val bytes)",
+        a.model,
+        model.num_params(),
+        device.name(),
+        data.name,
+        data.len(Split::Train),
+        data.len(Split::Val)
+    );
+    // Plans before it places a weight: a budget nothing fits fails here, with
+    // what it would take.
+    let mut trainer = Trainer::new(device, model, AdamW::new(lr), cfg)?;
+    let plan = trainer.plan()?;
+    print!("{}", plan_text(plan, a.verbose));
+    let resumed_at = match resumed {
+        Some(ck) => {
+            let path = ck.path.clone();
+            let s = trainer.restore(ck)?;
+            log::info!("resumed from {} (step {s})", path.display());
+            Some((s, path))
+        }
+        None => {
+            if a.resume {
+                log::info!("no checkpoint in the --checkpoint-dir yet: starting from step 0");
+            }
+            None
+        }
+    };
+    let mut metrics = Metrics::open(
+        a.metrics_out.as_ref(),
+        &inputs,
+        resumed_at.as_ref().map(|r| r.0),
+    )?;
+    let mut saver = Saver {
+        dir: ck_dir,
+        keep: a.keep_checkpoints,
+        last_good: resumed_at.map(|r| r.1),
+        failures_in_a_row: 0,
+    };
+    let interrupted = install_ctrl_c()?;
+    run_steps(
+        &a,
+        &mut trainer,
+        &data,
+        &mut metrics,
+        &mut saver,
+        &interrupted,
+        seq,
+    )
+}
+
+fn run_steps(
+    a: &TrainArgs,
+    trainer: &mut Trainer<Gpt>,
+    data: &Dataset,
+    metrics: &mut Metrics,
+    saver: &mut Saver,
+    interrupted: &AtomicBool,
+    seq: usize,
+) -> Result<()> {
+    let first = trainer.steps_done() + 1;
+    let bar = ProgressBar::new(a.steps);
+    bar.set_position(first - 1);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("static template"),
+    );
+    log_through(Some(bar.clone()));
+    let start = Instant::now();
+    let mut last_val = None;
+    for s in first..=a.steps {
+        if interrupted.load(Ordering::SeqCst) {
+            bar.finish_and_clear();
+            log_through(None);
+            saver.save(trainer, true)?;
+            let how = match &a.checkpoint_dir {
+                Some(d) => format!(
+                    "resume with the same command plus --resume (checkpoint in {})",
+                    d.display()
+                ),
+                None => "nothing was saved: pass --checkpoint-dir DIR to keep the state".into(),
+            };
+            eprintln!("interrupted after step {}; {how}", trainer.steps_done());
+            return Err(Error::Interrupted {
+                step: trainer.steps_done(),
+            });
+        }
+        let batch = trainer.next_batch(data)?;
+        let r = trainer.step(&batch)?;
+        bar.set_message(format!("loss {:.4}  {:.0} tok/s", r.loss, r.tokens_per_s));
+        bar.inc(1);
+        metrics.line(json!({
+            "step": r.step, "loss": r.loss, "lr": r.lr, "tokens_per_s": r.tokens_per_s,
+            "grad_norm": r.grad_norm, "skipped": r.skipped,
+            "allocated_bytes": r.memory.allocated_bytes,
+            "reserved_bytes": r.memory.reserved_bytes,
+            "peak_allocated_bytes": r.memory.peak_allocated_bytes,
+            "peak_reserved_bytes": r.memory.peak_reserved_bytes,
+            "micro_batch": r.micro_batch,
+            "recompute": r.recompute.to_string(),
+            "predicted_peak_bytes": r.predicted_peak_bytes,
+            "recoveries": r.recoveries,
+            "precision": r.precision.to_string(),
+            "loss_scale": r.loss_scale,
+        }))?;
+        if (a.eval_every > 0 && s % a.eval_every == 0) || s == a.steps {
+            let v = trainer.eval_loss(data)?;
+            log::info!("step {s}: train loss {:.4}, val loss {v:.4}", r.loss);
+            metrics.line(json!({"step": s, "val_loss": v}))?;
+            last_val = Some(v);
+        }
+        if a.checkpoint_every > 0 && s % a.checkpoint_every == 0 && s != a.steps {
+            saver.save(trainer, false)?;
+        }
+    }
+    let final_save = saver.save(trainer, true);
+    bar.finish_and_clear();
+    log_through(None);
+    let secs = start.elapsed().as_secs_f64();
+    let steps_run = a.steps + 1 - first;
+    let tokens = steps_run as usize * a.batch * seq;
+    let resumed = match first {
+        1 => String::new(),
+        f => format!(" (resumed at step {})", f - 1),
+    };
+    println!(
+        "trained {steps_run} steps{resumed} in {secs:.1} s ({:.0} tokens/s, {}); final val loss {:.4}; {} steps skipped, {} out-of-memory recoveries",
+        tokens as f64 / secs,
+        trainer.precision(),
+        last_val.unwrap_or(f64::NAN),
+        trainer.skipped_steps(),
+        trainer.recoveries(),
+    );
+    print!("{}", trainer.memory_stats());
+    if let Some(path) = &a.memory_trace {
+        let trace = trainer
+            .take_memory_trace()
+            .ok_or_else(|| Error::Internal("the memory trace was not started".into()))?;
+        let inputs: Vec<Input> = a
+            .data
+            .iter()
+            .map(|p| Input::new("--data file", p))
+            .collect();
+        println!("{}", save_trace(&trace, path, "--memory-trace", &inputs)?);
+    }
+    final_save?;
+    if a.sample_tokens > 0 {
+        let mut srng = Rng::fork(a.seed, "sample");
+        let ids = trainer.generate(
+            &ByteTokenizer::encode(b"\n"),
+            a.sample_tokens,
+            0.8,
+            &mut srng,
+        )?;
+        println!("--- sample ---\n{}", ByteTokenizer::decode(&ids));
+    }
+    Ok(())
+}
+
+/// First Ctrl-C: finish the step, save, exit. Second: stop at once, removing the
+/// temporary directory of a save in progress so nothing partial stays behind.
+fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            checkpoint::in_progress::abandon();
+            eprintln!("\nsecond Ctrl-C: stopping now");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nCtrl-C: finishing this step, then saving and exiting (Ctrl-C again to stop at once)"
+        );
+    })
+    .map_err(|e| Error::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
+    Ok(flag)
+}
