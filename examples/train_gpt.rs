@@ -125,12 +125,15 @@ fn main() -> Result<()> {
     bar.finish();
 
     print!("{}", trainer.memory_stats());
+    let temporary = a.smoke && a.checkpoint_dir.is_none();
     if let Some(trace) = trainer.take_memory_trace() {
         let svg = dir.join("memory-timeline.svg");
         headroom::report::render_svg(&trace, &svg, &[])?;
-        println!("memory timeline of the last step: {}", svg.display());
+        if !temporary {
+            println!("memory timeline of the last step: {}", svg.display());
+        }
     }
-    if a.smoke && a.checkpoint_dir.is_none() {
+    if temporary {
         // A temporary directory of its own: nothing to resume from later.
         drop(ck);
         std::fs::remove_dir_all(&dir).ok();
