@@ -61,6 +61,12 @@ pub struct DataInfo {
     pub name: String,
     /// Length of its training split, in bytes.
     pub train_bytes: usize,
+    /// SHA-256 of its training split ([`Dataset::fingerprint`]); `None` in
+    /// checkpoints written before it was recorded.
+    ///
+    /// [`Dataset::fingerprint`]: crate::data::Dataset::fingerprint
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// The contents of `manifest.json`: everything a checkpoint holds besides the
@@ -512,7 +518,12 @@ impl CheckpointDir {
                 )));
             }
             Err(fs4::TryLockError::Error(e)) => {
-                return Err(bad(format!("it cannot be locked ({e})")));
+                // Some network and FUSE file systems have no flock (ENOLCK,
+                // EOPNOTSUPP): checkpoints still work, unguarded.
+                log::warn!(
+                    "{} cannot be locked ({e}): nothing stops a second run from writing it too",
+                    dir.display()
+                );
             }
         }
         // Ours now: record who holds it (a stale PID from a killed run is

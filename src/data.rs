@@ -2,6 +2,8 @@
 //! split, and deterministic random batches.
 
 use std::borrow::Cow;
+
+use sha2::Digest;
 use std::io::Read;
 use std::path::Path;
 
@@ -45,6 +47,8 @@ pub struct Dataset {
     pub name: String,
     bytes: Cow<'static, [u8]>,
     cut: usize,
+    /// SHA-256 of the training split, computed once (about 2 ms per MB).
+    fingerprint: String,
 }
 
 /// One batch: `tokens [B, T]` and `targets [B, T]` (the next token of each).
@@ -74,7 +78,9 @@ impl Batch {
 
     /// Whether this batch carries shapes only ([`Batch::shape_only`]).
     pub(crate) fn is_shape_only(&self) -> bool {
-        self.tokens.is_empty() && self.targets.is_empty() && self.batch * self.seq > 0
+        self.tokens.is_empty()
+            && self.targets.is_empty()
+            && self.batch.checked_mul(self.seq).is_some_and(|n| n > 0)
     }
 
     /// [`Error::Shape`] unless `tokens` and `targets` each hold `batch × seq`
@@ -181,11 +187,23 @@ impl Dataset {
             });
         }
         let cut = ((bytes.len() as f64) * (1.0 - VAL_FRACTION)) as usize;
+        let fingerprint = sha2::Sha256::digest(&bytes[..cut])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Dataset {
             name: name.to_string(),
             bytes,
             cut,
+            fingerprint,
         })
+    }
+
+    /// SHA-256 of the training split, in lowercase hex: what a checkpoint
+    /// records so that a resume can tell the same data under another path from
+    /// other data under the same one.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Number of tokens (bytes) in `split`.

@@ -214,6 +214,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("Device::set_budget", "--budget"),
     ("Device::by_name", "--backend"),
     ("report step", "--step"),
+    ("invalid budget:", "invalid --budget:"),
 ];
 
 /// An error as the CLI prints it: flags for API names, and advice for the
@@ -464,11 +465,18 @@ fn sample(a: SampleArgs) -> Result<()> {
         precision: m.precision,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(
+    // Sampling takes no training step, so it must not need the checkpoint's
+    // training batch to fit this device: a fixed plan, no planning.
+    let inference = headroom::schedule::Choice {
+        micro_batch: 1,
+        recompute: headroom::schedule::Recompute::None,
+    };
+    let mut trainer = Trainer::with_plan(
         Device::by_name(&a.backend)?,
         Gpt::new(config)?,
         m.optimizer,
         cfg,
+        inference,
     )?;
     let path = ck.path.clone();
     let step = trainer.restore(ck)?;

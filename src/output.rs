@@ -44,26 +44,77 @@ impl Input {
 /// `ELOOP` limit says.
 const MAX_LINKS: usize = 40;
 
-/// The path a write to `path` lands on: symlinks followed to their final
-/// target, which need not exist yet (a dangling link is written through too).
-pub fn resolve(path: &Path) -> Result<PathBuf> {
+/// Where a write to a user's path lands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A regular file (or none yet) at this path, symlinks followed: replaced
+    /// atomically.
+    File(PathBuf),
+    /// Something that is not a file to replace: a device, a FIFO, or an open
+    /// descriptor (`/dev/stdout`, `/dev/fd/N`, which lead into `/proc`).
+    /// Opened as given and appended to, so a shell's `> log` keeps what it
+    /// already holds.
+    Direct(PathBuf),
+}
+
+impl Target {
+    /// The path to compare and open.
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::File(p) | Target::Direct(p) => p,
+        }
+    }
+}
+
+/// Where a write to `path` lands: symlinks followed to their final target,
+/// which need not exist yet (a dangling link is written through too), except
+/// that a link into `/proc` (a descriptor) or a target that is not a regular
+/// file is written directly.
+pub fn target(path: &Path) -> Result<Target> {
+    if fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return Ok(Target::Direct(path.to_path_buf()));
+    }
     let mut p = path.to_path_buf();
     for _ in 0..MAX_LINKS {
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                let target = fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
-                p = match p.parent() {
-                    Some(dir) if target.is_relative() => dir.join(target),
-                    _ => target,
+                let link = fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+                let next = match p.parent() {
+                    Some(dir) if link.is_relative() => dir.join(link),
+                    _ => link,
                 };
+                if next.starts_with("/proc") {
+                    return Ok(Target::Direct(path.to_path_buf()));
+                }
+                p = next;
             }
-            _ => return Ok(p),
+            _ => return Ok(Target::File(p)),
         }
     }
     Err(Error::io(
         path,
         std::io::Error::other("too many levels of symbolic links"),
     ))
+}
+
+/// The file a write to `path` lands on (see [`target`]).
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    Ok(target(path)?.path().to_path_buf())
+}
+
+/// Whether two output paths name the same place, however spelled
+/// (`m.json`, `./m.json`, a link to it), existing or not.
+pub fn same_place(a: &Path, b: &Path) -> Result<bool> {
+    let (a, b) = (resolve(a)?, resolve(b)?);
+    if same_file(&a, &b) {
+        return Ok(true);
+    }
+    let canonical = |p: &Path| {
+        fs::canonicalize(parent_dir(p))
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    Ok(matches!((canonical(&a), canonical(&b)), (Some(x), Some(y)) if x == y))
 }
 
 /// The same file on disk: the same device and inode (hard links and symlinks
@@ -141,19 +192,34 @@ pub fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+fn is_a_directory(path: &Path, what: &str) -> Error {
+    Error::io(
+        path,
+        std::io::Error::other(format!("{what} names a directory; give a file path")),
+    )
+}
+
 /// Checks, before any work, that `path` can be written as `what`: it is not an
-/// input, its directory exists and takes a new file, and it is not a directory.
-/// Creates and removes a probe file; writes nothing at `path` itself.
+/// input and not a directory; a device or descriptor opens for writing; a file
+/// can be created in a regular file's directory (a probe file is created and
+/// removed). Writes nothing at `path` itself.
 pub fn preflight(path: &Path, what: &str, inputs: &[Input]) -> Result<()> {
     check_not_input(path, what, inputs)?;
-    let target = resolve(path)?;
-    if target.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::other(format!("{what} names a directory; give a file path")),
-        ));
+    let file = match target(path)? {
+        Target::Direct(p) => {
+            // Opening is the test; nothing is written.
+            return OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .map(drop)
+                .map_err(|e| Error::io(path, e));
+        }
+        Target::File(p) => p,
+    };
+    if file.is_dir() {
+        return Err(is_a_directory(path, what));
     }
-    let dir = parent_dir(&target);
+    let dir = parent_dir(&file);
     if !dir.is_dir() {
         return Err(Error::io(
             path,
@@ -166,40 +232,50 @@ pub fn preflight(path: &Path, what: &str, inputs: &[Input]) -> Result<()> {
     probe_writable(dir)
 }
 
+/// A name for a file of our own beside others, unique across processes and
+/// across runs of one PID (in a container every run may be PID 1).
+fn unique(stem: &str) -> String {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{stem}-{}-{nonce}", std::process::id())
+}
+
 /// Creates and removes a file in `dir`: the only reliable test that a new file
 /// can be written there (permissions, read-only mounts, ACLs, root).
 pub fn probe_writable(dir: &Path) -> Result<()> {
-    let probe = dir.join(format!(".headroom-probe-{}", std::process::id()));
-    let r = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .and_then(|mut f| f.write_all(b"probe"));
-    let _ = fs::remove_file(&probe);
-    r.map_err(|e| Error::io(dir, e))
+    let probe = dir.join(unique(".headroom-probe"));
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(mut f) => {
+            let r = f.write_all(b"probe");
+            drop(f);
+            let _ = fs::remove_file(&probe);
+            r.map_err(|e| Error::io(dir, e))
+        }
+        Err(e) => Err(Error::io(dir, e)),
+    }
 }
 
 /// Writes `bytes` to `path` (named `what` in errors) by the rules of this
 /// module: never over an input, through symlinks, atomically for regular
-/// files, directly for devices and FIFOs, no temporary file left on error.
+/// files, directly for devices, FIFOs and descriptors, no temporary file left
+/// on error.
 pub fn write(path: &Path, what: &str, bytes: &[u8], inputs: &[Input]) -> Result<()> {
     check_not_input(path, what, inputs)?;
-    let target = resolve(path)?;
-    match fs::metadata(&target) {
-        Ok(m) if m.is_dir() => Err(Error::io(
-            path,
-            std::io::Error::other(format!("{what} names a directory; give a file path")),
-        )),
-        Ok(m) if !m.is_file() => {
-            // A device or FIFO: write into it, as `cat > /dev/null` would.
+    match target(path)? {
+        Target::Direct(p) => {
+            // As `cat >> /dev/stdout` would: never renamed over, never truncated.
             let mut f = OpenOptions::new()
-                .write(true)
-                .open(&target)
+                .append(true)
+                .open(&p)
                 .map_err(|e| Error::io(path, e))?;
             f.write_all(bytes).map_err(|e| Error::io(path, e))
         }
-        existing => replace_atomically(&target, bytes, existing.ok().map(|m| m.permissions()))
-            .map_err(|e| Error::io(path, e)),
+        Target::File(p) => match fs::metadata(&p) {
+            Ok(m) if m.is_dir() => Err(is_a_directory(path, what)),
+            existing => replace_atomically(&p, bytes, existing.ok().map(|m| m.permissions()))
+                .map_err(|e| Error::io(path, e)),
+        },
     }
 }
 
@@ -212,9 +288,12 @@ fn replace_atomically(
     let name = target
         .file_name()
         .map_or("output".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(unique(&format!(".{name}.tmp")));
+    let mut f = new_file(&tmp, permissions.as_ref())?;
+    // From here the temporary file is ours: every error removes it.
     let r = (|| {
-        write_new_synced(&tmp, bytes)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
         if let Some(p) = permissions {
             fs::set_permissions(&tmp, p)?;
         }
@@ -228,10 +307,26 @@ fn replace_atomically(
     r
 }
 
+/// Creates `path`, which must not exist; where `permissions` are given it is
+/// created with them, so a private file's new contents are never readable by
+/// others for a moment.
+fn new_file(path: &Path, permissions: Option<&fs::Permissions>) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    if let Some(p) = permissions {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(p.mode() & 0o777);
+    }
+    #[cfg(not(unix))]
+    let _ = permissions;
+    o.open(path)
+}
+
 /// Creates `path` (which must not exist), writes `bytes` and fsyncs it. The
 /// caller removes it on error.
 pub(crate) fn write_new_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut f = new_file(path, None)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -245,18 +340,23 @@ pub(crate) fn sync_dir(dir: &Path) {
 }
 
 /// Opens `path` for a stream of lines (metrics), by the same rules: never an
-/// input, through symlinks, devices and FIFOs as they are. `append` keeps what
-/// a regular file holds (a resumed run); otherwise it is truncated.
+/// input, through symlinks; devices, FIFOs and descriptors as they are
+/// (appended to). `append` keeps what a regular file holds (a resumed run);
+/// otherwise it is truncated.
 pub fn open_stream(path: &Path, what: &str, inputs: &[Input], append: bool) -> Result<File> {
     check_not_input(path, what, inputs)?;
-    let target = resolve(path)?;
-    let regular = fs::metadata(&target).map_or(true, |m| m.is_file());
     let mut o = OpenOptions::new();
-    o.write(true);
-    if regular {
-        o.create(true).append(append).truncate(!append);
-    }
-    o.open(&target).map_err(|e| Error::io(path, e))
+    let p = match target(path)? {
+        Target::Direct(p) => {
+            o.append(true);
+            p
+        }
+        Target::File(p) => {
+            o.write(true).create(true).append(append).truncate(!append);
+            p
+        }
+    };
+    o.open(&p).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
@@ -343,6 +443,59 @@ mod tests {
             .unwrap()
             .file_type()
             .is_char_device());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn descriptors_and_devices_are_written_as_they_are() {
+        assert_eq!(
+            target(Path::new("/dev/null")).unwrap(),
+            Target::Direct("/dev/null".into())
+        );
+        if Path::new("/dev/stdout").exists() {
+            assert!(matches!(
+                target(Path::new("/dev/stdout")).unwrap(),
+                Target::Direct(_)
+            ));
+        }
+        // A link into /proc/self/fd to a regular file must not be renamed over.
+        let d = tmp("descriptor");
+        let f = d.join("log");
+        fs::write(&f, b"kept\n").unwrap();
+        let file = File::options().append(true).open(&f).unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let link = d.join("fd-link");
+        std::os::unix::fs::symlink(&fd, &link).unwrap();
+        assert!(matches!(target(&link).unwrap(), Target::Direct(_)));
+        write(&link, "out", b"added\n", &[]).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"kept\nadded\n");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn paths_spelled_differently_are_the_same_place() {
+        let d = tmp("same-place");
+        let a = d.join("m.json");
+        let b = d.join(".").join("m.json");
+        assert!(same_place(&a, &b).unwrap(), "before the file exists");
+        fs::write(&a, b"x").unwrap();
+        assert!(same_place(&a, &b).unwrap());
+        assert!(!same_place(&a, &d.join("t.json")).unwrap());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_stale_temporary_of_the_same_pid_is_no_obstacle() {
+        let d = tmp("stale");
+        let out = d.join("t.json");
+        // What a SIGKILLed run with this PID would have left under the old names.
+        let stale = d.join(format!(".t.json.tmp-{}", std::process::id()));
+        fs::write(&stale, b"stale").unwrap();
+        write(&out, "out", b"new", &[]).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"new");
+        assert_eq!(fs::read(&stale).unwrap(), b"stale", "not ours to remove");
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -477,6 +477,7 @@ impl<M: Model> Trainer<M> {
         self.data_info = Some(DataInfo {
             name: data.name.clone(),
             train_bytes: data.len(Split::Train),
+            sha256: Some(data.fingerprint().to_string()),
         });
         data.batch(
             Split::Train,

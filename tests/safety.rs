@@ -393,7 +393,7 @@ fn a_second_run_on_a_locked_directory_fails_at_once() {
     let d = TempDir::new("lock");
     let data = data_file(&d);
     let ck = d.path("ck");
-    let first = spawn_training(&data, &ck, "150");
+    let first = spawn_training(&data, &ck, "300");
     wait_for_lock(&ck, first.id());
     let t = Instant::now();
     let second = cli().args(spawn_args(&data, &ck)).output().unwrap();
@@ -411,13 +411,13 @@ fn a_second_run_on_a_locked_directory_fails_at_once() {
         "the first run was disturbed: {}",
         stderr(&out)
     );
-    assert_eq!(checkpoints(&ck), vec!["step-00000150"]);
+    assert_eq!(checkpoints(&ck), vec!["step-00000300"]);
     // It resumes from its own checkpoint.
-    let mut a = with_steps(spawn_args(&data, &ck), "152");
+    let mut a = with_steps(spawn_args(&data, &ck), "302");
     a.push("--resume".into());
     let o = cli().args(&a).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("trained 2 steps (resumed at step 150)"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("trained 2 steps (resumed at step 300)"));
 }
 
 fn spawn_args(data: &Path, ck: &Path) -> Vec<OsString> {
@@ -630,6 +630,99 @@ fn resuming_a_finished_run_changes_nothing() {
         metrics_before,
         "the metrics changed"
     );
+}
+
+#[test]
+fn data_inside_a_checkpoint_is_refused_before_pruning_could_delete_it() {
+    let (d, ck, _, _) = two_checkpointed_steps("data-in-checkpoint");
+    let inside = ck.join("step-00000002").join("mydata.txt");
+    fs::copy(d.path("data.txt"), &inside).unwrap();
+    let a = train_args(&inside, &["--checkpoint-dir".into(), ck.clone().into()]);
+    let a = with_steps(a, "4");
+    fails_with(&run(&a), "lies inside the checkpoint");
+    assert!(inside.exists(), "the data file was deleted");
+}
+
+#[test]
+fn a_new_run_in_a_used_directory_is_refused_and_prunes_nothing() {
+    let (d, ck, _, _) = two_checkpointed_steps("used-dir");
+    let before = fs::read(ck.join("step-00000002/model.safetensors")).unwrap();
+    let a = train_args(
+        &d.path("data.txt"),
+        &["--checkpoint-dir".into(), ck.clone().into()],
+    );
+    let o = run(&with_steps(a, "1"));
+    fails_with(&o, "holds checkpoints of an earlier run");
+    assert!(error_line(&o).contains("--resume"), "{}", error_line(&o));
+    assert_eq!(checkpoints(&ck), vec!["step-00000002"]);
+    assert_eq!(
+        fs::read(ck.join("step-00000002/model.safetensors")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn outputs_named_two_ways_are_one_file() {
+    let d = TempDir::new("two-ways");
+    let data = data_file(&d);
+    let m = d.path("m.json");
+    let same = d.0.join(".").join("m.json");
+    let o = run(&train_args(
+        &data,
+        &[
+            "--metrics-out".into(),
+            m.into(),
+            "--memory-trace".into(),
+            same.into(),
+        ],
+    ));
+    fails_with(&o, "names the same file as --metrics-out");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn metrics_to_standard_output_go_down_the_pipe() {
+    let d = TempDir::new("stdout");
+    let data = data_file(&d);
+    let o = run(&train_args(
+        &data,
+        &["--metrics-out".into(), "/dev/stdout".into()],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("\"loss\"")).count(),
+        2,
+        "{out}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_device_needs_no_write_access_to_its_directory() {
+    // As a user who cannot create files in /dev: root must drop to nobody.
+    let d = TempDir::new("device-user");
+    let mut cmd = if is_root() {
+        let bin = d.path("headroom");
+        fs::copy(env!("CARGO_BIN_EXE_headroom"), &bin).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_headroom"))
+    };
+    cmd.current_dir("/").env("RUST_LOG", "error");
+    let o = match cmd.args(["plan", "--memory-trace", "/dev/null"]).output() {
+        Ok(o) => o,
+        Err(e) => {
+            return skip(
+                "a_device_needs_no_write_access_to_its_directory",
+                &e.to_string(),
+            )
+        }
+    };
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

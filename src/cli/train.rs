@@ -22,7 +22,7 @@ use headroom::{AdamW, Error, Gpt, GptConfig, Model, Precision, Result, TrainConf
 use crate::{log_through, plan_text, resolve_budget, save_trace, TrainArgs};
 
 /// The metrics file: one JSON line per step and per evaluation.
-struct Metrics(Option<BufWriter<File>>);
+struct Metrics(Option<(PathBuf, BufWriter<File>)>);
 
 impl Metrics {
     /// Opens the file (after [`output::preflight`]), appending when a run
@@ -32,7 +32,7 @@ impl Metrics {
             return Ok(Metrics(None));
         };
         let f = output::open_stream(p, "--metrics-out", inputs, resumed_at.is_some())?;
-        let mut m = Metrics(Some(BufWriter::new(f)));
+        let mut m = Metrics(Some((p.clone(), BufWriter::new(f))));
         if let Some(step) = resumed_at {
             m.line(json!({ "resumed_at_step": step }))?;
         }
@@ -40,11 +40,11 @@ impl Metrics {
     }
 
     fn line(&mut self, v: serde_json::Value) -> Result<()> {
-        if let Some(w) = &mut self.0 {
+        if let Some((path, w)) = &mut self.0 {
             writeln!(w, "{v}")
                 .and_then(|_| w.flush())
                 .map_err(|source| Error::Io {
-                    path: "--metrics-out".into(),
+                    path: path.clone(),
                     source,
                 })?;
         }
@@ -120,11 +120,22 @@ fn check_same_data(ck: &Checkpoint, data: &Dataset, allow: bool) -> Result<()> {
         return Ok(());
     };
     let now = data.len(Split::Train);
-    if saved.name == data.name && saved.train_bytes == now {
+    let same = match &saved.sha256 {
+        // The bytes decide: a moved file is the same data, an edited one is not.
+        Some(sum) => sum == data.fingerprint(),
+        // Checkpoints from before the fingerprint: the file and its size.
+        None => {
+            let canonical = |p: &str| std::fs::canonicalize(p).ok();
+            let same_file = saved.name == data.name
+                || canonical(&saved.name).is_some_and(|c| Some(c) == canonical(&data.name));
+            same_file && saved.train_bytes == now
+        }
+    };
+    if same {
         return Ok(());
     }
     let what = format!(
-        "it was trained on {} ({} training bytes), this run reads {} ({now})",
+        "it was trained on {} ({} training bytes), this run reads {} ({now}, other contents)",
         saved.name, saved.train_bytes, data.name
     );
     if allow {
@@ -139,23 +150,56 @@ fn check_same_data(ck: &Checkpoint, data: &Dataset, allow: bool) -> Result<()> {
     })
 }
 
-/// A `--data` file inside a checkpoint of `dir` would be deleted when that
-/// checkpoint is pruned.
-fn check_data_outside_checkpoints(data: &Path, dir: &Path) -> Result<()> {
-    for (_, ck) in checkpoint::list(dir)? {
-        if output::inside(data, &ck) {
-            return Err(Error::OutputIsInput {
-                output: "--checkpoint-dir".into(),
-                input: "--data file (inside a checkpoint, which pruning deletes)".into(),
-                path: data.to_path_buf(),
-            });
+/// A `--data` file inside one of the checkpoints in `existing` would be
+/// deleted when that checkpoint is pruned.
+fn check_data_outside_checkpoints(data: &Path, existing: &[(u64, PathBuf)]) -> Result<()> {
+    for (_, ck) in existing {
+        if output::inside(data, ck) {
+            return Err(Error::invalid(
+                "--data",
+                format!(
+                    "{} lies inside the checkpoint {}, which is deleted when newer checkpoints replace it; move the data file out of --checkpoint-dir",
+                    data.display(),
+                    ck.display()
+                ),
+            ));
         }
     }
     Ok(())
 }
 
+/// The checkpoint directory, checked and locked, with a warning when its free
+/// space cannot hold `--keep-checkpoints` and the save in progress.
+fn open_checkpoint_dir(a: &TrainArgs, d: &Path, model: &Gpt) -> Result<CheckpointDir> {
+    let bytes = checkpoint::estimated_bytes(model.num_params(), model.param_specs().len());
+    let dir = CheckpointDir::open(d, bytes)?;
+    let want = a.keep_checkpoints.max(1) as u64 + 1;
+    if let Some(room) = dir.room_for(bytes).filter(|r| *r < want) {
+        log::warn!(
+            "{} has room for {room} checkpoints of {}; --keep-checkpoints {} needs {want} during a save. A save that runs out of space is skipped with a warning; free space or lower --keep-checkpoints",
+            d.display(),
+            format_bytes(bytes),
+            a.keep_checkpoints
+        );
+    }
+    Ok(dir)
+}
+
+/// The newest valid checkpoint in `dir`, with `train`'s advice when none is.
+fn latest(dir: &CheckpointDir) -> Result<Option<Checkpoint>> {
+    checkpoint::latest_valid(dir.path()).map_err(|e| match e {
+        Error::NoValidCheckpoint { dir, tried, last } => Error::NoValidCheckpoint {
+            dir,
+            tried,
+            last: format!("{last}; start without --resume or point --checkpoint-dir elsewhere"),
+        },
+        e => e,
+    })
+}
+
 pub fn train(a: TrainArgs) -> Result<()> {
-    // Everything that can be checked is checked here, before any weight exists.
+    // Everything that can be checked is checked here, before any weight exists
+    // and before anything is created on disk.
     let config = GptConfig::preset(&a.model)?;
     let seq = a.seq.unwrap_or(config.block_size);
     let precision: Precision = a.precision.parse()?;
@@ -179,46 +223,47 @@ pub fn train(a: TrainArgs) -> Result<()> {
         None => Dataset::bundled(),
     };
     data.check_seq(seq)?;
+    let mut device = headroom::Device::by_name(&a.backend)?;
+    let budget_bytes = resolve_budget(&mut device, a.budget.as_deref().unwrap_or("90%"))?;
+    let model = Gpt::new(config.clone())?;
     let mut inputs: Vec<Input> = a
         .data
         .iter()
         .map(|p| Input::new("--data file", p))
         .collect();
-    let model = Gpt::new(config.clone())?;
     let ck_dir = match &a.checkpoint_dir {
-        Some(d) => {
-            let bytes = checkpoint::estimated_bytes(model.num_params(), model.param_specs().len());
-            let dir = CheckpointDir::open(d, bytes)?;
-            // A save holds the kept checkpoints and the new one at once.
-            let want = a.keep_checkpoints.max(1) as u64 + 1;
-            if let Some(room) = dir.room_for(bytes).filter(|r| *r < want) {
-                log::warn!(
-                    "{} has room for {room} checkpoints of {}; --keep-checkpoints {} needs {want} during a save. A save that runs out of space is skipped with a warning; free space or lower --keep-checkpoints",
-                    d.display(),
-                    format_bytes(bytes),
-                    a.keep_checkpoints
-                );
+        Some(d) => Some(open_checkpoint_dir(&a, d, &model)?),
+        None => None,
+    };
+    let resumed = match &ck_dir {
+        Some(dir) => {
+            let existing = checkpoint::list(dir.path())?;
+            if let Some(data) = &a.data {
+                check_data_outside_checkpoints(data, &existing)?;
             }
-            Some(dir)
+            if !a.resume {
+                if let Some((step, _)) = existing.first() {
+                    return Err(Error::CheckpointDir {
+                        dir: dir.path().to_path_buf(),
+                        why: format!(
+                            "it holds checkpoints of an earlier run (the newest at step {step}), which this run's saves would prune; pass --resume to continue that run, or give an empty directory"
+                        ),
+                    });
+                }
+            }
+            // Every checkpoint there is an input: no output may land inside one.
+            for (_, p) in &existing {
+                inputs.push(Input::new("checkpoint in --checkpoint-dir", p));
+            }
+            match a.resume {
+                true => latest(dir)?,
+                false => None,
+            }
         }
         None => None,
     };
-    if let (Some(data), Some(dir)) = (&a.data, &ck_dir) {
-        check_data_outside_checkpoints(data, dir.path())?;
-    }
-    let resumed = match (&ck_dir, a.resume) {
-        (Some(dir), true) => checkpoint::latest_valid(dir.path()).map_err(|e| match e {
-            Error::NoValidCheckpoint { dir, tried, last } => Error::NoValidCheckpoint {
-                dir,
-                tried,
-                last: format!("{last}; start without --resume or point --checkpoint-dir elsewhere"),
-            },
-            e => e,
-        })?,
-        _ => None,
-    };
     if let Some(ck) = &resumed {
-        if ck.manifest.step >= a.steps {
+        if ck.manifest.step >= a.steps && ck.manifest.model == model.describe() {
             println!(
                 "{} already holds step {} of this run (--steps {}): nothing to train. Raise --steps to train further.",
                 ck.path.display(),
@@ -228,7 +273,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
             return Ok(());
         }
         check_same_data(ck, &data, a.allow_data_change)?;
-        inputs.push(Input::new("checkpoint being resumed", &ck.path));
     }
     for (path, what) in [
         (&a.metrics_out, "--metrics-out"),
@@ -239,7 +283,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
     }
     if let (Some(m), Some(t)) = (&a.metrics_out, &a.memory_trace) {
-        if output::resolve(m)? == output::resolve(t)? {
+        if output::same_place(m, t)? {
             return Err(Error::invalid(
                 "--memory-trace",
                 "names the same file as --metrics-out; give each its own",
@@ -248,8 +292,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
 
     let lr = a.lr.unwrap_or(config.default_lr());
-    let mut device = headroom::Device::by_name(&a.backend)?;
-    let budget_bytes = resolve_budget(&mut device, a.budget.as_deref().unwrap_or("90%"))?;
     cfg.precision = precision.resolve(device.preferred_low_precision());
     cfg.workspace_bytes = device.workspace_bytes();
     log::info!("memory budget {}", format_bytes(budget_bytes));
@@ -284,11 +326,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
             None
         }
     };
-    let mut metrics = Metrics::open(
-        a.metrics_out.as_ref(),
-        &inputs,
-        resumed_at.as_ref().map(|r| r.0),
-    )?;
+    // A resumed run appends, even when nothing was saved yet: the lines of a
+    // run that died before its first checkpoint are kept.
+    let marker = a.resume.then(|| resumed_at.as_ref().map_or(0, |r| r.0));
+    let mut metrics = Metrics::open(a.metrics_out.as_ref(), &inputs, marker)?;
     let mut saver = Saver {
         dir: ck_dir,
         keep: a.keep_checkpoints,
