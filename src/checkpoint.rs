@@ -133,7 +133,8 @@ fn corrupt(path: &Path, why: impl Into<String>) -> Error {
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes` in lowercase hex (checkpoint files, data sets).
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -172,11 +173,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<FileSum> {
         sha256: sha256(bytes),
         bytes: bytes.len() as u64,
     })
-}
-
-fn sync_dir(path: &Path) -> Result<()> {
-    crate::output::sync_dir(path);
-    Ok(())
 }
 
 /// Writes a checkpoint at `path` (its directory, e.g. `run/step-00000040`),
@@ -225,7 +221,7 @@ pub fn save(
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
         write_synced(&tmp.join(MANIFEST_FILE), &json)?;
-        sync_dir(&tmp)?;
+        crate::output::sync_dir(&tmp);
         let old = parent.join(format!(".old-{name}-{}-{nonce}", std::process::id()));
         let replaced = path.exists();
         if replaced {
@@ -238,7 +234,7 @@ pub fn save(
             }
             return Err(io(path)(e));
         }
-        sync_dir(parent)?;
+        crate::output::sync_dir(parent);
         if replaced {
             fs::remove_dir_all(&old).map_err(io(&old))?;
         }

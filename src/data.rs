@@ -2,8 +2,6 @@
 //! split, and deterministic random batches.
 
 use std::borrow::Cow;
-
-use sha2::Digest;
 use std::io::Read;
 use std::path::Path;
 
@@ -139,10 +137,7 @@ impl Dataset {
             path: name.clone(),
             why,
         };
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |e| Error::io(path, e);
         let meta = std::fs::metadata(path).map_err(io)?;
         if !meta.is_file() {
             let kind = if meta.is_dir() {
@@ -187,10 +182,7 @@ impl Dataset {
             });
         }
         let cut = ((bytes.len() as f64) * (1.0 - VAL_FRACTION)) as usize;
-        let fingerprint = sha2::Sha256::digest(&bytes[..cut])
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fingerprint = crate::checkpoint::sha256(&bytes[..cut]);
         Ok(Dataset {
             name: name.to_string(),
             bytes,

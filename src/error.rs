@@ -109,7 +109,7 @@ pub enum Error {
         newest: String,
     },
 
-    /// The model preset named is not one of `known`.; pick one of `known`.
+    /// The model preset named is not one of `known`.
     #[error("unknown model preset '{name}'; choose one of: {known}")]
     UnknownPreset {
         /// The name given.
@@ -268,15 +268,10 @@ fn oom_message(
 }
 
 impl std::fmt::Debug for Error {
-    /// The message, then its causes: what `fn main() -> Result<()>` prints.
+    /// The message, which already names its cause (an `Io`'s OS error): what
+    /// `fn main() -> Result<()>` prints.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self}")?;
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            write!(f, "\n  caused by: {c}")?;
-            cause = c.source();
-        }
-        Ok(())
+        write!(f, "{self}")
     }
 }
 

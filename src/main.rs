@@ -376,7 +376,7 @@ fn report(a: ReportArgs) -> Result<()> {
 fn plan(a: PlanArgs) -> Result<()> {
     let config = GptConfig::preset(&a.model)?;
     let seq = a.seq.unwrap_or(config.block_size);
-    let device = Device::by_name(&a.backend)?;
+    let mut device = Device::by_name(&a.backend)?;
     let precision: Precision = a.precision.parse()?;
     let cfg = TrainConfig {
         batch: a.batch,
@@ -386,7 +386,6 @@ fn plan(a: PlanArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     cfg.validate(config.block_size)?;
-    let mut device = device;
     let budget_bytes = resolve_budget(&mut device, &a.budget)?;
     if let Some(p) = &a.memory_trace {
         headroom::output::preflight(p, "--memory-trace", &[])?;

@@ -137,15 +137,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// [`Error::OutputIsInput`] when `path` (as `what`) is one of `inputs`, or lies
-/// inside an input directory.
-pub fn check_not_input(path: &Path, what: &str, inputs: &[Input]) -> Result<()> {
-    let target = resolve(path)?;
+/// [`Error::OutputIsInput`] when `path` (as `what`, resolved to `target`) is
+/// one of `inputs`, or lies inside an input directory.
+fn not_an_input(path: &Path, target: &Path, what: &str, inputs: &[Input]) -> Result<()> {
     for input in inputs {
         let collides = if fs::metadata(&input.path).is_ok_and(|m| m.is_dir()) {
-            inside(&target, &input.path)
+            inside(target, &input.path)
         } else {
-            same_file(&target, &input.path)
+            same_file(target, &input.path)
         };
         if collides {
             return Err(Error::OutputIsInput {
@@ -204,8 +203,9 @@ fn is_a_directory(path: &Path, what: &str) -> Error {
 /// can be created in a regular file's directory (a probe file is created and
 /// removed). Writes nothing at `path` itself.
 pub fn preflight(path: &Path, what: &str, inputs: &[Input]) -> Result<()> {
-    check_not_input(path, what, inputs)?;
-    let file = match target(path)? {
+    let t = target(path)?;
+    not_an_input(path, t.path(), what, inputs)?;
+    let file = match t {
         Target::Direct(p) => {
             // Opening is the test; nothing is written.
             return OpenOptions::new()
@@ -261,8 +261,9 @@ pub fn probe_writable(dir: &Path) -> Result<()> {
 /// files, directly for devices, FIFOs and descriptors, no temporary file left
 /// on error.
 pub fn write(path: &Path, what: &str, bytes: &[u8], inputs: &[Input]) -> Result<()> {
-    check_not_input(path, what, inputs)?;
-    match target(path)? {
+    let t = target(path)?;
+    not_an_input(path, t.path(), what, inputs)?;
+    match t {
         Target::Direct(p) => {
             // As `cat >> /dev/stdout` would: never renamed over, never truncated.
             let mut f = OpenOptions::new()
@@ -344,9 +345,10 @@ pub(crate) fn sync_dir(dir: &Path) {
 /// (appended to). `append` keeps what a regular file holds (a resumed run);
 /// otherwise it is truncated.
 pub fn open_stream(path: &Path, what: &str, inputs: &[Input], append: bool) -> Result<File> {
-    check_not_input(path, what, inputs)?;
+    let t = target(path)?;
+    not_an_input(path, t.path(), what, inputs)?;
     let mut o = OpenOptions::new();
-    let p = match target(path)? {
+    let p = match t {
         Target::Direct(p) => {
             o.append(true);
             p

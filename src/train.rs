@@ -407,10 +407,7 @@ impl<M: Model> Trainer<M> {
                 if init {
                     cfg.check_host_memory()?;
                 }
-                let budget = device
-                    .budget_bytes()
-                    .unwrap_or_else(|| device.total_memory());
-                Some(planner::plan(&model, opt, &cfg, budget, &[])?)
+                Some(planner::plan(&model, opt, &cfg, plan_budget(&device), &[])?)
             }
         };
         let mut rng = Rng::fork(cfg.seed, "init");
@@ -474,11 +471,17 @@ impl<M: Model> Trainer<M> {
     /// The next training batch from `data`, drawn by the trainer's own sampler
     /// (so a checkpoint resumes the same stream of batches).
     pub fn next_batch(&mut self, data: &Dataset) -> Result<Batch> {
-        self.data_info = Some(DataInfo {
-            name: data.name.clone(),
-            train_bytes: data.len(Split::Train),
-            sha256: Some(data.fingerprint().to_string()),
+        // Recorded once per data set, not copied on every step.
+        let known = self.data_info.as_ref().is_some_and(|d| {
+            d.name == data.name && d.sha256.as_deref() == Some(data.fingerprint())
         });
+        if !known {
+            self.data_info = Some(DataInfo {
+                name: data.name.clone(),
+                train_bytes: data.len(Split::Train),
+                sha256: Some(data.fingerprint().to_string()),
+            });
+        }
         data.batch(
             Split::Train,
             &mut self.sampler,
@@ -739,9 +742,7 @@ impl<M: Model> Trainer<M> {
 
     /// The budget plans are made for: the device's, or all of its memory.
     fn plan_budget(&self) -> u64 {
-        self.device
-            .budget_bytes()
-            .unwrap_or_else(|| self.device.total_memory())
+        plan_budget(&self.device)
     }
 
     fn ensure_plan(&mut self, b: usize, t: usize) -> Result<Choice> {
@@ -1228,6 +1229,13 @@ fn describe_diff(saved: &serde_json::Value, mine: &serde_json::Value) -> String 
         }
         _ => format!("the model differs: {saved} there, {mine} here"),
     }
+}
+
+/// The budget plans are made for on `device`: its own, or all of its memory.
+fn plan_budget(device: &Device) -> u64 {
+    device
+        .budget_bytes()
+        .unwrap_or_else(|| device.total_memory())
 }
 
 /// Whether the cache's unused part is worth a warning: over

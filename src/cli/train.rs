@@ -329,34 +329,43 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // A resumed run appends, even when nothing was saved yet: the lines of a
     // run that died before its first checkpoint are kept.
     let marker = a.resume.then(|| resumed_at.as_ref().map_or(0, |r| r.0));
-    let mut metrics = Metrics::open(a.metrics_out.as_ref(), &inputs, marker)?;
-    let mut saver = Saver {
+    let metrics = Metrics::open(a.metrics_out.as_ref(), &inputs, marker)?;
+    let saver = Saver {
         dir: ck_dir,
         keep: a.keep_checkpoints,
         last_good: resumed_at.map(|r| r.1),
         failures_in_a_row: 0,
     };
     let interrupted = install_ctrl_c()?;
-    run_steps(
-        &a,
-        &mut trainer,
-        &data,
-        &mut metrics,
-        &mut saver,
-        &interrupted,
-        seq,
-    )
+    let mut out = Outputs {
+        metrics,
+        saver,
+        inputs,
+    };
+    run_steps(&a, &mut trainer, &data, &mut out, &interrupted, seq)
+}
+
+/// What a run writes, and the inputs (checked before step 1) that none of it
+/// may overwrite.
+struct Outputs {
+    metrics: Metrics,
+    saver: Saver,
+    inputs: Vec<Input>,
 }
 
 fn run_steps(
     a: &TrainArgs,
     trainer: &mut Trainer<Gpt>,
     data: &Dataset,
-    metrics: &mut Metrics,
-    saver: &mut Saver,
+    out: &mut Outputs,
     interrupted: &AtomicBool,
     seq: usize,
 ) -> Result<()> {
+    let Outputs {
+        metrics,
+        saver,
+        inputs,
+    } = out;
     let first = trainer.steps_done() + 1;
     let bar = ProgressBar::new(a.steps);
     bar.set_position(first - 1);
@@ -437,12 +446,7 @@ fn run_steps(
         let trace = trainer
             .take_memory_trace()
             .ok_or_else(|| Error::Internal("the memory trace was not started".into()))?;
-        let inputs: Vec<Input> = a
-            .data
-            .iter()
-            .map(|p| Input::new("--data file", p))
-            .collect();
-        println!("{}", save_trace(&trace, path, "--memory-trace", &inputs)?);
+        println!("{}", save_trace(&trace, path, "--memory-trace", inputs)?);
     }
     final_save?;
     if a.sample_tokens > 0 {
