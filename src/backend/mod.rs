@@ -51,6 +51,22 @@ pub struct AdamWStep {
     pub grad_scale: f64,
 }
 
+impl AdamWStep {
+    /// `(1 − β₁ᵗ, 1 − β₂ᵗ)`: what `m` and `v` are divided by to undo their
+    /// zero start. Every backend takes them from here, so all round alike.
+    pub fn bias_corrections(&self) -> (f64, f64) {
+        let t = self.t as i32;
+        (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
+    }
+
+    /// What a parameter is multiplied by before its Adam update: `1 − lr · wd`
+    /// when it `decays`, else exactly 1 (biases and norms).
+    pub fn decay_factor(&self, decays: bool) -> f64 {
+        let wd = if decays { self.weight_decay } else { 0.0 };
+        1.0 - self.lr * wd
+    }
+}
+
 /// One parameter's tensors for the optimizer; all f32.
 pub struct AdamWSlot<'a> {
     /// The master weights, updated in place.

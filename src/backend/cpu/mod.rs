@@ -146,16 +146,13 @@ impl Backend for CpuBackend {
     }
 
     fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
-        let t = s.t as i32;
-        let bc1 = 1.0 - s.beta1.powi(t);
-        let bc2 = 1.0 - s.beta2.powi(t);
+        let (bc1, bc2) = s.bias_corrections();
         for slot in slots {
             slot.check_f32()?;
             let p = bytemuck_cast_mut::<f32>(bytes_mut(slot.param));
             let g = bytemuck_cast::<f32>(bytes(slot.grad));
             let m = bytemuck_cast_mut::<f32>(bytes_mut(slot.m));
             let v = bytemuck_cast_mut::<f32>(bytes_mut(slot.v));
-            let wd = if slot.decay { s.weight_decay } else { 0.0 };
             let (lr, b1, b2, eps, gs) = (
                 s.lr as f32,
                 s.beta1 as f32,
@@ -163,7 +160,7 @@ impl Backend for CpuBackend {
                 s.eps as f32,
                 s.grad_scale as f32,
             );
-            let (bc1, bc2, decay) = (bc1 as f32, bc2 as f32, (1.0 - s.lr * wd) as f32);
+            let (bc1, bc2, decay) = (bc1 as f32, bc2 as f32, s.decay_factor(slot.decay) as f32);
             p.par_iter_mut()
                 .zip(g.par_iter())
                 .zip(m.par_iter_mut().zip(v.par_iter_mut()))

@@ -984,11 +984,8 @@ impl Backend for CudaBackend {
                 slots.len()
             )));
         }
-        let t = s.t as i32;
-        let (bc1, bc2) = (
-            (1.0 - s.beta1.powi(t)) as f32,
-            (1.0 - s.beta2.powi(t)) as f32,
-        );
+        let (bc1, bc2) = s.bias_corrections();
+        let (bc1, bc2) = (bc1 as f32, bc2 as f32);
         // The kernel's AdamSlot: five u64 then two f32 (48 bytes).
         let mut table: Vec<u8> = Vec::with_capacity(48 * slots.len());
         let mut widest = 0u64;
@@ -996,11 +993,10 @@ impl Backend for CudaBackend {
             slot.check_f32()?;
             let n = slot.param.shape.numel() as u64;
             widest = widest.max(n);
-            let wd = if slot.decay { s.weight_decay } else { 0.0 };
             for x in [ptr(slot.param), ptr(slot.grad), ptr(slot.m), ptr(slot.v), n] {
                 table.extend_from_slice(&x.to_le_bytes());
             }
-            table.extend_from_slice(&((1.0 - s.lr * wd) as f32).to_le_bytes());
+            table.extend_from_slice(&(s.decay_factor(slot.decay) as f32).to_le_bytes());
             table.extend_from_slice(&0f32.to_le_bytes());
         }
         let dev_table = self.upload_table(&table)?;

@@ -1048,8 +1048,7 @@ impl Backend for WgpuBackend {
     }
 
     fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
-        let t = s.t as i32;
-        let (bc1, bc2) = (1.0 - s.beta1.powi(t), 1.0 - s.beta2.powi(t));
+        let (bc1, bc2) = s.bias_corrections();
         for slot in slots {
             for t in [slot.param, slot.grad, slot.m, slot.v] {
                 if t.dtype != DType::F32 {
@@ -1061,14 +1060,13 @@ impl Backend for WgpuBackend {
             }
             self.variant = Variant::T(DType::F32);
             let n = slot.param.shape.numel();
-            let wd = if slot.decay { s.weight_decay } else { 0.0 };
             let p = [
                 u(n),
                 f(s.lr),
                 f(s.beta1),
                 f(s.beta2),
                 f(s.eps),
-                f(1.0 - s.lr * wd),
+                f(s.decay_factor(slot.decay)),
                 f(bc1),
                 f(bc2),
                 f(s.grad_scale),
