@@ -34,7 +34,9 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod memory;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::AdamWStep;
+use crate::error::{Error, Result};
 
 /// AdamW hyper-parameters. The moments themselves live on the device beside each
 /// parameter; the backend applies the update.
@@ -26,6 +27,17 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// [`Error::InvalidArgument`] unless the learning rate is a positive number.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid(
+                "AdamW::lr",
+                format!("{} must be a positive number", self.lr),
+            ));
+        }
+        Ok(())
+    }
+
     /// GPT-2/nanoGPT settings with peak learning rate `lr`.
     pub fn new(lr: f64) -> AdamW {
         AdamW {

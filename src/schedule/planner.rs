@@ -8,86 +8,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::recompute::Recompute;
-use crate::backend::Device;
-use crate::data::Batch;
+use super::simulate::simulate_with;
+pub use super::simulate::{simulate, simulated_trace, Breakdown, Simulated};
+pub use super::step::Choice;
+use super::step::StepCompiler;
+use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::memory::timeline::{Event, EventKind, TensorKind, TRACE_FORMAT};
-use crate::memory::{format_bytes, Budget, MemoryStats, Trace};
+use crate::memory::format_bytes;
 use crate::nn::Model;
 use crate::optim::AdamW;
-use crate::train::{TrainConfig, Trainer};
-
-/// What the planner decides for a step shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Choice {
-    /// Sequences per micro-batch; a step accumulates gradients over
-    /// `batch / micro_batch` micro-batches.
-    pub micro_batch: usize,
-    /// The recompute policy every micro-batch is lowered with.
-    pub recompute: Recompute,
-}
-
-/// A predicted peak, split by what the memory holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Breakdown {
-    /// Bytes of parameters ([`TensorKind::Weight`]).
-    pub weights: u64,
-    /// Bytes of parameter gradients ([`TensorKind::Gradient`]).
-    pub gradients: u64,
-    /// Bytes of AdamW moments ([`TensorKind::OptimizerState`]).
-    pub optimizer_state: u64,
-    /// Bytes of activations and backward intermediates ([`TensorKind::Activation`]).
-    pub activations: u64,
-    /// Bytes of token and target batches ([`TensorKind::Data`]).
-    pub data: u64,
-    /// Bytes of backend library workspace ([`TensorKind::Workspace`]).
-    pub workspace: u64,
-    /// Reserved by the allocator but holding no tensor at the peak.
-    pub allocator_slack: u64,
-}
-
-impl Breakdown {
-    /// Sum of all parts, in bytes; for a simulated peak, the peak reserved bytes.
-    pub fn total(&self) -> u64 {
-        self.weights
-            + self.gradients
-            + self.optimizer_state
-            + self.activations
-            + self.data
-            + self.workspace
-            + self.allocator_slack
-    }
-
-    fn parts(&self) -> [(&'static str, u64); 7] {
-        [
-            ("weights", self.weights),
-            ("gradients", self.gradients),
-            ("optimizer state", self.optimizer_state),
-            ("activations", self.activations),
-            ("data", self.data),
-            ("workspace", self.workspace),
-            ("allocator slack", self.allocator_slack),
-        ]
-    }
-
-    /// The largest part, by name.
-    pub fn dominant(&self) -> &'static str {
-        self.parts()
-            .iter()
-            .max_by_key(|p| p.1)
-            .map_or("nothing", |p| p.0)
-    }
-
-    /// The non-zero parts on one line ("weights 1.50 MiB, activations 3.00 MiB").
-    pub fn summary(&self) -> String {
-        self.parts()
-            .iter()
-            .filter(|p| p.1 > 0)
-            .map(|(n, b)| format!("{n} {}", format_bytes(*b)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
 
 /// One candidate the planner considered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,108 +130,7 @@ impl fmt::Display for Plan {
 
 /// FLOPs of one step of `cfg.batch` under `choice`, recompute included.
 pub fn step_flops(model: &dyn Model, cfg: &TrainConfig, choice: Choice) -> Result<u64> {
-    crate::train::step_flops(model, cfg, choice)
-}
-
-/// A simulated run's peak.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Simulated {
-    /// Peak reserved bytes over the run: what the budget must cover.
-    pub peak_reserved: u64,
-    /// Peak allocated bytes over the run.
-    pub peak_allocated: u64,
-    /// What memory held when allocated bytes first peaked, plus the slack.
-    pub breakdown: Breakdown,
-}
-
-/// Runs setup, a step, an evaluation and a second step (the warm cache) of
-/// `choice` on a simulated device under `budget` (`None`: unlimited).
-pub fn simulate(
-    model: &dyn Model,
-    opt: AdamW,
-    cfg: &TrainConfig,
-    choice: Choice,
-    budget: Option<u64>,
-) -> Result<Simulated> {
-    let (stats, events) = run_simulation(model, opt, cfg, choice, budget)?;
-    let mut breakdown = breakdown_at_peak(&events);
-    breakdown.allocator_slack = stats.peak_reserved_bytes - stats.peak_allocated_bytes;
-    Ok(Simulated {
-        peak_reserved: stats.peak_reserved_bytes,
-        peak_allocated: stats.peak_allocated_bytes,
-        breakdown,
-    })
-}
-
-/// The memory trace of [`simulate`]'s run (setup, a step, an evaluation and a
-/// second step), tagged like a real run's, so `headroom report` can draw where
-/// a plan's predicted peak comes from before anything runs.
-pub fn simulated_trace(
-    model: &dyn Model,
-    opt: AdamW,
-    cfg: &TrainConfig,
-    choice: Choice,
-    budget: Option<u64>,
-) -> Result<Trace> {
-    let (_, events) = run_simulation(model, opt, cfg, choice, budget)?;
-    Ok(Trace {
-        format: TRACE_FORMAT.to_string(),
-        device: "simulated".to_string(),
-        budget_bytes: budget,
-        events,
-    })
-}
-
-fn run_simulation(
-    model: &dyn Model,
-    opt: AdamW,
-    cfg: &TrainConfig,
-    choice: Choice,
-    budget: Option<u64>,
-) -> Result<(MemoryStats, Vec<Event>)> {
-    let mut dev = Device::simulated(u64::MAX / 4);
-    dev.set_budget(budget.map(Budget::Bytes));
-    dev.start_trace();
-    let mut t = Trainer::with_plan(dev, model, opt, cfg.clone(), choice)?;
-    let batch = Batch::shape_only(cfg.batch, cfg.seq_len);
-    t.step(&batch)?;
-    t.loss(&batch)?;
-    t.step(&batch)?;
-    let stats = t.memory_stats();
-    let events = t.device_mut().take_trace().unwrap_or_default();
-    Ok((stats, events))
-}
-
-/// Live bytes by tensor kind at the first moment allocated memory peaks.
-fn breakdown_at_peak(events: &[Event]) -> Breakdown {
-    let peak = events.iter().map(|e| e.allocated).max().unwrap_or(0);
-    let mut live = std::collections::HashMap::new();
-    for e in events {
-        match e.kind {
-            EventKind::Alloc => {
-                live.insert(e.addr, (e.bytes, e.tensor));
-            }
-            EventKind::Free => {
-                live.remove(&e.addr);
-            }
-            _ => {}
-        }
-        if e.kind == EventKind::Alloc && e.allocated == peak {
-            break;
-        }
-    }
-    let mut b = Breakdown::default();
-    for &(bytes, kind) in live.values() {
-        match kind {
-            TensorKind::Weight => b.weights += bytes,
-            TensorKind::OptimizerState => b.optimizer_state += bytes,
-            TensorKind::Gradient => b.gradients += bytes,
-            TensorKind::Activation => b.activations += bytes,
-            TensorKind::Data => b.data += bytes,
-            TensorKind::Workspace => b.workspace += bytes,
-        }
-    }
-    b
+    StepCompiler::new(cfg.precision).step_flops(model, cfg.batch, cfg.seq_len, choice)
 }
 
 /// Plans a step of `cfg.batch × cfg.seq_len` within `budget` bytes, with
@@ -325,7 +153,10 @@ pub fn plan(
             .filter(|m| *m > 0 && b % m == 0)
             .collect()
     };
-    let n_blocks = crate::train::count_blocks(model, cfg)?;
+    // One compiler for every candidate: each distinct graph is traced once,
+    // whatever the recompute policies lowered from it.
+    let mut compiler = StepCompiler::new(cfg.precision);
+    let n_blocks = compiler.count_blocks(model, cfg.seq_len)?;
     let mut cands: Vec<Candidate> = Vec::new();
     for &mb in &mbs {
         for pol in Recompute::candidates(n_blocks) {
@@ -333,7 +164,7 @@ pub fn plan(
                 micro_batch: mb,
                 recompute: pol,
             };
-            let flops = crate::train::step_flops(model, cfg, choice)?;
+            let flops = compiler.step_flops(model, cfg.batch, cfg.seq_len, choice)?;
             cands.push(Candidate {
                 micro_batch: mb,
                 recompute: pol,
@@ -356,7 +187,7 @@ pub fn plan(
             micro_batch: c.micro_batch,
             recompute: c.recompute,
         };
-        match simulate(model, opt, cfg, choice, Some(budget)) {
+        match simulate_with(&mut compiler, model, opt, cfg, choice, Some(budget)) {
             Ok(s) => {
                 c.peak_bytes = Some(s.peak_reserved);
                 c.fits = Some(true);
@@ -369,7 +200,7 @@ pub fn plan(
     }
     match chosen {
         Some((choice, s, flops)) => Ok(Plan::chosen(cfg, budget, choice, s, flops, cands)),
-        None => Err(no_plan_fits(model, opt, cfg, budget, &mbs)?),
+        None => Err(no_plan_fits(&mut compiler, model, opt, cfg, budget, &mbs)?),
     }
 }
 
@@ -382,8 +213,9 @@ pub fn plan_choice(
     choice: Choice,
 ) -> Result<Plan> {
     cfg.validate(model.block_size())?;
-    let s = simulate(model, opt, cfg, choice, Some(budget))?;
-    let flops = crate::train::step_flops(model, cfg, choice)?;
+    let mut compiler = StepCompiler::new(cfg.precision);
+    let s = simulate_with(&mut compiler, model, opt, cfg, choice, Some(budget))?;
+    let flops = compiler.step_flops(model, cfg.batch, cfg.seq_len, choice)?;
     let only = Candidate {
         micro_batch: choice.micro_batch,
         recompute: choice.recompute,
@@ -421,6 +253,7 @@ impl Plan {
 
 /// The error for a budget nothing fits: the smallest plan's need and its parts.
 fn no_plan_fits(
+    compiler: &mut StepCompiler,
     model: &dyn Model,
     opt: AdamW,
     cfg: &TrainConfig,
@@ -429,12 +262,12 @@ fn no_plan_fits(
 ) -> Result<Error> {
     let mb = *mbs.iter().min().unwrap_or(&1);
     let mut best: Option<(Choice, Simulated)> = None;
-    for pol in Recompute::candidates(crate::train::count_blocks(model, cfg)?) {
+    for pol in Recompute::candidates(compiler.count_blocks(model, cfg.seq_len)?) {
         let choice = Choice {
             micro_batch: mb,
             recompute: pol,
         };
-        let s = simulate(model, opt, cfg, choice, None)?;
+        let s = simulate_with(compiler, model, opt, cfg, choice, None)?;
         if best
             .as_ref()
             .is_none_or(|b| s.peak_reserved < b.1.peak_reserved)

@@ -1,0 +1,233 @@
+//! Step compilation: a model traced into the graph of one step (training,
+//! evaluation or logits), lowered into a program per recompute policy, and
+//! both cached. The trainer and the planner's simulations share this code, so
+//! the program a plan was simulated with is the program that runs.
+//!
+//! A graph depends on what is traced (kind, micro-batch, sequence length) and
+//! on the precision; never on the recompute policy, which is a lowering choice,
+//! nor on the whole batch, whose share of the loss is an input (`loss_seed`).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::{lower_with, LowerOptions, Program, Recompute};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::graph::amp::Precision;
+use crate::graph::{autodiff, Graph, Value};
+use crate::nn::Model;
+use crate::tensor::{DType, Shape};
+
+/// What the planner decides for a step shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Choice {
+    /// Sequences per micro-batch; a step accumulates gradients over
+    /// `batch / micro_batch` micro-batches.
+    pub micro_batch: usize,
+    /// The recompute policy every micro-batch is lowered with.
+    pub recompute: Recompute,
+}
+
+/// What a step graph computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GraphKind {
+    /// Loss and every parameter's gradient.
+    Train,
+    /// The loss only.
+    Eval,
+    /// The logits only (f32), for sampling.
+    Logits,
+}
+
+/// One distinct step graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GraphKey {
+    /// What the graph computes.
+    pub kind: GraphKind,
+    /// Sequences the graph takes at once.
+    pub micro_batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+}
+
+/// One distinct program: a graph lowered under a recompute policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProgramKey {
+    /// The graph lowered.
+    pub graph: GraphKey,
+    /// The recompute policy (`None` for graphs without a backward pass).
+    pub recompute: Option<Recompute>,
+    /// Gradients add into tensors the caller passes (every micro-batch but
+    /// the first) instead of being returned.
+    pub accumulate: bool,
+}
+
+/// A traced step graph and the values a runner binds and reads.
+pub struct StepGraph {
+    /// The graph, autodiff and autocast applied.
+    pub graph: Graph,
+    /// `tokens [mb, T] i32`.
+    pub tokens: Value,
+    /// `targets [mb, T] i32`; none in logits graphs.
+    pub targets: Option<Value>,
+    /// Train graphs: the scalar the backward pass starts from (the micro-batch's
+    /// share of the mean loss, times the loss scale).
+    pub seed: Option<Value>,
+    /// The loss `[]` of train and eval graphs; the logits `[mb, T, V]` of
+    /// logits graphs.
+    pub out: Value,
+    /// Train graphs: the gradient of each parameter, in `param_specs` order.
+    pub grads: Vec<Value>,
+}
+
+/// Traces and lowers a model's step graphs on demand, each distinct graph and
+/// program once.
+pub struct StepCompiler {
+    precision: Precision,
+    graphs: HashMap<GraphKey, Rc<StepGraph>>,
+    programs: HashMap<ProgramKey, Rc<Program>>,
+}
+
+impl StepCompiler {
+    /// A compiler whose graphs autocast to `precision` (`Auto` traces f32).
+    pub fn new(precision: Precision) -> StepCompiler {
+        StepCompiler {
+            precision,
+            graphs: HashMap::new(),
+            programs: HashMap::new(),
+        }
+    }
+
+    /// Graphs traced so far (each distinct one once).
+    pub fn graphs_traced(&self) -> usize {
+        self.graphs.len()
+    }
+
+    /// The graph of `key`, traced now if not yet traced.
+    pub fn graph(&mut self, model: &dyn Model, key: GraphKey) -> Result<Rc<StepGraph>> {
+        if let Some(g) = self.graphs.get(&key) {
+            return Ok(g.clone());
+        }
+        log::debug!("tracing {key:?}");
+        let g = Rc::new(trace(model, key, self.precision)?);
+        self.graphs.insert(key, g.clone());
+        Ok(g)
+    }
+
+    /// The program of `key`, lowered now if not yet lowered, with its graph.
+    pub fn program(
+        &mut self,
+        model: &dyn Model,
+        key: ProgramKey,
+    ) -> Result<(Rc<StepGraph>, Rc<Program>)> {
+        let g = self.graph(model, key.graph)?;
+        if let Some(p) = self.programs.get(&key) {
+            return Ok((g, p.clone()));
+        }
+        let p = Rc::new(lower(&g, key.recompute, key.accumulate)?);
+        self.programs.insert(key, p.clone());
+        Ok((g, p))
+    }
+
+    /// Transformer blocks the model records (recompute policies cut at them).
+    pub fn count_blocks(&mut self, model: &dyn Model, seq: usize) -> Result<usize> {
+        let key = GraphKey {
+            kind: GraphKind::Logits,
+            micro_batch: 1,
+            seq,
+        };
+        let g = self.graph(model, key)?;
+        Ok(g.graph
+            .nodes()
+            .iter()
+            .filter_map(|n| n.block)
+            .max()
+            .map_or(0, |b| b as usize + 1))
+    }
+
+    /// FLOPs of one step of `batch` sequences under `choice`, recompute included.
+    pub fn step_flops(
+        &mut self,
+        model: &dyn Model,
+        batch: usize,
+        seq: usize,
+        choice: Choice,
+    ) -> Result<u64> {
+        let key = ProgramKey {
+            graph: GraphKey {
+                kind: GraphKind::Train,
+                micro_batch: choice.micro_batch,
+                seq,
+            },
+            recompute: Some(choice.recompute),
+            accumulate: false,
+        };
+        let (_, p) = self.program(model, key)?;
+        Ok(p.flops * (batch / choice.micro_batch) as u64)
+    }
+}
+
+fn trace(model: &dyn Model, key: GraphKey, precision: Precision) -> Result<StepGraph> {
+    let GraphKey {
+        kind,
+        micro_batch: mb,
+        seq: t,
+    } = key;
+    let mut g = Graph::new();
+    g.set_autocast(precision.low_dtype());
+    let tokens = g.input("tokens", [mb, t], DType::I32)?;
+    let mut logits = model.forward(&mut g, tokens)?;
+    if kind == GraphKind::Logits {
+        if g.dtype(logits) != DType::F32 {
+            logits = g.cast(logits, DType::F32)?;
+        }
+        return Ok(StepGraph {
+            graph: g,
+            tokens,
+            targets: None,
+            seed: None,
+            out: logits,
+            grads: vec![],
+        });
+    }
+    let targets = g.input("targets", [mb, t], DType::I32)?;
+    let loss = g.cross_entropy(logits, targets)?;
+    g.set_autocast(None);
+    let mut grads = vec![];
+    let mut seed = None;
+    if kind == GraphKind::Train {
+        let wrt = model
+            .param_specs()
+            .iter()
+            .map(|p| p.record(&mut g))
+            .collect::<Result<Vec<_>>>()?;
+        let s = g.input("loss_seed", Shape::scalar(), g.dtype(loss))?;
+        grads = autodiff::backward_from(&mut g, loss, &wrt, s)?;
+        seed = Some(s);
+    }
+    Ok(StepGraph {
+        graph: g,
+        tokens,
+        targets: Some(targets),
+        seed,
+        out: loss,
+        grads,
+    })
+}
+
+fn lower(g: &StepGraph, recompute: Option<Recompute>, accumulate: bool) -> Result<Program> {
+    let mut outputs = vec![g.out];
+    if !accumulate {
+        outputs.extend(&g.grads);
+    }
+    lower_with(
+        &g.graph,
+        &outputs,
+        &LowerOptions {
+            recompute,
+            accumulate: if accumulate { g.grads.clone() } else { vec![] },
+            gradients: g.grads.clone(),
+        },
+    )
+}

@@ -1,0 +1,176 @@
+//! Checkpoints: the whole training state saved atomically, and restored
+//! after checking it was made for this model, precision and parameters.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::Trainer;
+use crate::checkpoint::{self, Checkpoint, Manifest, TrainState};
+use crate::error::{Error, Result};
+use crate::nn::Model;
+use crate::rng::Rng;
+use crate::schedule::planner::{self, Choice};
+use crate::tensor::HostTensor;
+
+impl<M: Model> Trainer<M> {
+    /// Saves the whole training state at `path` (a directory, written
+    /// atomically): weights, AdamW moments, step, LR schedule, loss scaler,
+    /// sampler state and plan.
+    pub fn save_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let params = self.parameters()?;
+        let moments = self.optimizer_state()?;
+        let manifest = Manifest {
+            format: checkpoint::FORMAT.to_string(),
+            step: self.step,
+            model: self.model.describe(),
+            precision: self.cfg.precision,
+            train: TrainState {
+                batch: self.cfg.batch,
+                seq_len: self.cfg.seq_len,
+                steps: self.cfg.steps,
+                seed: self.cfg.seed,
+            },
+            schedule: self.schedule,
+            optimizer: self.opt,
+            scaler: self.scaler.clone(),
+            sampler_state: self.sampler.state(),
+            data: self.data_info.clone(),
+            plan: self.plan.as_ref().map(|p| p.choice()).or(self.forced),
+            skipped_steps: self.skipped_steps,
+            recoveries: self.recoveries,
+            files: Default::default(),
+        };
+        checkpoint::save(path.as_ref(), manifest, &params, &moments)
+    }
+
+    /// Continues from the checkpoint at `path` (a checkpoint directory, or a
+    /// directory of them: the newest valid one). Returns the step it resumed at.
+    pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<u64> {
+        let ck = checkpoint::open(path.as_ref())?;
+        self.restore(ck)
+    }
+
+    /// Loads a checkpoint's state into this trainer, after checking that it
+    /// was made for the same model, precision and parameters.
+    pub fn restore(&mut self, ck: Checkpoint) -> Result<u64> {
+        let m = &ck.manifest;
+        let mismatch = |what: String| Error::CheckpointMismatch {
+            path: ck.path.clone(),
+            what,
+        };
+        let mine = self.model.describe();
+        if m.model != mine {
+            return Err(mismatch(describe_diff(&m.model, &mine)));
+        }
+        if m.precision != self.cfg.precision {
+            return Err(mismatch(format!(
+                "it was trained in {}, this run is {}; set TrainConfig::precision {}",
+                m.precision, self.cfg.precision, m.precision
+            )));
+        }
+        let saved: HashMap<&str, &HostTensor> =
+            ck.params.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for p in &self.state.params {
+            match saved.get(p.spec.name.as_str()) {
+                Some(t) if t.shape == p.spec.shape => {}
+                Some(t) => {
+                    return Err(mismatch(format!(
+                        "parameter {} is {} there, {} here",
+                        p.spec.name, t.shape, p.spec.shape
+                    )))
+                }
+                None => return Err(mismatch(format!("parameter {} is missing", p.spec.name))),
+            }
+        }
+        if saved.len() != self.state.params.len() {
+            return Err(mismatch(format!(
+                "it has {} parameters, this model {}",
+                saved.len(),
+                self.state.params.len()
+            )));
+        }
+        let t = &m.train;
+        if (t.batch, t.seq_len, t.seed) != (self.cfg.batch, self.cfg.seq_len, self.cfg.seed) {
+            log::warn!(
+                "resuming a run saved with batch {} × {} and seed {} under batch {} × {} and seed {}: training continues, but not as the original run would have",
+                t.batch, t.seq_len, t.seed, self.cfg.batch, self.cfg.seq_len, self.cfg.seed
+            );
+        }
+        if m.schedule != self.schedule {
+            log::warn!("the learning-rate schedule differs from the checkpoint's (AdamW::lr or TrainConfig::steps changed); using this run's");
+        }
+        for p in &self.state.params {
+            let (mm, vv) = &ck.moments[&p.spec.name];
+            self.device.write(&p.value, saved[p.spec.name.as_str()])?;
+            self.device.write(&p.m, mm)?;
+            self.device.write(&p.v, vv)?;
+        }
+        self.step = m.step;
+        self.scaler = m.scaler.clone();
+        self.sampler = Rng::new(m.sampler_state);
+        self.skipped_steps = m.skipped_steps;
+        self.recoveries = m.recoveries;
+        self.data_info = m.data.clone();
+        if let (Some(choice), None) = (m.plan, self.forced) {
+            self.adopt_saved_plan(choice);
+        }
+        Ok(self.step)
+    }
+
+    /// Uses the checkpoint's plan when it still fits (same micro-batches, same
+    /// numerics); otherwise the next step plans afresh.
+    fn adopt_saved_plan(&mut self, choice: Choice) {
+        let budget = self.plan_budget();
+        match planner::plan_choice(&self.model, self.opt, &self.cfg, budget, choice) {
+            Ok(p) => self.plan = Some(p),
+            Err(e) => {
+                log::warn!(
+                    "the checkpoint's plan ({} / {}) no longer fits ({e}); planning again",
+                    choice.micro_batch,
+                    choice.recompute
+                );
+                self.plan = None;
+            }
+        }
+    }
+
+    /// AdamW moments by parameter name: (name, first moment, second moment).
+    pub fn optimizer_state(&mut self) -> Result<Vec<(String, HostTensor, HostTensor)>> {
+        let mut out = Vec::new();
+        for p in &self.state.params {
+            let m = self.device.download(p.m.view())?;
+            let v = self.device.download(p.v.view())?;
+            out.push((p.spec.name.clone(), m, v));
+        }
+        Ok(out)
+    }
+
+    /// Current parameter values, by name, in the model's order.
+    pub fn parameters(&mut self) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = Vec::new();
+        for p in &self.state.params {
+            out.push((p.spec.name.clone(), self.device.download(p.value.view())?));
+        }
+        Ok(out)
+    }
+}
+
+/// Names the fields where two model descriptions differ.
+fn describe_diff(saved: &serde_json::Value, mine: &serde_json::Value) -> String {
+    match (saved.as_object(), mine.as_object()) {
+        (Some(a), Some(b)) => {
+            let diffs: Vec<String> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k} is {v} there, {} here",
+                        b.get(k).map_or("absent".into(), |x| x.to_string())
+                    )
+                })
+                .collect();
+            format!("the model differs: {}", diffs.join(", "))
+        }
+        _ => format!("the model differs: {saved} there, {mine} here"),
+    }
+}
