@@ -19,7 +19,74 @@ use headroom::output::{self, Input};
 use headroom::rng::Rng;
 use headroom::{AdamW, Error, Gpt, GptConfig, Model, Precision, Result, TrainConfig, Trainer};
 
-use crate::{log_through, plan_text, resolve_budget, save_trace, TrainArgs};
+use super::{plan_text, resolve_budget, save_trace, step_config};
+use crate::log_through;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Text file to train on (any bytes; default: the bundled tinyshakespeare).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Backend: auto, cpu, cuda or wgpu.
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 300)]
+    pub steps: u64,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per sequence (default: the model's context).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Peak learning rate (default: the preset's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Evaluate validation loss every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: u64,
+    /// Write one JSON line per step and per evaluation to FILE.
+    #[arg(long)]
+    pub metrics_out: Option<PathBuf>,
+    /// Most memory the run may reserve: 24GiB, 512MiB, 1.5GB, 90% (of the device,
+    /// the default) or bytes. The planner fits each step inside it.
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Record every allocation and free (tagged by op and phase) as JSON in FILE.
+    #[arg(long)]
+    pub memory_trace: Option<PathBuf>,
+    /// Activation precision: f32, bf16, f16 (with loss scaling) or auto (the
+    /// backend's best; f32 on cpu, which only stores low precision).
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+    /// Save checkpoints into DIR (at the end, every --checkpoint-every steps, and on Ctrl-C).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Steps between checkpoints (0: only at the end and on Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u64,
+    /// How many checkpoints to keep in --checkpoint-dir.
+    #[arg(long, default_value_t = 3)]
+    pub keep_checkpoints: usize,
+    /// Continue from the newest valid checkpoint in --checkpoint-dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Bytes to generate after training.
+    #[arg(long, default_value_t = 200)]
+    pub sample_tokens: usize,
+    /// With --resume: continue on a --data file other than the one the
+    /// checkpoint was trained on (refused otherwise).
+    #[arg(long)]
+    pub allow_data_change: bool,
+    /// Print every candidate plan, the untried ones too.
+    #[arg(long)]
+    pub verbose: bool,
+}
 
 /// The metrics file: one JSON line per step and per evaluation.
 struct Metrics(Option<(PathBuf, BufWriter<File>)>);
@@ -203,7 +270,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let config = GptConfig::preset(&a.model)?;
     let seq = a.seq.unwrap_or(config.block_size);
     let precision: Precision = a.precision.parse()?;
-    let mut cfg = TrainConfig {
+    let asked = TrainConfig {
         batch: a.batch,
         seq_len: seq,
         steps: a.steps,
@@ -211,7 +278,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         precision,
         ..TrainConfig::default()
     };
-    cfg.validate(config.block_size)?;
+    asked.validate(config.block_size)?;
     if a.resume && a.checkpoint_dir.is_none() {
         return Err(Error::invalid(
             "--resume",
@@ -292,8 +359,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
 
     let lr = a.lr.unwrap_or(config.default_lr());
-    cfg.precision = precision.resolve(device.preferred_low_precision());
-    cfg.workspace_bytes = device.workspace_bytes();
+    let cfg = step_config(&device, asked);
     log::info!("memory budget {}", format_bytes(budget_bytes));
     if a.memory_trace.is_some() {
         device.start_trace();
