@@ -1,23 +1,15 @@
 //! Mixed precision on cpu: the loss scaler's skip/backoff/growth, autocast's
 //! casts, and the planner seeing the smaller activations.
 
-use headroom::data::{Batch, Dataset, Split};
+use headroom::data::Batch;
 use headroom::graph::{Graph, Op, ValueKind};
 use headroom::nn::Model;
-use headroom::rng::Rng;
 use headroom::scaler::LossScaler;
 use headroom::schedule::plan;
 use headroom::{AdamW, DType, Device, Gpt, GptConfig, Precision, TrainConfig, Trainer};
 
-fn small() -> GptConfig {
-    GptConfig {
-        vocab_size: 256,
-        block_size: 32,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 32,
-    }
-}
+mod common;
+use common::small;
 
 fn cfg(precision: Precision) -> TrainConfig {
     TrainConfig {
@@ -30,11 +22,7 @@ fn cfg(precision: Precision) -> TrainConfig {
 }
 
 fn batches(n: usize) -> Vec<Batch> {
-    let data = Dataset::bundled();
-    let mut rng = Rng::new(3);
-    (0..n)
-        .map(|_| data.batch(Split::Train, &mut rng, 4, 32).unwrap())
-        .collect()
+    common::batches(3, n, 4, 32)
 }
 
 fn trainer(p: Precision) -> Trainer<Gpt> {

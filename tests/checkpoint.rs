@@ -9,14 +9,10 @@ use headroom::checkpoint::{self, MODEL_FILE};
 use headroom::data::Dataset;
 use headroom::{AdamW, Device, Error, Gpt, GptConfig, Precision, TrainConfig, Trainer};
 
+mod common;
+
 fn small() -> GptConfig {
-    GptConfig {
-        vocab_size: 256,
-        block_size: 16,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 16,
-    }
+    common::gpt(2, 16, 16)
 }
 
 fn cfg() -> TrainConfig {

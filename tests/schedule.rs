@@ -2,20 +2,17 @@
 //! full batch, predictions match measured peaks, and a step survives running
 //! out of memory at any allocation.
 
-use headroom::data::{Batch, Dataset, Split};
+use headroom::data::Batch;
 use headroom::memory::{Budget, FaultyMemory};
 use headroom::rng::Rng;
 use headroom::schedule::{plan, simulate, Choice, Recompute};
-use headroom::{AdamW, Device, Error, Gpt, GptConfig, HostTensor, TrainConfig, Trainer};
+use headroom::{AdamW, Device, Error, Gpt, GptConfig, HostTensor, Precision, TrainConfig, Trainer};
 
+mod common;
+
+/// Three layers: enough blocks for every recompute policy.
 fn small() -> GptConfig {
-    GptConfig {
-        vocab_size: 256,
-        block_size: 32,
-        n_layer: 3,
-        n_head: 2,
-        n_embd: 32,
-    }
+    common::gpt(3, 32, 32)
 }
 
 fn cfg(batch: usize, seq: usize) -> TrainConfig {
@@ -29,11 +26,7 @@ fn cfg(batch: usize, seq: usize) -> TrainConfig {
 }
 
 fn batches(n: usize, b: usize, t: usize) -> Vec<Batch> {
-    let data = Dataset::bundled();
-    let mut rng = Rng::new(11);
-    (0..n)
-        .map(|_| data.batch(Split::Train, &mut rng, b, t).unwrap())
-        .collect()
+    common::batches(11, n, b, t)
 }
 
 const POLICIES: [Recompute; 5] = [
@@ -471,4 +464,28 @@ fn cross_entropy_backward_reuses_the_dying_logits() {
     assert_eq!(donated.2, kept.2, "same bits either way");
     let logits_bytes = (n * v * 4) as u64;
     assert_eq!(kept.1 - donated.1, logits_bytes, "peak lower by the logits");
+}
+
+#[test]
+fn every_recompute_policy_lowers_the_same_traced_graph() {
+    use headroom::schedule::step::StepCompiler;
+    let model = Gpt::new(small()).unwrap();
+    let mut compiler = StepCompiler::new(Precision::F32);
+    let mut flops = vec![];
+    for recompute in POLICIES {
+        let choice = Choice {
+            micro_batch: 2,
+            recompute,
+        };
+        flops.push(compiler.step_flops(&model, 4, 32, choice).unwrap());
+    }
+    assert_eq!(compiler.graphs_traced(), 1, "one graph for five policies");
+    // Recompute re-runs forward ops: every policy but none costs more.
+    assert!(flops[1..].iter().all(|&f| f > flops[0]), "{flops:?}");
+    assert_eq!(compiler.count_blocks(&model, 32).unwrap(), 3);
+    assert_eq!(
+        compiler.graphs_traced(),
+        2,
+        "the logits graph is the second"
+    );
 }

@@ -5,17 +5,10 @@ use headroom::data::{Dataset, Split};
 use headroom::memory::caching::round_size;
 use headroom::nn::Model;
 use headroom::rng::Rng;
-use headroom::{AdamW, Device, Gpt, GptConfig, TrainConfig, Trainer};
+use headroom::{AdamW, Device, Gpt, TrainConfig, Trainer};
 
-fn small() -> GptConfig {
-    GptConfig {
-        vocab_size: 256,
-        block_size: 32,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 32,
-    }
-}
+mod common;
+use common::small;
 
 fn run(steps: u64, seed: u64) -> (Vec<f32>, Vec<(String, headroom::HostTensor)>) {
     let data = Dataset::bundled();

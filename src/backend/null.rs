@@ -1,7 +1,7 @@
 //! A backend that computes nothing, over a [`SimMemory`](crate::memory::SimMemory):
-//! the trainer's own step code runs on it unchanged, so the allocator sees the
-//! exact allocation sequence of a real step. The planner's predictions come
-//! from here.
+//! the trainer's own micro-batch code ([`Runner`](crate::schedule::run::Runner))
+//! runs on it unchanged, so the allocator sees the exact allocation sequence of
+//! a real step. The planner's predictions come from here.
 
 use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::Result;
