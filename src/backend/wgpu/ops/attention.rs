@@ -1,0 +1,84 @@
+//! Causal self-attention without a T×T matrix: the forward saves each query
+//! row's log-sum-exp, from which the backward recomputes the probabilities.
+
+use super::{Aliases, Kernel, Shader};
+use crate::backend::wgpu::dispatch::{f, groups_1d, u, Bind};
+use crate::backend::wgpu::{unsupported, WgpuBackend};
+use crate::backend::TensorRef;
+use crate::error::Result;
+use crate::graph::ops::attention::btc;
+
+const ATTENTION: Shader = Shader {
+    file: "attention",
+    source: include_str!("../../../../shaders/attention.wgsl"),
+    entries: &["forward"],
+    aliases: Aliases::T,
+};
+
+const ATTENTION_BACKWARD: Shader = Shader {
+    file: "attention_backward",
+    source: include_str!("../../../../shaders/attention_backward.wgsl"),
+    entries: &["dq", "dkdv"],
+    aliases: Aliases::T,
+};
+
+pub const SHADERS: &[Shader] = &[ATTENTION, ATTENTION_BACKWARD];
+
+const FORWARD: Kernel = ATTENTION.kernel("forward");
+const DQ: Kernel = ATTENTION_BACKWARD.kernel("dq");
+const DKDV: Kernel = ATTENTION_BACKWARD.kernel("dkdv");
+
+/// Parameter words (B, T, C, heads, head dim, scale) and workgroups, one
+/// thread per (batch, head, row), shared by forward and backward.
+fn launch(qkv: &TensorRef, n_head: usize) -> Result<([u32; 6], (u32, u32, u32))> {
+    let (b, t, c) = btc(&qkv.shape, n_head)?;
+    let hd = c / n_head;
+    // The kernels keep a row of the head in a fixed 64-float array.
+    if hd > 64 {
+        return Err(unsupported(format!(
+            "attention head size {hd} (at most 64)"
+        )));
+    }
+    let scale = 1.0 / (hd as f64).sqrt();
+    let p = [u(b), u(t), u(c), u(n_head), u(hd), f(scale)];
+    Ok((p, groups_1d(b * n_head * t)))
+}
+
+/// `qkv [B, T, 3C]` → `out [B, T, C]`, `lse [B, H, T]` (f32).
+pub(crate) fn attention_forward(
+    gpu: &mut WgpuBackend,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+    n_head: usize,
+) -> Result<()> {
+    let (qkv, out, lse) = (ins[0], outs[0], outs[1]);
+    let (p, g) = launch(qkv, n_head)?;
+    gpu.dispatch(
+        FORWARD,
+        &p,
+        &[(1, Bind::T(qkv)), (2, Bind::T(out)), (3, Bind::T(lse))],
+        g,
+    )
+}
+
+/// `qkv [B, T, 3C]`, `out [B, T, C]`, `lse [B, H, T]`, `dout [B, T, C]` →
+/// `dqkv [B, T, 3C]`: dq one thread per query, then dk and dv one thread per
+/// key, each writing its own third of `dqkv`.
+pub(crate) fn attention_backward(
+    gpu: &mut WgpuBackend,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+    n_head: usize,
+) -> Result<()> {
+    let (qkv, out, lse, dout, dqkv) = (ins[0], ins[1], ins[2], ins[3], outs[0]);
+    let (p, g) = launch(qkv, n_head)?;
+    let binds = [
+        (1, Bind::T(qkv)),
+        (2, Bind::T(out)),
+        (3, Bind::T(lse)),
+        (4, Bind::T(dout)),
+        (5, Bind::T(dqkv)),
+    ];
+    gpu.dispatch(DQ, &p, &binds, g)?;
+    gpu.dispatch(DKDV, &p, &binds, g)
+}

@@ -1,0 +1,59 @@
+//! Mean cross-entropy over rows of logits, the softmax fused in and never
+//! stored; the loss and its gradient are f32 whatever the logits' dtype.
+
+use super::{Aliases, Kernel, Shader};
+use crate::backend::wgpu::dispatch::{groups_1d, u, Bind};
+use crate::backend::wgpu::WgpuBackend;
+use crate::backend::TensorRef;
+use crate::error::Result;
+
+const CROSS_ENTROPY: Shader = Shader {
+    file: "cross_entropy",
+    source: include_str!("../../../../shaders/cross_entropy.wgsl"),
+    entries: &["forward", "backward"],
+    aliases: Aliases::T,
+};
+
+pub const SHADERS: &[Shader] = &[CROSS_ENTROPY];
+
+const FORWARD: Kernel = CROSS_ENTROPY.kernel("forward");
+const BACKWARD: Kernel = CROSS_ENTROPY.kernel("backward");
+
+/// `logits [N, V]`, `targets [N] i32` → `loss []` (f32): one workgroup, so
+/// that the row losses are added in a fixed order.
+pub(crate) fn cross_entropy_forward(
+    gpu: &mut WgpuBackend,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+) -> Result<()> {
+    let (logits, targets, loss) = (ins[0], ins[1], outs[0]);
+    let (rows, v) = (logits.shape.rows(), logits.shape.last());
+    gpu.dispatch(
+        FORWARD,
+        &[u(rows), u(v)],
+        &[
+            (1, Bind::T(logits)),
+            (2, Bind::T(targets)),
+            (5, Bind::T(loss)),
+        ],
+        (1, 1, 1),
+    )
+}
+
+/// `logits [N, V]`, `targets [N] i32`, `dloss []` (f32) → `dlogits [N, V]`:
+/// one thread per row.
+pub(crate) fn cross_entropy_backward(
+    gpu: &mut WgpuBackend,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+) -> Result<()> {
+    let (logits, targets, dloss, dlogits) = (ins[0], ins[1], ins[2], outs[0]);
+    let (rows, v) = (logits.shape.rows(), logits.shape.last());
+    let binds = [
+        (1, Bind::T(logits)),
+        (2, Bind::T(targets)),
+        (3, Bind::T(dloss)),
+        (4, Bind::T(dlogits)),
+    ];
+    gpu.dispatch(BACKWARD, &[u(rows), u(v)], &binds, groups_1d(rows))
+}
