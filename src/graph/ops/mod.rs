@@ -1,11 +1,14 @@
-//! The op list. Each family file holds, for its ops, the shape rule (`infer`), the
-//! vector-Jacobian rule (`vjp`) that autodiff calls, and the cpu reference kernels
-//! (`<op>_forward` / `<op>_backward`, llm.c style) that the cpu backend runs and
-//! that every other backend is tested against.
+//! The op list. Each family file holds, for its ops, the shape rule (`infer`),
+//! the vector-Jacobian rule (`vjp`) that autodiff calls, and the shape → kernel
+//! parameter helpers every backend uses ([`matmul::dims`], [`attention::btc`],
+//! [`reduce::reduce_plan`], [`shape::slices`], ...). The cpu reference kernels,
+//! which every other backend is tested against, live in
+//! [`backend::cpu::ops`](crate::backend::cpu::ops) under the same family names.
 //!
-//! To add an op: add a variant here, give it a family file (or a place in one) with
-//! the three pieces, route it in `infer`/`vjp`/`name` below and in
-//! `backend::cpu::dispatch`, and add its gradient check to `tests/gradcheck.rs`.
+//! To add an op: add a variant here, give it a family file (or a place in one)
+//! with its `infer` and `vjp`, route it in the `match`es of `impl Op` below; write its
+//! cpu kernel in the same family under `backend::cpu::ops` and map its operands
+//! in that family's `run`; and add its gradient check to `tests/gradcheck.rs`.
 
 pub mod attention;
 pub mod cast;
@@ -17,13 +20,6 @@ pub mod matmul;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
-
-use std::borrow::Cow;
-use std::fmt::Debug;
-use std::iter::Sum;
-use std::ops::AddAssign;
-
-use num_traits::{Float, FromPrimitive};
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
@@ -394,103 +390,6 @@ impl Op {
     }
 }
 
-/// The float types the cpu reference kernels run in: f32 for training, f64 for
-/// gradient checks. Low-precision storage is widened to f32 around each kernel.
-pub trait Real:
-    Float + FromPrimitive + Sum + AddAssign + Default + Debug + Send + Sync + 'static
-{
-    /// The dtype of this float type (`F32` or `F64`).
-    const DTYPE: DType;
-    /// `c[m×n] = a[m×k] @ b[k×n]` with arbitrary row/column strides (elements).
-    ///
-    /// # Safety
-    /// The pointers and strides must describe valid, non-overlapping matrices.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
-    /// The f64 constant `x` in this type (NaN if it cannot be converted).
-    fn c(x: f64) -> Self {
-        Self::from_f64(x).unwrap_or_else(Self::nan)
-    }
-}
-
-impl Real for f32 {
-    const DTYPE: DType = DType::F32;
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
-        c: *mut f32,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
-    }
-}
-
-impl Real for f64 {
-    const DTYPE: DType = DType::F64;
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f64,
-        rsa: isize,
-        csa: isize,
-        b: *const f64,
-        rsb: isize,
-        csb: isize,
-        c: *mut f64,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
-    }
-}
-
-/// One operand of a cpu kernel: float data widened to the kernel's type, or ids.
-pub enum In<'a, F: Real> {
-    /// Float data: borrowed when stored in `F`, else a widened copy.
-    F(Cow<'a, [F]>),
-    /// i32 ids (token ids, targets), borrowed.
-    I(&'a [i32]),
-}
-
-impl<'a, F: Real> In<'a, F> {
-    /// The float data, or an [`Error::DType`] naming `op` if the operand holds ids.
-    pub fn f(&self, op: &'static str) -> Result<&[F]> {
-        match self {
-            In::F(x) => Ok(x),
-            In::I(_) => Err(Error::dtype(op, "a float operand", DType::I32)),
-        }
-    }
-    /// The ids, or an [`Error::DType`] naming `op` if the operand holds floats.
-    pub fn ids(&self, op: &'static str) -> Result<&[i32]> {
-        match self {
-            In::I(x) => Ok(x),
-            In::F(_) => Err(Error::dtype(op, "i32 ids", F::DTYPE)),
-        }
-    }
-}
-
 /// Checks that all operands are floats of one dtype; returns it.
 pub(crate) fn same_float(op: &'static str, ins: &[Meta]) -> Result<DType> {
     let dt = ins
@@ -520,16 +419,3 @@ pub(crate) fn stat_dtype(dt: DType) -> DType {
         DType::F32
     }
 }
-
-/// A pointer that rayon workers may share when each writes a disjoint range.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut<T>(pub *mut T);
-impl<T> SharedMut<T> {
-    /// Going through a method makes closures capture the whole wrapper (which is
-    /// Send) rather than its raw-pointer field (which is not).
-    pub(crate) fn ptr(self) -> *mut T {
-        self.0
-    }
-}
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
