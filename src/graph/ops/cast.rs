@@ -1,5 +1,5 @@
 //! Dtype casts between float types. Only the shape rule is here: the gradient
-//! is a cast back (inline in `Op::vjp`), and the cpu kernel, a widening load
+//! is a cast back (inline in `route.rs`), and the cpu kernel, a widening load
 //! and a round-to-nearest-even store, is
 //! [`cast_forward`](crate::backend::cpu::ops::cast::cast_forward).
 
