@@ -1,7 +1,8 @@
 //! Automatic mixed precision. While a forward pass is recorded with a low
-//! precision set, every op's float operands are cast as this one table says,
-//! with explicit `Cast` nodes (so the planner counts them and recompute can drop
-//! them). Autodiff then differentiates through the casts: gradients come back to
+//! precision set, every op's float operands are cast as its [`CastRule`] in the
+//! op table ([`Op::spec`](super::Op::spec), kept in one place as PyTorch keeps
+//! its autocast lists) says, with explicit `Cast` nodes (so the planner counts
+//! them and recompute can drop them). Autodiff then differentiates through the casts: gradients come back to
 //! the f32 master weights in f32. The backward pass records no new casts.
 //!
 //! Casts of one value are recorded once per graph, so each f32 weight gets one
@@ -12,7 +13,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::ops::Op;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
@@ -98,35 +98,6 @@ pub enum CastRule {
     Keep,
 }
 
-/// The autocast op list (as PyTorch keeps its lists in one place).
-pub fn rule(op: &Op) -> CastRule {
-    match op {
-        Op::MatMul { .. } | Op::Attention { .. } => CastRule::Low,
-        Op::LayerNorm { .. } | Op::Softmax | Op::Sum { .. } | Op::Mean { .. } => CastRule::F32,
-        Op::Add | Op::Mul | Op::BiasGelu | Op::Concat { .. } => CastRule::FollowFirst,
-        // Its kernels widen the logits to f32 and the loss is f32: an f32 copy
-        // of the logits would only cost memory (and give the same bits).
-        Op::CrossEntropy
-        | Op::Embedding
-        | Op::Scale { .. }
-        | Op::Gelu
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Split { .. }
-        | Op::Expand { .. }
-        | Op::Cast { .. }
-        | Op::Fill { .. } => CastRule::Keep,
-        // Backward ops are recorded by autodiff, never under autocast.
-        Op::EmbeddingBackward { .. }
-        | Op::GeluBackward
-        | Op::BiasGeluBackward
-        | Op::LayerNormBackward
-        | Op::AttentionBackward { .. }
-        | Op::SoftmaxBackward
-        | Op::CrossEntropyBackward => CastRule::Keep,
-    }
-}
-
 /// The dtype each float operand should have under `rule`, given the operands'
 /// dtypes and the low-precision dtype; `None` leaves an operand as it is.
 pub fn target_dtypes(rule: CastRule, dtypes: &[DType], low: DType) -> Vec<Option<DType>> {
@@ -151,6 +122,11 @@ pub fn target_dtypes(rule: CastRule, dtypes: &[DType], low: DType) -> Vec<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Op;
+
+    fn rule(op: &Op) -> CastRule {
+        op.cast_rule()
+    }
 
     #[test]
     fn auto_resolves_by_backend() {

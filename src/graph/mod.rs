@@ -259,14 +259,14 @@ impl Graph {
 
     /// Records `op` applied to `inputs` and returns its outputs. The op's shape rule
     /// runs here, so a shape error points at the line of model code that caused it.
-    /// Under autocast, operands are first cast as `amp::rule` says.
+    /// Under autocast, operands are first cast as the op's [`amp::CastRule`] says.
     pub fn apply(&mut self, op: Op, inputs: &[Value]) -> Result<Vec<Value>> {
         let low = match self.autocast {
             Some(low) if self.phase.unwrap_or(Phase::Forward) == Phase::Forward => low,
             _ => return self.record(op, inputs),
         };
         let dtypes: Vec<DType> = inputs.iter().map(|&v| self.dtype(v)).collect();
-        let targets = amp::target_dtypes(amp::rule(&op), &dtypes, low);
+        let targets = amp::target_dtypes(op.cast_rule(), &dtypes, low);
         let mut cast = Vec::with_capacity(inputs.len());
         for (&v, t) in inputs.iter().zip(targets) {
             cast.push(match t {

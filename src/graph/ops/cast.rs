@@ -1,6 +1,7 @@
-//! Dtype casts between float types. The cpu kernel is a widening load and a
-//! round-to-nearest-even store, so it lives with the storage conversions in
-//! `tensor`; only the shape rule is here.
+//! Dtype casts between float types. Only the shape rule is here: the gradient
+//! is a cast back (inline in `route.rs`), and the cpu kernel, a widening load
+//! and a round-to-nearest-even store, is
+//! [`cast_forward`](crate::backend::cpu::ops::cast::cast_forward).
 
 use super::Meta;
 use crate::error::{Error, Result};

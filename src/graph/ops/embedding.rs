@@ -1,6 +1,6 @@
 //! Embedding lookup: rows of a table gathered by token id.
 
-use super::{same_float, Meta, Real};
+use super::{same_float, Meta};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, Value};
 use crate::tensor::{DType, Shape};
@@ -46,49 +46,4 @@ pub fn vjp(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>
     let vocab = g.shape(ins[1]).dims()[0];
     let dtable = g.apply(Op::EmbeddingBackward { vocab }, &[ins[0], dy])?[0];
     Ok(vec![None, Some(dtable)])
-}
-
-fn check_id(id: i32, vocab: usize) -> Result<usize> {
-    if id < 0 || id as usize >= vocab {
-        return Err(Error::Kernel {
-            op: "embedding",
-            detail: format!(
-                "token id {id} is outside the vocabulary of {vocab}; check the tokenizer and the model's vocabulary size"
-            ),
-        });
-    }
-    Ok(id as usize)
-}
-
-/// `out[i, :] = table[ids[i], :]`.
-pub fn embedding_forward<F: Real>(
-    ids: &[i32],   // [N]
-    table: &[F],   // [V, C]
-    out: &mut [F], // [N, C]
-    c: usize,
-) -> Result<()> {
-    let vocab = table.len() / c;
-    for (row, &id) in out.chunks_exact_mut(c).zip(ids) {
-        let id = check_id(id, vocab)?;
-        row.copy_from_slice(&table[id * c..(id + 1) * c]);
-    }
-    Ok(())
-}
-
-/// `dtable[ids[i], :] += dy[i, :]`, in token order so the sum is deterministic.
-pub fn embedding_backward<F: Real>(
-    ids: &[i32],      // [N]
-    dy: &[F],         // [N, C]
-    dtable: &mut [F], // [V, C]
-    c: usize,
-) -> Result<()> {
-    let vocab = dtable.len() / c;
-    dtable.fill(F::zero());
-    for (row, &id) in dy.chunks_exact(c).zip(ids) {
-        let id = check_id(id, vocab)?;
-        for (d, &x) in dtable[id * c..(id + 1) * c].iter_mut().zip(row) {
-            *d += x;
-        }
-    }
-    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Matrix multiply `op(a) @ op(b)` with optional transposes, batched over leading
 //! dims. A 2-D operand is shared by every batch entry (a weight matrix).
 
-use super::{same_float, Meta, Real, SharedMut};
+use super::{same_float, Meta};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
 use crate::tensor::{DType, Shape};
@@ -148,50 +148,5 @@ fn reduce_shared(g: &mut Graph, x: Value, shared: bool, nb: usize) -> Result<Val
         g.sum(x, &axes)
     } else {
         Ok(x)
-    }
-}
-
-/// `c[i] = op(a[i]) @ op(b[i])` for each batch entry `i`; shared operands repeat.
-pub fn matmul_forward<F: Real>(
-    a: &[F],     // [batch?, M, K] or [batch?, K, M] if ta
-    b: &[F],     // [batch?, K, N] or [batch?, N, K] if tb
-    c: &mut [F], // [batch, M, N]
-    d: Dims,
-    ta: bool,
-    tb: bool,
-) {
-    let Dims { batch, m, k, n, .. } = d;
-    // Element strides of op(a) as an m×k matrix and op(b) as k×n.
-    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let a_step = if d.a_shared { 0 } else { m * k };
-    let b_step = if d.b_shared { 0 } else { k * n };
-    let cp = SharedMut(c.as_mut_ptr());
-    let run = |i: usize| {
-        // SAFETY: each batch entry reads its own (or the shared) operand and writes
-        // a disjoint m×n block of `c`; slices were sized by the shape rule.
-        unsafe {
-            F::gemm(
-                m,
-                k,
-                n,
-                a.as_ptr().add(i * a_step),
-                rsa,
-                csa,
-                b.as_ptr().add(i * b_step),
-                rsb,
-                csb,
-                cp.ptr().add(i * m * n),
-                n as isize,
-                1,
-            )
-        }
-    };
-    // The GEMM crate threads large products itself; spread many small ones.
-    if batch > 1 && m * n * k < 64 * 64 * 64 {
-        use rayon::prelude::*;
-        (0..batch).into_par_iter().for_each(run);
-    } else {
-        (0..batch).for_each(run);
     }
 }

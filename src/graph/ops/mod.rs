@@ -1,11 +1,21 @@
-//! The op list. Each family file holds, for its ops, the shape rule (`infer`), the
-//! vector-Jacobian rule (`vjp`) that autodiff calls, and the cpu reference kernels
-//! (`<op>_forward` / `<op>_backward`, llm.c style) that the cpu backend runs and
-//! that every other backend is tested against.
+//! The op list. [`Op`] names every op a graph can record; [`Op::spec`] (in
+//! `spec.rs`) is the op table, one line per op with the facts the rest of the
+//! crate asks about (name, arity, autocast rule, cheap to recompute, FLOPs,
+//! donation, which inputs take gradients). Each family file holds, for its ops,
+//! the shape rule (`infer`) and the vector-Jacobian rule (`vjp`) that autodiff
+//! calls, plus the shape → kernel parameter helpers every backend uses
+//! ([`matmul::dims`], [`attention::btc`], [`reduce::reduce_plan`],
+//! [`shape::slices`], ...); `route.rs` routes each op to them. The cpu reference
+//! kernels, which every other backend is tested against, live in
+//! [`backend::cpu::ops`](crate::backend::cpu::ops) under the same family names.
 //!
-//! To add an op: add a variant here, give it a family file (or a place in one) with
-//! the three pieces, route it in `infer`/`vjp`/`name` below and in
-//! `backend::cpu::dispatch`, and add its gradient check to `tests/gradcheck.rs`.
+//! To add an op: add a variant here; give it one line in `Op::spec`; write its
+//! `infer` and `vjp` in a family file (or a new one) and route them in
+//! `route.rs`; write its cpu kernel (`<op>_forward` / `<op>_backward`) in the
+//! same family under `backend::cpu::ops` and map its operands in that family's
+//! `run` (and in `backend::cpu::ops::dispatch` for a new family); implement it
+//! in the wgpu and cuda backends; and add its gradient check to
+//! `tests/gradcheck.rs` and its backend check to `tests/backends.rs`.
 
 pub mod attention;
 pub mod cast;
@@ -18,15 +28,13 @@ pub mod reduce;
 pub mod shape;
 pub mod softmax;
 
-use std::borrow::Cow;
-use std::fmt::Debug;
-use std::iter::Sum;
-use std::ops::AddAssign;
+mod route;
+mod spec;
 
-use num_traits::{Float, FromPrimitive};
+pub use spec::{Cost, Grads, OpSpec};
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Value};
+use crate::graph::amp::CastRule;
 use crate::tensor::{DType, Shape};
 
 /// Every op a graph can record, with its attributes. Operands and outputs are
@@ -166,328 +174,45 @@ pub type Meta<'a> = (&'a Shape, DType);
 impl Op {
     /// The op's snake_case name, as error messages and memory tags print it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Embedding => "embedding",
-            Op::EmbeddingBackward { .. } => "embedding_backward",
-            Op::MatMul { .. } => "matmul",
-            Op::Add => "add",
-            Op::Mul => "mul",
-            Op::Scale { .. } => "scale",
-            Op::Gelu => "gelu",
-            Op::GeluBackward => "gelu_backward",
-            Op::BiasGelu => "bias_gelu",
-            Op::BiasGeluBackward => "bias_gelu_backward",
-            Op::LayerNorm { .. } => "layernorm",
-            Op::LayerNormBackward => "layernorm_backward",
-            Op::Attention { .. } => "attention",
-            Op::AttentionBackward { .. } => "attention_backward",
-            Op::Softmax => "softmax",
-            Op::SoftmaxBackward => "softmax_backward",
-            Op::CrossEntropy => "cross_entropy",
-            Op::CrossEntropyBackward => "cross_entropy_backward",
-            Op::Reshape { .. } => "reshape",
-            Op::Transpose { .. } => "transpose",
-            Op::Split { .. } => "split",
-            Op::Concat { .. } => "concat",
-            Op::Sum { .. } => "sum",
-            Op::Mean { .. } => "mean",
-            Op::Expand { .. } => "expand",
-            Op::Cast { .. } => "cast",
-            Op::Fill { .. } => "fill",
-        }
+        self.spec().name
     }
 
     /// True when the output is a view of the input's memory (no kernel runs).
     pub fn is_alias(&self) -> bool {
-        matches!(self, Op::Reshape { .. })
+        self.spec().alias
     }
 
     /// `(input, output)` when the output may take over the input's memory if
-    /// the input dies at this node (the executor decides). Only for ops whose
-    /// kernels, on every backend, read each element of that input before writing
-    /// the same element of the output and never read it again. The cross-entropy
-    /// backward's logits are a language model's largest activation, and its
-    /// dlogits the same size: one buffer serves both.
+    /// the input dies at this node (the executor decides); see the `donates`
+    /// field of [`OpSpec`] for which ops may.
     pub fn donates(&self) -> Option<(usize, usize)> {
-        match self {
-            Op::CrossEntropyBackward => Some((0, 0)),
-            _ => None,
-        }
-    }
-
-    /// The shape rule: output shapes and dtypes from the operands'.
-    pub fn infer(&self, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
-        let name = self.name();
-        let want = self.arity();
-        if let Some(n) = want {
-            if ins.len() != n {
-                return Err(Error::shape(
-                    name,
-                    format!("takes {n} operands, got {}", ins.len()),
-                ));
-            }
-        }
-        match self {
-            Op::Embedding => embedding::infer(ins),
-            Op::EmbeddingBackward { vocab } => embedding::infer_backward(ins, *vocab),
-            Op::MatMul { ta, tb } => matmul::infer(ins, *ta, *tb),
-            Op::Add | Op::Mul | Op::BiasGelu => elementwise::infer_broadcast(name, ins),
-            Op::BiasGeluBackward => elementwise::infer_bias_gelu_backward(ins),
-            Op::Scale { .. } | Op::Gelu | Op::Softmax => elementwise::infer_unary(name, ins),
-            Op::GeluBackward | Op::SoftmaxBackward => elementwise::infer_same(name, ins),
-            Op::LayerNorm { .. } => layernorm::infer(ins),
-            Op::LayerNormBackward => layernorm::infer_backward(ins),
-            Op::Attention { n_head } => attention::infer(ins, *n_head),
-            Op::AttentionBackward { n_head } => attention::infer_backward(ins, *n_head),
-            Op::CrossEntropy => cross_entropy::infer(ins),
-            Op::CrossEntropyBackward => cross_entropy::infer_backward(ins),
-            Op::Reshape { shape } => shape::infer_reshape(ins, shape),
-            Op::Transpose { a, b } => shape::infer_transpose(ins, *a, *b),
-            Op::Split { axis, sizes } => shape::infer_split(ins, *axis, sizes),
-            Op::Concat { axis } => shape::infer_concat(ins, *axis),
-            Op::Sum { axes } | Op::Mean { axes } => reduce::infer_reduce(name, ins, axes),
-            Op::Expand { axes, shape } => reduce::infer_expand(ins, axes, shape),
-            Op::Cast { to } => cast::infer(ins, *to),
-            Op::Fill { shape, dtype, .. } => Ok(vec![(shape.clone(), *dtype)]),
-        }
-    }
-
-    fn arity(&self) -> Option<usize> {
-        Some(match self {
-            Op::Fill { .. } => 0,
-            Op::Scale { .. }
-            | Op::Gelu
-            | Op::Softmax
-            | Op::Attention { .. }
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Split { .. }
-            | Op::Sum { .. }
-            | Op::Mean { .. }
-            | Op::Expand { .. }
-            | Op::Cast { .. } => 1,
-            Op::Embedding
-            | Op::EmbeddingBackward { .. }
-            | Op::MatMul { .. }
-            | Op::Add
-            | Op::Mul
-            | Op::GeluBackward
-            | Op::SoftmaxBackward
-            | Op::BiasGelu
-            | Op::CrossEntropy => 2,
-            Op::BiasGeluBackward => 3,
-            Op::LayerNorm { .. } | Op::CrossEntropyBackward => 3,
-            Op::AttentionBackward { .. } => 4,
-            Op::LayerNormBackward => 5,
-            Op::Concat { .. } => return None,
-        })
-    }
-
-    /// The vector-Jacobian rule: records the nodes that turn the output gradients
-    /// `douts` (one per output, `None` where no gradient flows) into one gradient
-    /// per input (`None` for inputs that take none, such as token ids).
-    pub fn vjp(
-        &self,
-        g: &mut Graph,
-        ins: &[Value],
-        outs: &[Value],
-        douts: &[Option<Value>],
-    ) -> Result<Vec<Option<Value>>> {
-        // Ops whose extra outputs are saved statistics take their gradient from the
-        // first output only.
-        let dy = || douts[0].ok_or_else(|| Error::Internal("vjp called without a gradient".into()));
-        match self {
-            Op::Embedding => embedding::vjp(g, ins, dy()?),
-            Op::MatMul { ta, tb } => matmul::vjp(g, ins, dy()?, *ta, *tb),
-            Op::Add => elementwise::vjp_add(g, ins, dy()?),
-            Op::Mul => elementwise::vjp_mul(g, ins, dy()?),
-            Op::Scale { factor } => Ok(vec![Some(g.scale(dy()?, *factor)?)]),
-            Op::Gelu => elementwise::vjp_gelu(g, ins, dy()?),
-            Op::BiasGelu => elementwise::vjp_bias_gelu(g, ins, dy()?),
-            Op::LayerNorm { .. } => layernorm::vjp(g, ins, outs, dy()?),
-            Op::Attention { n_head } => attention::vjp(g, ins, outs, dy()?, *n_head),
-            Op::Softmax => softmax::vjp(g, outs, dy()?),
-            Op::CrossEntropy => cross_entropy::vjp(g, ins, dy()?),
-            Op::Reshape { .. } => {
-                let s = g.shape(ins[0]).clone();
-                Ok(vec![Some(g.reshape(dy()?, s)?)])
-            }
-            Op::Transpose { a, b } => Ok(vec![Some(g.transpose(dy()?, *a, *b)?)]),
-            Op::Split { axis, .. } => shape::vjp_split(g, ins, outs, douts, *axis),
-            Op::Concat { axis } => shape::vjp_concat(g, ins, dy()?, *axis),
-            Op::Sum { axes } => reduce::vjp_sum(g, ins, dy()?, axes, false),
-            Op::Mean { axes } => reduce::vjp_sum(g, ins, dy()?, axes, true),
-            Op::Expand { axes, .. } => Ok(vec![Some(g.sum(dy()?, axes)?)]),
-            Op::Cast { .. } => {
-                let from = g.dtype(ins[0]);
-                Ok(vec![Some(g.cast(dy()?, from)?)])
-            }
-            Op::Fill { .. } => Ok(vec![]),
-            Op::EmbeddingBackward { .. }
-            | Op::GeluBackward
-            | Op::BiasGeluBackward
-            | Op::LayerNormBackward
-            | Op::AttentionBackward { .. }
-            | Op::SoftmaxBackward
-            | Op::CrossEntropyBackward => Err(Error::Unsupported {
-                backend: "autodiff",
-                what: format!("the gradient of {} (second derivatives)", self.name()),
-                hint: "differentiate the forward graph once",
-            }),
-        }
+        self.spec().donates
     }
 
     /// Ops whose outputs recompute cheaply (elementwise, norms, views, reductions):
     /// the "cheap" recompute policy drops only their outputs, as Megatron's
     /// selective recompute keeps the matmul outputs.
     pub fn is_cheap(&self) -> bool {
-        !matches!(
-            self,
-            Op::MatMul { .. }
-                | Op::Attention { .. }
-                | Op::AttentionBackward { .. }
-                | Op::Embedding
-                | Op::EmbeddingBackward { .. }
-                | Op::CrossEntropy
-                | Op::CrossEntropyBackward
-        )
+        self.spec().cheap
     }
 
     /// Floating-point operations of one run of the op on operands of shapes `ins`
     /// with outputs of shapes `outs`: the planner's cost model.
     pub fn flops(&self, ins: &[&Shape], outs: &[&Shape]) -> u64 {
-        let out_n = outs.first().map_or(0, |s| s.numel()) as u64;
-        let in_n = ins.first().map_or(0, |s| s.numel()) as u64;
-        match self {
-            Op::MatMul { ta, tb } => match matmul::dims(ins[0], ins[1], *ta, *tb) {
-                Ok((d, _)) => 2 * (d.batch * d.m * d.n * d.k) as u64,
-                Err(_) => 0,
-            },
-            Op::Attention { n_head } | Op::AttentionBackward { n_head } => {
-                let (b, t, c) = attention::btc(ins[0], *n_head).unwrap_or((0, 0, 0));
-                // Causal: half of the T×T scores, each a dot of length C/H for
-                // QKᵀ and for PV; the backward pass does about 2.5 times that.
-                let fwd = 2 * (b * t * t * c) as u64;
-                if matches!(self, Op::Attention { .. }) {
-                    fwd
-                } else {
-                    fwd * 5 / 2
-                }
-            }
-            Op::CrossEntropy | Op::CrossEntropyBackward | Op::Softmax | Op::SoftmaxBackward => {
-                5 * in_n
-            }
-            Op::LayerNorm { .. } | Op::LayerNormBackward => 8 * in_n,
-            Op::Gelu | Op::GeluBackward | Op::BiasGelu | Op::BiasGeluBackward => 11 * out_n,
-            Op::Embedding | Op::EmbeddingBackward { .. } => out_n.max(in_n),
-            _ => out_n,
-        }
+        self.spec().cost.flops(ins, outs)
     }
 
     /// Which inputs can carry a gradient (token ids and targets never do).
     pub fn differentiable_input(&self, i: usize) -> bool {
-        match self {
-            Op::Embedding => i == 1,
-            Op::CrossEntropy => i == 0,
-            _ => true,
+        match self.spec().grads {
+            Grads::All => true,
+            Grads::Only(j) => i == j,
         }
     }
-}
 
-/// The float types the cpu reference kernels run in: f32 for training, f64 for
-/// gradient checks. Low-precision storage is widened to f32 around each kernel.
-pub trait Real:
-    Float + FromPrimitive + Sum + AddAssign + Default + Debug + Send + Sync + 'static
-{
-    /// The dtype of this float type (`F32` or `F64`).
-    const DTYPE: DType;
-    /// `c[m×n] = a[m×k] @ b[k×n]` with arbitrary row/column strides (elements).
-    ///
-    /// # Safety
-    /// The pointers and strides must describe valid, non-overlapping matrices.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
-    /// The f64 constant `x` in this type (NaN if it cannot be converted).
-    fn c(x: f64) -> Self {
-        Self::from_f64(x).unwrap_or_else(Self::nan)
-    }
-}
-
-impl Real for f32 {
-    const DTYPE: DType = DType::F32;
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
-        c: *mut f32,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
-    }
-}
-
-impl Real for f64 {
-    const DTYPE: DType = DType::F64;
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f64,
-        rsa: isize,
-        csa: isize,
-        b: *const f64,
-        rsb: isize,
-        csb: isize,
-        c: *mut f64,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
-    }
-}
-
-/// One operand of a cpu kernel: float data widened to the kernel's type, or ids.
-pub enum In<'a, F: Real> {
-    /// Float data: borrowed when stored in `F`, else a widened copy.
-    F(Cow<'a, [F]>),
-    /// i32 ids (token ids, targets), borrowed.
-    I(&'a [i32]),
-}
-
-impl<'a, F: Real> In<'a, F> {
-    /// The float data, or an [`Error::DType`] naming `op` if the operand holds ids.
-    pub fn f(&self, op: &'static str) -> Result<&[F]> {
-        match self {
-            In::F(x) => Ok(x),
-            In::I(_) => Err(Error::dtype(op, "a float operand", DType::I32)),
-        }
-    }
-    /// The ids, or an [`Error::DType`] naming `op` if the operand holds floats.
-    pub fn ids(&self, op: &'static str) -> Result<&[i32]> {
-        match self {
-            In::I(x) => Ok(x),
-            In::F(_) => Err(Error::dtype(op, "i32 ids", F::DTYPE)),
-        }
+    /// What autocast does with the op's float operands.
+    pub fn cast_rule(&self) -> CastRule {
+        self.spec().amp
     }
 }
 
@@ -520,16 +245,3 @@ pub(crate) fn stat_dtype(dt: DType) -> DType {
         DType::F32
     }
 }
-
-/// A pointer that rayon workers may share when each writes a disjoint range.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut<T>(pub *mut T);
-impl<T> SharedMut<T> {
-    /// Going through a method makes closures capture the whole wrapper (which is
-    /// Send) rather than its raw-pointer field (which is not).
-    pub(crate) fn ptr(self) -> *mut T {
-        self.0
-    }
-}
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}

@@ -1,6 +1,6 @@
 //! Sum and mean over axes, and their adjoint `expand` (repeat along new axes).
 
-use super::{same_float, Meta, Real};
+use super::{same_float, Meta};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
 use crate::tensor::{DType, Shape};
@@ -66,76 +66,6 @@ pub fn vjp_sum(
         d = g.scale(d, 1.0 / n as f64)?;
     }
     Ok(vec![Some(d)])
-}
-
-/// For each element of a tensor of shape `full`, the linear index into the same
-/// tensor with `axes` removed, visited in row-major order of `full`.
-fn reduced_indices(full: &Shape, axes: &[usize]) -> impl Iterator<Item = usize> {
-    let dims = full.dims().to_vec();
-    // Stride of each full dim in the reduced layout (0 along reduced axes).
-    let mut strides = vec![0usize; dims.len()];
-    let mut acc = 1;
-    for i in (0..dims.len()).rev() {
-        if !axes.contains(&i) {
-            strides[i] = acc;
-            acc *= dims[i];
-        }
-    }
-    let n = full.numel();
-    let mut idx = vec![0usize; dims.len()];
-    let mut lin = 0usize;
-    (0..n).map(move |k| {
-        if k > 0 {
-            for i in (0..dims.len()).rev() {
-                idx[i] += 1;
-                lin += strides[i];
-                if idx[i] < dims[i] {
-                    break;
-                }
-                lin -= strides[i] * dims[i];
-                idx[i] = 0;
-            }
-        }
-        lin
-    })
-}
-
-fn is_prefix(axes: &[usize]) -> bool {
-    axes.iter().enumerate().all(|(i, &a)| i == a)
-}
-
-/// Sum over `axes`, accumulated in row-major order (deterministic); `mean` divides.
-pub fn sum_forward<F: Real>(x: &[F], out: &mut [F], s: &Shape, axes: &[usize], mean: bool) {
-    out.fill(F::zero());
-    if is_prefix(axes) {
-        // Leading axes (bias gradients): rows added in order.
-        for row in x.chunks(out.len().max(1)) {
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o += v;
-            }
-        }
-    } else {
-        for (&v, j) in x.iter().zip(reduced_indices(s, axes)) {
-            out[j] += v;
-        }
-    }
-    if mean {
-        let n = F::c((x.len() / out.len().max(1)) as f64);
-        out.iter_mut().for_each(|o| *o = *o / n);
-    }
-}
-
-/// Fills `out` (of shape `out_shape`) with `x` repeated along `axes`.
-pub fn expand_forward<F: Real>(x: &[F], out: &mut [F], out_shape: &Shape, axes: &[usize]) {
-    if is_prefix(axes) {
-        for row in out.chunks_mut(x.len().max(1)) {
-            row.copy_from_slice(x);
-        }
-    } else {
-        for (o, j) in out.iter_mut().zip(reduced_indices(out_shape, axes)) {
-            *o = x[j];
-        }
-    }
 }
 
 /// A sum, mean or expand as the GPU kernels take it: the full shape padded to
