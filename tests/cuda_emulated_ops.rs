@@ -1,11 +1,11 @@
 //! The CUDA kernel files that tests/cuda_emulated.rs leaves out (layernorm,
-//! softmax and cross-entropy, embedding, elementwise and casts, reduce, shape) run
+//! softmax, cross-entropy, embedding, elementwise, cast, reduce, shape) run
 //! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
 //! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, launches
-//! its kernels with the grid, block and arguments of `CudaBackend::run`
-//! (src/backend/cuda/mod.rs); the launch parameters that the backend takes from
-//! library helpers (`reduce_plan`, `transpose_view`, `slices`) are computed here
-//! by the same helpers and handed to the driver.
+//! its kernels with the grid, block and arguments of `CudaBackend::run` (the
+//! launches of src/backend/cuda/ops/<family>.rs); the launch parameters that the
+//! backend takes from library helpers (`reduce_plan`, `transpose_view`,
+//! `slices`) are computed here by the same helpers and handed to the driver.
 //!
 //! Shapes are small and off the 256-thread blocks on purpose, so that per-row
 //! loops wrap and grids end in a partial block; output buffers start as NaN, so
@@ -302,7 +302,7 @@ fn softmax_kernels_match_cpu() {
 
             d.write("x", &x);
             d.write("dy", &dy);
-            d.run(&[s(name), s("softmax"), s(r), s(v), d.dir()]);
+            d.run(&[s(name), s(r), s(v), d.dir()]);
             check(
                 &format!("softmax {sh} ×{scale} {name}"),
                 tol,
@@ -320,7 +320,7 @@ fn softmax_kernels_match_cpu() {
 #[test]
 fn cross_entropy_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
-    let d = Driver::build(&cxx, "softmax");
+    let d = Driver::build(&cxx, "cross_entropy");
     // 257 rows: the mean's loop over rows wraps the 256 threads.
     let cases: [(&[usize], f64); 3] = [(&[5, 300], 1.0), (&[257, 3], 2.0), (&[3, 1000], 40.0)];
     for (k, &(shape, scale)) in cases.iter().enumerate() {
@@ -357,7 +357,7 @@ fn cross_entropy_kernels_match_cpu() {
             d.write("x", &x);
             d.write_ids("targets", &targets);
             d.write("dloss", &dloss);
-            d.run(&[s(name), s("cross_entropy"), s(r), s(v), d.dir()]);
+            d.run(&[s(name), s(r), s(v), d.dir()]);
             check(
                 &format!("cross_entropy {sh} ×{scale} {name}"),
                 tol,
@@ -386,7 +386,7 @@ fn cross_entropy_kernels_match_cpu() {
     d.write("x", &x);
     d.write_ids("targets", &targets);
     d.write("dloss", &[1.0]);
-    d.run(&[s("f32"), s("cross_entropy"), s(r), s(v), d.dir()]);
+    d.run(&[s("f32"), s(r), s(v), d.dir()]);
     let rows = d.read("row_loss");
     println!("cross_entropy bad targets: row losses {rows:?}");
     assert!(rows[0].is_finite() && rows[3].is_finite());
@@ -548,7 +548,7 @@ fn elementwise_kernels_match_cpu() {
 #[test]
 fn cast_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
-    let d = Driver::build(&cxx, "elementwise");
+    let d = Driver::build(&cxx, "cast");
     let mut rng = Rng::new(600);
     let mut x = normal(&mut rng, 300, 3.0, 0.0);
     let e = f64::EPSILON;
@@ -575,7 +575,7 @@ fn cast_kernels_match_cpu() {
             let y = re.g.cast(xv, to).unwrap();
             let want = re.eval(&[y]).remove(0);
             d.write("x", &xs);
-            d.run(&[s("cast"), s(fname), s(tname), s(n), d.dir()]);
+            d.run(&[s(fname), s(tname), s(n), d.dir()]);
             let got = d.read("out");
             let differ = want
                 .iter()

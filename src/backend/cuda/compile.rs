@@ -15,6 +15,11 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
     ),
     ("layernorm", include_str!("../../../kernels/layernorm.cu")),
     ("softmax", include_str!("../../../kernels/softmax.cu")),
+    (
+        "cross_entropy",
+        include_str!("../../../kernels/cross_entropy.cu"),
+    ),
+    ("cast", include_str!("../../../kernels/cast.cu")),
     ("embedding", include_str!("../../../kernels/embedding.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
     // Tensor-core attention (WMMA, f16/bf16): compiled only for sm_80 and later.

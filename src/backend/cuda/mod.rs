@@ -540,7 +540,7 @@ impl Backend for CudaBackend {
             }
             Op::Cast { to } => {
                 let name = format!("cast_{}_{}", suffix(ins[0].dtype)?, suffix(*to)?);
-                let f = self.function("elementwise", name)?;
+                let f = self.function("cast", name)?;
                 launch!(
                     self,
                     f,
@@ -672,14 +672,14 @@ impl Backend for CudaBackend {
             Op::CrossEntropy => {
                 let (r, v) = (s(0).rows(), s(0).last() as u64);
                 let ws = self.workspace(4 * r as u64)?;
-                let f = self.function("softmax", k("cross_entropy_rows"))?;
+                let f = self.function("cross_entropy", k("cross_entropy_rows"))?;
                 launch!(self, f, rows(r), ptr(ins[0]), ptr(ins[1]), ws, v)?;
-                let f = self.function("softmax", k("cross_entropy_mean"))?;
+                let f = self.function("cross_entropy", k("cross_entropy_mean"))?;
                 launch!(self, f, rows(1), ws, ptr(outs[0]), r as u64)
             }
             Op::CrossEntropyBackward => {
                 let (r, v) = (s(0).rows(), s(0).last() as u64);
-                let f = self.function("softmax", k("cross_entropy_backward"))?;
+                let f = self.function("cross_entropy", k("cross_entropy_backward"))?;
                 launch!(
                     self,
                     f,
