@@ -55,3 +55,18 @@ __device__ float block_max_256(float v) {
     __syncthreads();
     return r;
 }
+
+// A row's max and Σ exp(x − max), reduced over the block in a fixed order: the
+// softmax.cu and cross_entropy.cu kernels share it.
+struct RowStats { float max; float sum; };
+
+template <typename T>
+__device__ RowStats row_stats(const T* xr, u64 v) {
+    float m = -INFINITY;
+    for (u64 j = threadIdx.x; j < v; j += 256) m = fmaxf(m, ld(xr, j));
+    m = block_max_256(m);
+    float s = 0.0f;
+    for (u64 j = threadIdx.x; j < v; j += 256) s += expf(ld(xr, j) - m);
+    RowStats r; r.max = m; r.sum = block_sum_256(s);
+    return r;
+}

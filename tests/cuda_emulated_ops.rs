@@ -1,11 +1,11 @@
 //! The CUDA kernel files that tests/cuda_emulated.rs leaves out (layernorm,
-//! softmax and cross-entropy, embedding, elementwise and casts, reduce, shape) run
+//! softmax, cross-entropy, embedding, elementwise, cast, reduce, shape) run
 //! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
 //! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, launches
-//! its kernels with the grid, block and arguments of `CudaBackend::run`
-//! (src/backend/cuda/mod.rs); the launch parameters that the backend takes from
-//! library helpers (`reduce_plan`, `transpose_view`, `slices`) are computed here
-//! by the same helpers and handed to the driver.
+//! its kernels with the grid, block and arguments of `CudaBackend::run` (the
+//! launches of src/backend/cuda/ops/<family>.rs); the launch parameters that the
+//! backend takes from library helpers (`reduce_plan`, `transpose_view`,
+//! `slices`) are computed here by the same helpers and handed to the driver.
 //!
 //! Shapes are small and off the 256-thread blocks on purpose, so that per-row
 //! loops wrap and grids end in a partial block; output buffers start as NaN, so
@@ -14,215 +14,20 @@
 //! compiler (g++, or HEADROOM_CXX) and skips without one, unless
 //! HEADROOM_REQUIRE_EMULATION is set.
 
+#[path = "cuda_emu/harness.rs"]
+mod harness;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
-
-use support::{build_driver, compiler};
+use harness::{check, normal, round, s, Driver, Reference, DTYPES};
+use support::compiler;
 
 use headroom::backend::cuda::{column_chunks, embedding_ranges};
 use headroom::graph::ops::reduce::reduce_plan;
 use headroom::graph::ops::shape::{slices, transpose_view};
-use headroom::graph::{autodiff, Graph, Op, Value};
+use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
-use headroom::schedule::{execute, lower, Mode};
-use headroom::{DType, Device, HostTensor, Shape};
-
-/// The storage types of the kernels, each with its tolerance: the largest
-/// difference relative to the reference's largest element.
-const DTYPES: [(DType, &str, f64); 3] = [
-    (DType::F32, "f32", 1e-5),
-    (DType::BF16, "bf16", 2e-2),
-    (DType::F16, "f16", 5e-3),
-];
-
-/// One driver, `tests/cuda_emu/<name>.cpp`, built into its own scratch folder
-/// (kept when the test fails, for a look at the files).
-struct Driver {
-    exe: PathBuf,
-    dir: PathBuf,
-}
-
-impl Driver {
-    fn build(cxx: &str, name: &str) -> Driver {
-        let dir =
-            std::env::temp_dir().join(format!("headroom-emu-ops-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = build_driver(cxx, &dir, name);
-        Driver { exe, dir }
-    }
-
-    fn dir(&self) -> String {
-        self.dir.to_str().unwrap().to_string()
-    }
-
-    fn write(&self, name: &str, v: &[f64]) {
-        let bytes: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
-        std::fs::write(self.dir.join(format!("{name}.f32")), bytes).unwrap();
-    }
-
-    fn write_ids(&self, name: &str, v: &[i32]) {
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        std::fs::write(self.dir.join(format!("{name}.i32")), bytes).unwrap();
-    }
-
-    fn read(&self, name: &str) -> Vec<f64> {
-        let b = std::fs::read(self.dir.join(format!("{name}.f32"))).unwrap();
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect()
-    }
-
-    /// Runs the driver with `args` (which name the scratch folder where the driver wants it).
-    fn run(&self, args: &[String]) {
-        let out = Command::new(&self.exe).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "the emulated kernels failed ({args:?}):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// `v` rounded to `dt` (as an upload to a `dt` tensor would), widened back.
-fn round(v: &[f64], dt: DType) -> Vec<f64> {
-    HostTensor::from_f64_as(Shape::new(&[v.len()]), v, dt)
-        .unwrap()
-        .to_f64_vec()
-}
-
-fn normal(rng: &mut Rng, n: usize, scale: f64, shift: f64) -> Vec<f64> {
-    (0..n).map(|_| rng.normal() * scale + shift).collect()
-}
-
-/// Largest difference relative to the reference's largest element; a NaN
-/// (an element left unwritten) counts as infinitely far.
-fn rel_err(want: &[f64], got: &[f64]) -> f64 {
-    assert_eq!(want.len(), got.len(), "output sizes differ");
-    let scale = want.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
-    want.iter().zip(got).fold(0f64, |m, (a, b)| {
-        let d = (a - b).abs();
-        m.max(if d.is_nan() { f64::INFINITY } else { d })
-    }) / scale
-}
-
-/// Prints the errors of one case on one line, then fails on any over `tol`.
-fn check(case: &str, tol: f64, outputs: &[(&str, &[f64], &[f64])]) {
-    let errs: Vec<f64> = outputs.iter().map(|(_, w, g)| rel_err(w, g)).collect();
-    let line: Vec<String> = outputs
-        .iter()
-        .zip(&errs)
-        .map(|((name, _, _), e)| format!("{name} {e:.2e}"))
-        .collect();
-    println!("{case}: {}", line.join(", "));
-    for ((name, _, _), &e) in outputs.iter().zip(&errs) {
-        assert!(
-            e <= tol,
-            "{case}: {name} off by {e:.2e} of its largest element (tolerance {tol:.0e})"
-        );
-    }
-}
-
-/// A graph run on the cpu backend, with the data of its operands.
-struct Reference {
-    g: Graph,
-    data: Vec<(Value, HostTensor)>,
-}
-
-impl Reference {
-    fn new() -> Reference {
-        Reference {
-            g: Graph::new(),
-            data: Vec::new(),
-        }
-    }
-
-    fn operand(&mut self, shape: &[usize], v: &[f64], dt: DType, param: bool) -> Value {
-        let name = format!("x{}", self.data.len());
-        let s = Shape::new(shape);
-        let x = if param {
-            self.g.param(&name, s.clone(), dt)
-        } else {
-            self.g.input(&name, s.clone(), dt)
-        }
-        .unwrap();
-        self.data
-            .push((x, HostTensor::from_f64_as(s, v, dt).unwrap()));
-        x
-    }
-
-    /// An f64 operand that gradients are taken with respect to.
-    fn param(&mut self, shape: &[usize], v: &[f64]) -> Value {
-        self.operand(shape, v, DType::F64, true)
-    }
-
-    fn input(&mut self, shape: &[usize], v: &[f64]) -> Value {
-        self.operand(shape, v, DType::F64, false)
-    }
-
-    fn ids(&mut self, shape: &[usize], ids: &[i32]) -> Value {
-        let name = format!("x{}", self.data.len());
-        let x = self.g.input(&name, Shape::new(shape), DType::I32).unwrap();
-        self.data
-            .push((x, HostTensor::from_i32(Shape::new(shape), ids).unwrap()));
-        x
-    }
-
-    /// The gradients w.r.t. `wrt` of Σₖ Σ yₖ ⊙ wₖ over the pairs (yₖ, wₖ): the
-    /// gradient reaching each yₖ is wₖ, exactly.
-    fn grads(&mut self, terms: &[(Value, Value)], wrt: &[Value]) -> Vec<Value> {
-        let g = &mut self.g;
-        let mut loss = None;
-        for &(y, w) in terms {
-            let p = g.mul(y, w).unwrap();
-            let axes: Vec<usize> = (0..g.shape(p).rank()).collect();
-            let t = g.sum(p, &axes).unwrap();
-            loss = Some(match loss {
-                None => t,
-                Some(l) => g.add(l, t).unwrap(),
-            });
-        }
-        autodiff::backward(g, loss.unwrap(), wrt).unwrap()
-    }
-
-    fn try_eval(mut self, outputs: &[Value]) -> headroom::Result<Vec<Vec<f64>>> {
-        // A value may also be read by another node: copy so each output is its own.
-        let outputs: Vec<Value> = outputs
-            .iter()
-            .map(|&v| self.g.scale(v, 1.0).unwrap())
-            .collect();
-        let prog = lower(&self.g, &outputs)?;
-        let mut dev = Device::cpu();
-        let mut ts = Vec::new();
-        for (v, h) in &self.data {
-            ts.push((*v, dev.upload(h)?));
-        }
-        let bind: HashMap<_, _> = ts.iter().map(|(v, t)| (*v, t.view())).collect();
-        let res = execute(&mut dev, &self.g, &prog, &bind, Mode::Train)?;
-        res.iter()
-            .map(|t| Ok(dev.download(t.view())?.to_f64_vec()))
-            .collect()
-    }
-
-    fn eval(self, outputs: &[Value]) -> Vec<Vec<f64>> {
-        self.try_eval(outputs).unwrap()
-    }
-}
-
-fn s<T: ToString>(x: T) -> String {
-    x.to_string()
-}
+use headroom::{DType, Shape};
 
 /// Op::LayerNorm and Op::LayerNormBackward: y, the saved mean and rstd, and dx,
 /// dw, db from the backward kernels fed the forward's mean and rstd.
@@ -302,7 +107,7 @@ fn softmax_kernels_match_cpu() {
 
             d.write("x", &x);
             d.write("dy", &dy);
-            d.run(&[s(name), s("softmax"), s(r), s(v), d.dir()]);
+            d.run(&[s(name), s(r), s(v), d.dir()]);
             check(
                 &format!("softmax {sh} ×{scale} {name}"),
                 tol,
@@ -320,7 +125,7 @@ fn softmax_kernels_match_cpu() {
 #[test]
 fn cross_entropy_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
-    let d = Driver::build(&cxx, "softmax");
+    let d = Driver::build(&cxx, "cross_entropy");
     // 257 rows: the mean's loop over rows wraps the 256 threads.
     let cases: [(&[usize], f64); 3] = [(&[5, 300], 1.0), (&[257, 3], 2.0), (&[3, 1000], 40.0)];
     for (k, &(shape, scale)) in cases.iter().enumerate() {
@@ -357,7 +162,7 @@ fn cross_entropy_kernels_match_cpu() {
             d.write("x", &x);
             d.write_ids("targets", &targets);
             d.write("dloss", &dloss);
-            d.run(&[s(name), s("cross_entropy"), s(r), s(v), d.dir()]);
+            d.run(&[s(name), s(r), s(v), d.dir()]);
             check(
                 &format!("cross_entropy {sh} ×{scale} {name}"),
                 tol,
@@ -386,7 +191,7 @@ fn cross_entropy_kernels_match_cpu() {
     d.write("x", &x);
     d.write_ids("targets", &targets);
     d.write("dloss", &[1.0]);
-    d.run(&[s("f32"), s("cross_entropy"), s(r), s(v), d.dir()]);
+    d.run(&[s("f32"), s(r), s(v), d.dir()]);
     let rows = d.read("row_loss");
     println!("cross_entropy bad targets: row losses {rows:?}");
     assert!(rows[0].is_finite() && rows[3].is_finite());
@@ -548,7 +353,7 @@ fn elementwise_kernels_match_cpu() {
 #[test]
 fn cast_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
-    let d = Driver::build(&cxx, "elementwise");
+    let d = Driver::build(&cxx, "cast");
     let mut rng = Rng::new(600);
     let mut x = normal(&mut rng, 300, 3.0, 0.0);
     let e = f64::EPSILON;
@@ -575,7 +380,7 @@ fn cast_kernels_match_cpu() {
             let y = re.g.cast(xv, to).unwrap();
             let want = re.eval(&[y]).remove(0);
             d.write("x", &xs);
-            d.run(&[s("cast"), s(fname), s(tname), s(n), d.dir()]);
+            d.run(&[s(fname), s(tname), s(n), d.dir()]);
             let got = d.read("out");
             let differ = want
                 .iter()

@@ -1,5 +1,5 @@
 // Shared by every driver in tests/cuda_emu/: f32/i32 files, storage
-// rounding, and the launch shapes of src/backend/cuda/mod.rs. Include it after
+// rounding, and the launch shapes of src/backend/cuda/launch.rs. Include it after
 // emu.h, common.cuh and the kernel file.
 #pragma once
 #include <cstdio>
@@ -64,7 +64,7 @@ void write_out(const std::string& dir, const char* name, const std::vector<T>& v
     write_f32(dir + "/" + name + ".f32", widen(v));
 }
 
-// The LaunchConfig helpers of src/backend/cuda/mod.rs.
+// The LaunchConfig helpers of src/backend/cuda/launch.rs.
 struct Launch {
     dim3 grid;
     unsigned block;

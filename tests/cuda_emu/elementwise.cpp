@@ -7,9 +7,7 @@
 //          DIR/gelu.f32 (gelu a), DIR/gelu_backward.f32 (Op::GeluBackward on a, dy),
 //          DIR/bias_gelu.f32 (gelu(a + b)), DIR/bias_gelu_backward.f32
 //          (Op::BiasGeluBackward on a, b, dy), all [N].
-// usage: elementwise cast FROM TO N DIR
-//   reads DIR/x.f32 [N] as FROM, writes DIR/out.f32 (Op::Cast { to: TO }).
-// Launched as CudaBackend::run (and accumulate) does.
+// Launched as src/backend/cuda/ops/elementwise.rs does.
 #include "emu.h"
 
 #include "common.cuh"
@@ -33,17 +31,6 @@ struct Kernels;
         static constexpr auto bias_gelu_backward = &bias_gelu_backward_##S; \
     };
 FOR_EACH_DTYPE(KERNELS)
-
-template <typename From, typename To>
-struct Cast;
-#define CAST_KERNEL(S_FROM, T_FROM, S_TO, T_TO)                    \
-    template <>                                                    \
-    struct Cast<T_FROM, T_TO> {                                    \
-        static constexpr auto kernel = &cast_##S_FROM##_##S_TO;    \
-    };
-#define CAST_KERNELS(S, T) \
-    CAST_KERNEL(S, T, f32, float) CAST_KERNEL(S, T, f16, __half) CAST_KERNEL(S, T, bf16, __nv_bfloat16)
-FOR_EACH_DTYPE(CAST_KERNELS)
 
 template <typename T>
 static void run(u64 n, u64 nb, float factor, float value, const std::string& dir) {
@@ -85,28 +72,9 @@ static void run(u64 n, u64 nb, float factor, float value, const std::string& dir
     write_out(dir, "bias_gelu_backward", bias_gelu_bwd);
 }
 
-// Op::Cast { to }: cast_<from>_<to> over the input's elements.
-template <typename From, typename To>
-static void cast(u64 n, const std::string& dir) {
-    const auto x = narrow<From>(read_f32(dir + "/x.f32", n));
-    auto out = poisoned<To>(n);
-    launch(grid(n, 256), Cast<From, To>::kernel, x.data(), out.data(), n);
-    write_out(dir, "out", out);
-}
-
 int main(int argc, char** argv) {
-    if (argc == 6 && std::string(argv[1]) == "cast") {
-        u64 n = arg_u64(argv[4]);
-        std::string dir = argv[5];
-        bool to_ok = false;
-        bool from_ok = with_dtype(argv[2], [&](auto from) {
-            to_ok = with_dtype(argv[3], [&](auto to) { cast<decltype(from), decltype(to)>(n, dir); });
-        });
-        return from_ok && to_ok ? 0 : 2;
-    }
     if (argc != 7) {
-        std::fprintf(stderr, "usage: elementwise DTYPE N NB FACTOR VALUE DIR\n"
-                             "       elementwise cast FROM TO N DIR\n");
+        std::fprintf(stderr, "usage: elementwise DTYPE N NB FACTOR VALUE DIR\n");
         return 2;
     }
     u64 n = arg_u64(argv[2]), nb = arg_u64(argv[3]);

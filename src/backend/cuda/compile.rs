@@ -7,26 +7,6 @@ use crate::error::{Error, Result};
 
 const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
-/// The kernel files, one per op family.
-pub const KERNEL_FILES: &[(&str, &str)] = &[
-    (
-        "elementwise",
-        include_str!("../../../kernels/elementwise.cu"),
-    ),
-    ("layernorm", include_str!("../../../kernels/layernorm.cu")),
-    ("softmax", include_str!("../../../kernels/softmax.cu")),
-    ("embedding", include_str!("../../../kernels/embedding.cu")),
-    ("attention", include_str!("../../../kernels/attention.cu")),
-    // Tensor-core attention (WMMA, f16/bf16): compiled only for sm_80 and later.
-    (
-        "attention_tc",
-        include_str!("../../../kernels/attention_tc.cu"),
-    ),
-    ("shape", include_str!("../../../kernels/shape.cu")),
-    ("reduce", include_str!("../../../kernels/reduce.cu")),
-    ("optim", include_str!("../../../kernels/optim.cu")),
-];
-
 /// Whether libnvrtc can be loaded (cudarc panics on first use otherwise).
 pub fn nvrtc_available() -> bool {
     // SAFETY: only tries to dlopen the library by its usual names.
@@ -105,9 +85,27 @@ fn nvrtc_err(file: &str, what: String) -> Error {
     }
 }
 
-/// Compiles one kernel file to CUBIN for `arch` (such as "sm_90").
-pub fn compile(file: &str, arch: &str) -> Result<Vec<u8>> {
-    use cudarc::nvrtc::{result, sys};
+/// Compiles one kernel file (`kernels/<file>.cu`, its text `source`) to CUBIN
+/// for `arch` (such as "sm_90").
+pub fn compile(file: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+    Ok(build(file, source, arch, false)?.cubin)
+}
+
+/// What NVRTC made of one kernel file.
+pub struct Compiled {
+    /// The CUBIN the backend loads.
+    pub cubin: Vec<u8>,
+    /// The PTX of the same compilation (its `.entry` lines name the kernels).
+    pub ptx: String,
+}
+
+/// [`compile`], keeping the PTX too: tests read the module's entry points from it.
+pub fn compile_with_ptx(file: &str, source: &str, arch: &str) -> Result<Compiled> {
+    build(file, source, arch, true)
+}
+
+fn build(file: &str, src: &str, arch: &str, want_ptx: bool) -> Result<Compiled> {
+    use cudarc::nvrtc::result;
     if !nvrtc_available() {
         return Err(Error::Unsupported {
             backend: "cuda",
@@ -115,11 +113,6 @@ pub fn compile(file: &str, arch: &str) -> Result<Vec<u8>> {
             hint: "install the CUDA toolkit or pip's nvidia-cuda-nvrtc, and put its lib directory on LD_LIBRARY_PATH",
         });
     }
-    let src = KERNEL_FILES
-        .iter()
-        .find(|k| k.0 == file)
-        .ok_or_else(|| Error::Internal(format!("no kernel file {file}")))?
-        .1;
     let code =
         CString::new(format!("{COMMON}\n{src}")).map_err(|e| nvrtc_err(file, e.to_string()))?;
     let name = CString::new(format!("{file}.cu")).map_err(|e| nvrtc_err(file, e.to_string()))?;
@@ -137,20 +130,16 @@ pub fn compile(file: &str, arch: &str) -> Result<Vec<u8>> {
     // SAFETY: prog is a live program; options are plain strings.
     let compiled = unsafe { result::compile_program(prog, &opts) };
     let out = match compiled {
+        // SAFETY: the program compiled; it is destroyed only below.
         Ok(()) => unsafe {
-            let mut size = 0usize;
-            let r = sys::nvrtcGetCUBINSize(prog, &mut size);
-            if r != sys::nvrtcResult::NVRTC_SUCCESS {
-                Err(nvrtc_err(file, format!("cubin size: {r:?}")))
-            } else {
-                let mut buf = vec![0u8; size];
-                let r = sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut std::ffi::c_char);
-                if r != sys::nvrtcResult::NVRTC_SUCCESS {
-                    Err(nvrtc_err(file, format!("cubin: {r:?}")))
+            cubin(prog, file).and_then(|cubin| {
+                let ptx = if want_ptx {
+                    ptx(prog, file)?
                 } else {
-                    Ok(buf)
-                }
-            }
+                    String::new()
+                };
+                Ok(Compiled { cubin, ptx })
+            })
         },
         Err(e) => {
             // SAFETY: the program exists; the log is a C string.
@@ -167,4 +156,43 @@ pub fn compile(file: &str, arch: &str) -> Result<Vec<u8>> {
     // SAFETY: destroyed once, after its last use.
     let _ = unsafe { result::destroy_program(prog) };
     out
+}
+
+/// The CUBIN of a compiled program.
+///
+/// # Safety
+/// `prog` is a live, successfully compiled program.
+unsafe fn cubin(prog: cudarc::nvrtc::sys::nvrtcProgram, file: &str) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::sys;
+    let mut size = 0usize;
+    let r = sys::nvrtcGetCUBINSize(prog, &mut size);
+    if r != sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(nvrtc_err(file, format!("cubin size: {r:?}")));
+    }
+    let mut buf = vec![0u8; size];
+    let r = sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut std::ffi::c_char);
+    if r != sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(nvrtc_err(file, format!("cubin: {r:?}")));
+    }
+    Ok(buf)
+}
+
+/// The PTX of a compiled program, without its terminating NUL.
+///
+/// # Safety
+/// `prog` is a live, successfully compiled program.
+unsafe fn ptx(prog: cudarc::nvrtc::sys::nvrtcProgram, file: &str) -> Result<String> {
+    use cudarc::nvrtc::sys;
+    let mut size = 0usize;
+    let r = sys::nvrtcGetPTXSize(prog, &mut size);
+    if r != sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(nvrtc_err(file, format!("ptx size: {r:?}")));
+    }
+    let mut buf = vec![0u8; size];
+    let r = sys::nvrtcGetPTX(prog, buf.as_mut_ptr() as *mut std::ffi::c_char);
+    if r != sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(nvrtc_err(file, format!("ptx: {r:?}")));
+    }
+    let text = buf.split(|&c| c == 0).next().unwrap_or_default();
+    Ok(String::from_utf8_lossy(text).into_owned())
 }
