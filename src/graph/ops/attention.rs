@@ -20,6 +20,56 @@ pub fn btc(qkv: &Shape, n_head: usize) -> Result<(usize, usize, usize)> {
     Ok((d[0], d[1], d[2] / 3))
 }
 
+/// The sizes a causal attention kernel takes, from `qkv [B, T, 3C]` with
+/// `n_head` heads of `head_dim = C / n_head` columns each (head `h` at
+/// columns `h·head_dim` of each third of a row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    /// Batch size B.
+    pub b: usize,
+    /// Sequence length T.
+    pub t: usize,
+    /// Model width C (a third of qkv's last dim).
+    pub c: usize,
+    /// Heads H.
+    pub n_head: usize,
+    /// Columns per head, C / H.
+    pub head_dim: usize,
+}
+
+impl AttentionDims {
+    /// The sizes of `qkv [B, T, 3C]`, checked against `n_head` as [`btc`] does.
+    pub fn of(qkv: &Shape, n_head: usize) -> Result<AttentionDims> {
+        let (b, t, c) = btc(qkv, n_head)?;
+        Ok(AttentionDims {
+            b,
+            t,
+            c,
+            n_head,
+            head_dim: c / n_head,
+        })
+    }
+
+    /// The logits' scale `1/√head_dim`, the square root taken in f32 (the CUDA
+    /// kernels' parameter).
+    pub fn scale_f32(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+
+    /// The logits' scale `1/√head_dim`, taken in f64 and rounded once to f32
+    /// by whoever packs it (the WGSL kernels' parameter). It may differ from
+    /// [`scale_f32`](Self::scale_f32) in the last bit, so each backend keeps
+    /// its own.
+    pub fn scale_f64(&self) -> f64 {
+        1.0 / (self.head_dim as f64).sqrt()
+    }
+
+    /// Rows of `lse`: one per (batch, head, query).
+    pub fn lse_rows(&self) -> usize {
+        self.b * self.n_head * self.t
+    }
+}
+
 /// `qkv [B, T, 3C]` → `out [B, T, C]`, `lse [B, H, T]`.
 pub fn infer(ins: &[Meta], n_head: usize) -> Result<Vec<(Shape, DType)>> {
     let dt = same_float("attention", ins)?;

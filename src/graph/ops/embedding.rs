@@ -41,6 +41,38 @@ pub fn infer_backward(ins: &[Meta], vocab: usize) -> Result<Vec<(Shape, DType)>>
     Ok(vec![(Shape(vec![vocab, dy.last()]), dt)])
 }
 
+/// The sizes an embedding kernel takes: `n` token ids, rows of `c` columns,
+/// a table of `vocab` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmbeddingDims {
+    /// Token ids N (every dim of `ids`).
+    pub n: usize,
+    /// Columns C of a table row.
+    pub c: usize,
+    /// Table rows V.
+    pub vocab: usize,
+}
+
+impl EmbeddingDims {
+    /// Of the forward: `ids [..] i32`, `table [V, C]`.
+    pub fn of(ids: &Shape, table: &Shape) -> EmbeddingDims {
+        EmbeddingDims {
+            n: ids.numel(),
+            c: table.last(),
+            vocab: table.dims()[0],
+        }
+    }
+
+    /// Of the backward: `ids [..] i32`, `dy [.., C]`, `dtable [vocab, C]`.
+    pub fn of_backward(ids: &Shape, dy: &Shape, vocab: usize) -> EmbeddingDims {
+        EmbeddingDims {
+            n: ids.numel(),
+            c: dy.last(),
+            vocab,
+        }
+    }
+}
+
 /// Records [`Op::EmbeddingBackward`] for the table's gradient; the ids get none.
 pub fn vjp(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     let vocab = g.shape(ins[1]).dims()[0];

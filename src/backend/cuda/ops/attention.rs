@@ -10,7 +10,7 @@ use crate::backend::cuda::launch::{family_kernels, grid, launch, ptr, Entry, EVE
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
-use crate::graph::ops::attention;
+use crate::graph::ops::attention::AttentionDims;
 use crate::tensor::DType;
 
 family_kernels! {
@@ -84,14 +84,14 @@ struct Plan {
 }
 
 fn plan(cx: &mut CudaBackend, dt: DType, qkv: &TensorRef, n_head: usize) -> Result<Plan> {
-    let (b, t, c) = attention::btc(&qkv.shape, n_head)?;
-    let hd = c / n_head;
+    let a = AttentionDims::of(&qkv.shape, n_head)?;
+    let (b, t, c, hd) = (a.b, a.t, a.c, a.head_dim);
     if hd > 128 || hd % 4 != 0 {
         return Err(unavailable(format!(
             "attention head size {hd} (a multiple of 4, at most 128)"
         )));
     }
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = a.scale_f32();
     let mut tc = tensor_core_attention(cx, qkv.dtype, hd);
     if tc {
         // The file needs CUDA's crt/mma.h; without it (a bare pip install),

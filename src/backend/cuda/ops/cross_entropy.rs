@@ -6,6 +6,7 @@ use crate::backend::cuda::launch::{family_kernels, launch, ptr, rows, EVERY_DTYP
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::softmax::RowDims;
 use crate::tensor::DType;
 
 family_kernels! {
@@ -27,7 +28,8 @@ pub(crate) fn cross_entropy_forward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (logits, targets, loss) = (ins[0], ins[1], outs[0]);
-    let (r, v) = (logits.shape.rows(), logits.shape.last() as u64);
+    let RowDims { rows: r, cols } = RowDims::of(&logits.shape);
+    let v = cols as u64;
     let row_loss = cx.workspace(4 * r as u64)?;
     launch!(
         cx,
@@ -51,7 +53,8 @@ pub(crate) fn cross_entropy_backward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (logits, targets, dloss, dlogits) = (ptr(ins[0]), ptr(ins[1]), ptr(ins[2]), ptr(outs[0]));
-    let (r, v) = (ins[0].shape.rows(), ins[0].shape.last() as u64);
+    let RowDims { rows: r, cols } = RowDims::of(&ins[0].shape);
+    let v = cols as u64;
     let cfg = rows(r);
     launch!(cx, BACKWARD, dt, cfg, logits, targets, dloss, dlogits, r as u64, v)
 }

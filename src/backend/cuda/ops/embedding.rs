@@ -1,9 +1,10 @@
 //! `Op::Embedding` and its backward (kernels/embedding.cu).
 
-use crate::backend::cuda::launch::{family_kernels, grid, launch, numel, ptr, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, launch, ptr, EVERY_DTYPE};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::embedding::EmbeddingDims;
 use crate::tensor::DType;
 
 family_kernels! {
@@ -29,11 +30,8 @@ pub(crate) fn embedding_forward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (ids, table, out) = (ins[0], ins[1], outs[0]);
-    let (n, c, v) = (
-        numel(ids),
-        table.shape.last() as u64,
-        table.shape.dims()[0] as u64,
-    );
+    let e = EmbeddingDims::of(&ids.shape, &table.shape);
+    let (n, c, v) = (e.n as u64, e.c as u64, e.vocab as u64);
     let cfg = grid((n * c) as usize, 256);
     launch!(
         cx,
@@ -59,7 +57,8 @@ pub(crate) fn embedding_backward(
     vocab: usize,
 ) -> Result<()> {
     let (ids, dy, dtable) = (ins[0], ins[1], outs[0]);
-    let (n, c) = (numel(ids), dy.shape.last() as u64);
+    let e = EmbeddingDims::of_backward(&ids.shape, &dy.shape, vocab);
+    let (n, c) = (e.n as u64, e.c as u64);
     let ranges = embedding_ranges(vocab as u64);
     let cfg = grid((c * ranges) as usize, 256);
     let (ids, dy, dtable) = (ptr(ids), ptr(dy), ptr(dtable));

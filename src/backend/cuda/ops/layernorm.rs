@@ -6,6 +6,7 @@ use crate::backend::cuda::launch::{family_kernels, grid, launch, ptr, rows, EVER
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::softmax::RowDims;
 use crate::tensor::DType;
 
 family_kernels! {
@@ -29,7 +30,8 @@ pub(crate) fn layernorm_forward(
 ) -> Result<()> {
     let (x, w, b) = (ptr(ins[0]), ptr(ins[1]), ptr(ins[2]));
     let (y, mean, rstd) = (ptr(outs[0]), ptr(outs[1]), ptr(outs[2]));
-    let (r, c) = (ins[0].shape.rows(), ins[0].shape.last() as u64);
+    let RowDims { rows: r, cols } = RowDims::of(&ins[0].shape);
+    let c = cols as u64;
     launch!(
         cx,
         FORWARD,
@@ -64,7 +66,8 @@ pub(crate) fn layernorm_backward(
         ptr(ins[4]),
     );
     let (dx, dw, db) = (ptr(outs[0]), ptr(outs[1]), ptr(outs[2]));
-    let (r, c) = (ins[1].shape.rows(), ins[1].shape.last() as u64);
+    let RowDims { rows: r, cols } = RowDims::of(&ins[1].shape);
+    let c = cols as u64;
     launch!(cx, BACKWARD_DX, dt, rows(r), dy, x, w, mean, rstd, dx, c)?;
     let chunks = column_chunks(c, r as u64);
     let partial = cx.workspace(4 * 2 * c * chunks)?;

@@ -5,6 +5,7 @@ use crate::backend::cuda::launch::{family_kernels, launch, ptr, rows, EVERY_DTYP
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::softmax::RowDims;
 use crate::tensor::DType;
 
 family_kernels! {
@@ -23,7 +24,8 @@ pub(crate) fn softmax_forward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (x, y) = (ins[0], outs[0]);
-    let (r, v) = (x.shape.rows(), x.shape.last() as u64);
+    let RowDims { rows: r, cols } = RowDims::of(&x.shape);
+    let v = cols as u64;
     launch!(cx, FORWARD, dt, rows(r), ptr(x), ptr(y), v)
 }
 
@@ -35,6 +37,7 @@ pub(crate) fn softmax_backward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (y, dy, dx) = (ins[0], ins[1], outs[0]);
-    let (r, v) = (y.shape.rows(), y.shape.last() as u64);
+    let RowDims { rows: r, cols } = RowDims::of(&y.shape);
+    let v = cols as u64;
     launch!(cx, BACKWARD, dt, rows(r), ptr(y), ptr(dy), ptr(dx), v)
 }

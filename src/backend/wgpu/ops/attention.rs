@@ -6,7 +6,7 @@ use crate::backend::wgpu::dispatch::{f, groups_1d, u, Bind};
 use crate::backend::wgpu::{unsupported, WgpuBackend};
 use crate::backend::TensorRef;
 use crate::error::Result;
-use crate::graph::ops::attention::btc;
+use crate::graph::ops::attention::AttentionDims;
 
 const ATTENTION: Shader = Shader {
     file: "attention",
@@ -31,17 +31,16 @@ const DKDV: Kernel = ATTENTION_BACKWARD.kernel("dkdv");
 /// Parameter words (B, T, C, heads, head dim, scale) and workgroups, one
 /// thread per (batch, head, row), shared by forward and backward.
 fn launch(qkv: &TensorRef, n_head: usize) -> Result<([u32; 6], (u32, u32, u32))> {
-    let (b, t, c) = btc(&qkv.shape, n_head)?;
-    let hd = c / n_head;
+    let a = AttentionDims::of(&qkv.shape, n_head)?;
+    let hd = a.head_dim;
     // The kernels keep a row of the head in a fixed 64-float array.
     if hd > 64 {
         return Err(unsupported(format!(
             "attention head size {hd} (at most 64)"
         )));
     }
-    let scale = 1.0 / (hd as f64).sqrt();
-    let p = [u(b), u(t), u(c), u(n_head), u(hd), f(scale)];
-    Ok((p, groups_1d(b * n_head * t)))
+    let p = [u(a.b), u(a.t), u(a.c), u(n_head), u(hd), f(a.scale_f64())];
+    Ok((p, groups_1d(a.lse_rows())))
 }
 
 /// `qkv [B, T, 3C]` → `out [B, T, C]`, `lse [B, H, T]` (f32).

@@ -6,6 +6,7 @@ use crate::backend::wgpu::dispatch::{groups_1d, u, Bind};
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::softmax::RowDims;
 
 const CROSS_ENTROPY: Shader = Shader {
     file: "cross_entropy",
@@ -27,7 +28,7 @@ pub(crate) fn cross_entropy_forward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (logits, targets, loss) = (ins[0], ins[1], outs[0]);
-    let (rows, v) = (logits.shape.rows(), logits.shape.last());
+    let RowDims { rows, cols: v } = RowDims::of(&logits.shape);
     gpu.dispatch(
         FORWARD,
         &[u(rows), u(v)],
@@ -48,7 +49,7 @@ pub(crate) fn cross_entropy_backward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (logits, targets, dloss, dlogits) = (ins[0], ins[1], ins[2], outs[0]);
-    let (rows, v) = (logits.shape.rows(), logits.shape.last());
+    let RowDims { rows, cols: v } = RowDims::of(&logits.shape);
     let binds = [
         (1, Bind::T(logits)),
         (2, Bind::T(targets)),

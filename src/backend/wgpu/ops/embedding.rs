@@ -5,6 +5,7 @@ use crate::backend::wgpu::dispatch::{groups_1d, u, Bind};
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::embedding::EmbeddingDims;
 
 const EMBEDDING: Shader = Shader {
     file: "embedding",
@@ -25,10 +26,10 @@ pub(crate) fn embedding_forward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (ids, table, out) = (ins[0], ins[1], outs[0]);
-    let (n, c, v) = (ids.shape.numel(), table.shape.last(), table.shape.dims()[0]);
+    let EmbeddingDims { n, c, vocab } = EmbeddingDims::of(&ids.shape, &table.shape);
     gpu.dispatch(
         FORWARD,
-        &[u(n), u(c), u(v)],
+        &[u(n), u(c), u(vocab)],
         &[(1, Bind::T(ids)), (2, Bind::T(table)), (3, Bind::T(out))],
         groups_1d(n * c),
     )
@@ -43,7 +44,7 @@ pub(crate) fn embedding_backward(
     vocab: usize,
 ) -> Result<()> {
     let (ids, dout, dtable) = (ins[0], ins[1], outs[0]);
-    let (n, c) = (ids.shape.numel(), dout.shape.last());
+    let EmbeddingDims { n, c, vocab } = EmbeddingDims::of_backward(&ids.shape, &dout.shape, vocab);
     gpu.dispatch(
         BACKWARD,
         &[u(n), u(c), u(vocab)],

@@ -5,6 +5,7 @@ use crate::backend::wgpu::dispatch::{f, groups_1d, u, Bind};
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::softmax::RowDims;
 
 const LAYERNORM: Shader = Shader {
     file: "layernorm",
@@ -36,7 +37,7 @@ pub(crate) fn layernorm_forward(
 ) -> Result<()> {
     let (x, w, bias) = (ins[0], ins[1], ins[2]);
     let (y, mean, rstd) = (outs[0], outs[1], outs[2]);
-    let (rows, c) = (x.shape.rows(), x.shape.last());
+    let RowDims { rows, cols: c } = RowDims::of(&x.shape);
     let binds = [
         (1, Bind::T(x)),
         (2, Bind::T(w)),
@@ -58,7 +59,7 @@ pub(crate) fn layernorm_backward(
 ) -> Result<()> {
     let (dy, x, w, mean, rstd) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
     let (dx, dw, db) = (outs[0], outs[1], outs[2]);
-    let (rows, c) = (x.shape.rows(), x.shape.last());
+    let RowDims { rows, cols: c } = RowDims::of(&x.shape);
     let binds = [
         (1, Bind::T(dy)),
         (2, Bind::T(x)),

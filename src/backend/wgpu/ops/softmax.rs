@@ -5,6 +5,7 @@ use crate::backend::wgpu::dispatch::{groups_1d, u, Bind};
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
+use crate::graph::ops::softmax::RowDims;
 
 const SOFTMAX: Shader = Shader {
     file: "softmax",
@@ -25,7 +26,7 @@ pub(crate) fn softmax_forward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (x, y) = (ins[0], outs[0]);
-    let (rows, v) = (x.shape.rows(), x.shape.last());
+    let RowDims { rows, cols: v } = RowDims::of(&x.shape);
     gpu.dispatch(
         FORWARD,
         &[u(rows), u(v)],
@@ -42,7 +43,7 @@ pub(crate) fn softmax_backward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let (y, dy, dx) = (ins[0], ins[1], outs[0]);
-    let (rows, v) = (y.shape.rows(), y.shape.last());
+    let RowDims { rows, cols: v } = RowDims::of(&y.shape);
     gpu.dispatch(
         BACKWARD,
         &[u(rows), u(v)],
