@@ -6,6 +6,8 @@
 //! machine with no GPU. It needs a C++20 compiler (g++, or HEADROOM_CXX); without
 //! one it skips, unless HEADROOM_REQUIRE_EMULATION is set (CI sets it).
 
+#[path = "cuda_emu/replay.rs"]
+mod replay;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
@@ -13,7 +15,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use replay::{io, write_plan, Ty};
 use support::{build_driver, compiler};
+
+use headroom::backend::cuda::ops::attention::{plan_backward, plan_forward};
 
 use headroom::graph::{autodiff, Graph};
 use headroom::rng::Rng;
@@ -77,6 +82,16 @@ fn rel_err(want: &[f64], got: &[f64]) -> f64 {
         / scale
 }
 
+/// Runs a replaying driver on the plan in `dir`.
+fn replay(exe: &Path, dir: &Path) {
+    let out = Command::new(exe).arg(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the emulated kernels failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn attention_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
@@ -114,18 +129,23 @@ fn attention_kernels_match_cpu() {
             write_f32(&dir.join("dout.f32"), &dout);
             // The tensor-core kernels where the backend would pick them.
             let tc = dt != DType::F32 && hd % 16 == 0 && hd <= 64;
-            let mut paths = vec!["cores"];
+            let mut paths = vec![(false, "cores")];
             if tc {
-                paths.push("tensor-cores");
+                paths.push((true, "tensor-cores"));
             }
-            for path in paths {
-                let st = Command::new(&exe)
-                    .args([path, name, &b.to_string(), &t.to_string(), &c.to_string()])
-                    .arg(nh.to_string())
-                    .arg(&dir)
-                    .status()
-                    .unwrap();
-                assert!(st.success(), "the emulated attention failed");
+            let qkv_shape = Shape::new(&[b, t, 3 * c]);
+            let (ty, f) = (Ty::T, Ty::F32);
+            let (qkv_io, out_io) = (io("qkv", ty, b * t * 3 * c), io("out", ty, b * t * c));
+            let lse_io = io("lse", f, b * nh * t);
+            for (tensor_cores, path) in paths {
+                // The host's plans; the backward is fed the forward's out and lse.
+                let forward = plan_forward(&qkv_shape, nh, tensor_cores).unwrap();
+                write_plan(&dir, &forward, dt, &[qkv_io], &[out_io, lse_io]);
+                replay(&exe, &dir);
+                let backward = plan_backward(&qkv_shape, nh, tensor_cores).unwrap();
+                let ins = [qkv_io, out_io, lse_io, io("dout", ty, b * t * c)];
+                write_plan(&dir, &backward, dt, &ins, &[io("dqkv", ty, b * t * 3 * c)]);
+                replay(&exe, &dir);
                 let out_err = rel_err(&want_out, &read_f32(&dir.join("out.f32")));
                 let grad_err = rel_err(&want_dqkv, &read_f32(&dir.join("dqkv.f32")));
                 let what = format!("{path} B{b} T{t} C{c} H{nh} {name}");

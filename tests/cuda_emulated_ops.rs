@@ -3,9 +3,11 @@
 //! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
 //! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, launches
 //! its kernels with the grid, block and arguments of `CudaBackend::run` (the
-//! launches of src/backend/cuda/ops/<family>.rs); the launch parameters that the
-//! backend takes from library helpers (`reduce_plan`, `transpose_view`,
-//! `slices`) are computed here by the same helpers and handed to the driver.
+//! launches of src/backend/cuda/ops/<family>.rs). The layernorm, embedding and
+//! reduce drivers replay the host's own plan (`plan_forward`, `plan_backward`,
+//! `plan_sum`, `plan_expand`, written out by tests/cuda_emu/replay.rs); the
+//! others restate the launches, taking the parameters that the backend takes
+//! from library helpers (`transpose_view`, `slices`) from the same helpers.
 //!
 //! Shapes are small and off the 256-thread blocks on purpose, so that per-row
 //! loops wrap and grids end in a partial block; output buffers start as NaN, so
@@ -16,14 +18,17 @@
 
 #[path = "cuda_emu/harness.rs"]
 mod harness;
+#[path = "cuda_emu/replay.rs"]
+mod replay;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
 use harness::{check, normal, round, s, Driver, Reference, DTYPES};
 use support::compiler;
 
-use headroom::backend::cuda::{column_chunks, embedding_ranges};
-use headroom::graph::ops::reduce::reduce_plan;
+use replay::{io, write_plan, Ty};
+
+use headroom::backend::cuda::ops::{embedding, layernorm, reduce};
 use headroom::graph::ops::shape::{slices, transpose_view};
 use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
@@ -60,8 +65,19 @@ fn layernorm_kernels_match_cpu() {
             for (f, v) in [("x", &x), ("w", &w), ("b", &b), ("dy", &dy)] {
                 d.write(f, v);
             }
-            let chunks = column_chunks(c as u64, r as u64);
-            d.run(&[s(name), s(r), s(c), s(eps as f32), s(chunks), d.dir()]);
+            let (t, f) = (Ty::T, Ty::F32);
+            let (xs, ws, bs) = (io("x", t, r * c), io("w", t, c), io("b", t, c));
+            let (mean, rstd) = (io("mean", f, r), io("rstd", f, r));
+            let forward = layernorm::plan_forward(&sh, eps);
+            let outs = [io("y", t, r * c), mean, rstd];
+            write_plan(d.path(), &forward, dt, &[xs, ws, bs], &outs);
+            d.run(&[d.dir()]);
+            // The backward is fed the forward's own mean and rstd.
+            let backward = layernorm::plan_backward(&sh);
+            let ins = [io("dy", t, r * c), xs, ws, mean, rstd];
+            let outs = [io("dx", t, r * c), io("dw", t, c), io("db", t, c)];
+            write_plan(d.path(), &backward, dt, &ins, &outs);
+            d.run(&[d.dir()]);
             let got: Vec<Vec<f64>> = ["y", "mean", "rstd", "dx", "dw", "db"]
                 .iter()
                 .map(|f| d.read(f))
@@ -230,8 +246,7 @@ fn embedding_kernels_match_cpu() {
             d.write_ids("ids", &ids);
             d.write("table", &table);
             d.write("dy", &dy);
-            let ranges = embedding_ranges(vocab as u64);
-            d.run(&[s(name), s(n), s(c), s(vocab), s(ranges), d.dir()]);
+            run_embedding(&d, dt, ishape, vocab, c);
             check(
                 &format!("embedding ids {ishape:?} vocab {vocab} C {c} {name}"),
                 tol,
@@ -256,8 +271,7 @@ fn embedding_kernels_match_cpu() {
     d.write_ids("ids", &ids);
     d.write("table", &table);
     d.write("dy", &vec![1.0; 4 * c]);
-    let ranges = embedding_ranges(vocab as u64);
-    d.run(&[s("f32"), s(4), s(c), s(vocab), s(ranges), d.dir()]);
+    run_embedding(&d, DType::F32, &[4], vocab, c);
     let out = d.read("out");
     let nan_rows: Vec<bool> = out
         .chunks(c)
@@ -270,6 +284,23 @@ fn embedding_kernels_match_cpu() {
         .map(|i| if [1, 4].contains(&(i / c)) { 1.0 } else { 0.0 })
         .collect();
     assert_eq!(dtable, want, "the backward over bad ids");
+}
+
+/// The forward and backward launches of ids `ishape` into a table of `vocab`
+/// rows of `c`, as the backend plans them, on `ids`, `table` and `dy`.
+fn run_embedding(d: &Driver, dt: DType, ishape: &[usize], vocab: usize, c: usize) {
+    let ids = Shape::new(ishape);
+    let n = ids.numel();
+    let oshape: Vec<usize> = ishape.iter().copied().chain([c]).collect();
+    let (idv, t) = (io("ids", Ty::I32, n), Ty::T);
+    let forward = embedding::plan_forward(&ids, &Shape::new(&[vocab, c]));
+    let ins = [idv, io("table", t, vocab * c)];
+    write_plan(d.path(), &forward, dt, &ins, &[io("out", t, n * c)]);
+    d.run(&[d.dir()]);
+    let backward = embedding::plan_backward(&ids, &Shape::new(&oshape), vocab);
+    let ins = [idv, io("dy", t, n * c)];
+    write_plan(d.path(), &backward, dt, &ins, &[io("dtable", t, vocab * c)]);
+    d.run(&[d.dir()]);
 }
 
 /// The elementwise kernels CudaBackend::run launches for Op::Add, Op::Mul (with
@@ -395,7 +426,7 @@ fn cast_kernels_match_cpu() {
 }
 
 /// Op::Sum, Op::Mean and Op::Expand over axis sets of ranks 1 to 6, with the
-/// rank, dims, mask, count and scale of `reduce_plan` as CudaBackend::run passes them.
+/// launches the backend plans for them.
 #[test]
 fn reduce_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
@@ -437,24 +468,19 @@ fn reduce_kernels_match_cpu() {
             let want = re.eval(&[sum, mean, expand]);
 
             let mut got = Vec::new();
+            let (nx, ny) = (full.numel(), y.len());
             for (kind, mean) in [("sum", false), ("sum", true), ("expand", false)] {
-                let p = reduce_plan(&full, axes, mean).unwrap();
-                // n0: the size of the op's output, as CudaBackend::run takes it.
-                let n0 = if kind == "expand" {
-                    full.numel()
+                let t = Ty::T;
+                let (plan, ins, out) = if kind == "sum" {
+                    let plan = reduce::plan_sum(&full, axes, mean).unwrap();
+                    (plan, io("x", t, nx), io("out", t, ny))
                 } else {
-                    Shape::new(&reduced).numel()
+                    let plan = reduce::plan_expand(&full, axes).unwrap();
+                    (plan, io("x", t, ny), io("out", t, nx))
                 };
-                let mut args = vec![s(name), s(kind), s(n0), s(p.rank)];
-                args.extend(p.dims.iter().map(s));
-                args.push(s(p.mask));
-                if kind == "sum" {
-                    let chunks = column_chunks(n0 as u64, p.count as u64);
-                    args.extend([s(p.count), s(p.scale as f32), s(chunks)]);
-                }
-                args.push(d.dir());
+                write_plan(d.path(), &plan, dt, &[ins], &[out]);
                 d.write("x", if kind == "sum" { &x } else { &y });
-                d.run(&args);
+                d.run(&[d.dir()]);
                 got.push(d.read("out"));
             }
             check(

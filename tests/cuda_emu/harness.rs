@@ -37,6 +37,10 @@ impl Driver {
         Driver { exe, dir }
     }
 
+    pub fn path(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn dir(&self) -> String {
         self.dir.to_str().unwrap().to_string()
     }

@@ -22,6 +22,7 @@ mod launch;
 mod memory;
 pub mod ops;
 mod optim;
+pub mod plan;
 
 pub use context::{available, CudaBackend};
 pub use launch::{Entry, FamilyKernels};

@@ -6,12 +6,13 @@
 use cudarc::driver::LaunchConfig;
 
 use crate::backend::cuda::context::unavailable;
-use crate::backend::cuda::launch::{family_kernels, grid, launch, ptr, Entry, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, Entry, EVERY_DTYPE};
+use crate::backend::cuda::plan::{args, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
 use crate::graph::ops::attention::AttentionDims;
-use crate::tensor::DType;
+use crate::tensor::{DType, Shape};
 
 family_kernels! {
     /// kernels/attention.cu: CUDA cores, any storage type.
@@ -72,27 +73,92 @@ fn tensor_core_attention(cx: &CudaBackend, dtype: DType, hd: usize) -> bool {
         && hd <= 64
 }
 
-/// The launch shape both directions share.
-struct Plan {
-    path: &'static Path,
-    tiles: LaunchConfig,
-    b: u64,
-    t: u64,
-    c: u64,
-    nh: u64,
-    scale: f32,
-}
-
-fn plan(cx: &mut CudaBackend, dt: DType, qkv: &TensorRef, n_head: usize) -> Result<Plan> {
-    let a = AttentionDims::of(&qkv.shape, n_head)?;
-    let (b, t, c, hd) = (a.b, a.t, a.c, a.head_dim);
+/// The tiles both directions share: one block per `path.rows` rows of one
+/// (batch, head), after checking the head size the kernels can take.
+fn tiles(a: &AttentionDims, path: &Path) -> Result<LaunchConfig> {
+    let hd = a.head_dim;
     if hd > 128 || hd % 4 != 0 {
         return Err(unavailable(format!(
             "attention head size {hd} (a multiple of 4, at most 128)"
         )));
     }
-    let scale = a.scale_f32();
-    let mut tc = tensor_core_attention(cx, qkv.dtype, hd);
+    Ok(LaunchConfig {
+        grid_dim: (a.t.div_ceil(path.rows) as u32, a.n_head as u32, a.b as u32),
+        block_dim: (path.threads, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+fn path(tensor_cores: bool) -> &'static Path {
+    if tensor_cores {
+        &TENSOR_CORES
+    } else {
+        &CUDA_CORES
+    }
+}
+
+/// `(T, C, H)` as the kernels take them.
+fn tch(a: &AttentionDims) -> (u64, u64, u64) {
+    (a.t as u64, a.c as u64, a.n_head as u64)
+}
+
+/// The launches of `Op::Attention { n_head }` on `qkv [B, T, 3C]`, on tensor
+/// cores or not: ins qkv; outs out [B, T, C], lse [B, H, T] f32.
+pub fn plan_forward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
+    let a = AttentionDims::of(qkv, n_head)?;
+    let path = path(tensor_cores);
+    let cfg = tiles(&a, path)?;
+    let (t, c, nh) = tch(&a);
+    let args = args![In(0), Out(0), Out(1), t, c, nh, a.scale_f32()];
+    Ok(OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(path.forward, cfg, args)],
+    })
+}
+
+/// The launches of `Op::AttentionBackward { n_head }`: ins qkv [B, T, 3C],
+/// out [B, T, C], lse [B, H, T] f32, dout [B, T, C]; outs dqkv [B, T, 3C].
+/// Σ dout·out per row goes to the workspace first (delta [B, H, T] f32); dq
+/// and dk/dv then write disjoint columns of dqkv, in two kernels so that
+/// nothing needs atomics.
+pub fn plan_backward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
+    let a = AttentionDims::of(qkv, n_head)?;
+    let path = path(tensor_cores);
+    let cfg = tiles(&a, path)?;
+    let (t, c, nh) = tch(&a);
+    let b = a.b as u64;
+    let delta = args![In(1), In(3), Workspace, b, t, c, nh];
+    let mut launches = vec![Launch::new(BACKWARD_DELTA, grid(a.lse_rows(), 256), delta)];
+    for entry in [path.backward_dq, path.backward_dkdv] {
+        let args = args![
+            In(0),
+            In(2),
+            Workspace,
+            In(3),
+            Out(0),
+            t,
+            c,
+            nh,
+            a.scale_f32()
+        ];
+        launches.push(Launch::new(entry, cfg, args));
+    }
+    Ok(OpPlan {
+        workspace_bytes: Some(4 * b * nh * t),
+        launches,
+    })
+}
+
+/// Whether this op runs on tensor cores: [`tensor_core_attention`], and the
+/// tensor-core file compiles.
+fn use_tensor_cores(
+    cx: &mut CudaBackend,
+    dt: DType,
+    qkv: &TensorRef,
+    n_head: usize,
+) -> Result<bool> {
+    let a = AttentionDims::of(&qkv.shape, n_head)?;
+    let mut tc = tensor_core_attention(cx, qkv.dtype, a.head_dim);
     if tc {
         // The file needs CUDA's crt/mma.h; without it (a bare pip install),
         // attention.cu still works.
@@ -102,25 +168,10 @@ fn plan(cx: &mut CudaBackend, dt: DType, qkv: &TensorRef, n_head: usize) -> Resu
             tc = false;
         }
     }
-    let path = if tc { &TENSOR_CORES } else { &CUDA_CORES };
-    let tiles = LaunchConfig {
-        grid_dim: (t.div_ceil(path.rows) as u32, n_head as u32, b as u32),
-        block_dim: (path.threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    Ok(Plan {
-        path,
-        tiles,
-        b: b as u64,
-        t: t as u64,
-        c: c as u64,
-        nh: n_head as u64,
-        scale,
-    })
+    Ok(tc)
 }
 
-/// `Op::Attention { n_head }`: ins qkv [B, T, 3C] (q | k | v, head h at columns
-/// h·hd of each); outs out [B, T, C], lse [B, H, T] f32.
+/// `Op::Attention { n_head }`: [`plan_forward`].
 pub(crate) fn attention_forward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -128,28 +179,12 @@ pub(crate) fn attention_forward(
     outs: &[&TensorRef],
     n_head: usize,
 ) -> Result<()> {
-    let p = plan(cx, dt, ins[0], n_head)?;
-    let (qkv, out, lse) = (ptr(ins[0]), ptr(outs[0]), ptr(outs[1]));
-    let (t, c, nh, scale) = (p.t, p.c, p.nh, p.scale);
-    launch!(
-        cx,
-        p.path.forward,
-        dt,
-        p.tiles,
-        qkv,
-        out,
-        lse,
-        t,
-        c,
-        nh,
-        scale
-    )
+    let tc = use_tensor_cores(cx, dt, ins[0], n_head)?;
+    let plan = plan_forward(&ins[0].shape, n_head, tc)?;
+    cx.run_plan(dt, &plan, ins, outs)
 }
 
-/// `Op::AttentionBackward { n_head }`: ins qkv [B, T, 3C], out [B, T, C],
-/// lse [B, H, T] f32, dout [B, T, C]; outs dqkv [B, T, 3C]. Σ dout·out per row
-/// goes to the workspace first (delta [B, H, T] f32); dq and dk/dv then write
-/// disjoint columns of dqkv, in two kernels so that nothing needs atomics.
+/// `Op::AttentionBackward { n_head }`: [`plan_backward`].
 pub(crate) fn attention_backward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -157,27 +192,7 @@ pub(crate) fn attention_backward(
     outs: &[&TensorRef],
     n_head: usize,
 ) -> Result<()> {
-    let p = plan(cx, dt, ins[0], n_head)?;
-    let (qkv, out, lse, dout) = (ptr(ins[0]), ptr(ins[1]), ptr(ins[2]), ptr(ins[3]));
-    let dqkv = ptr(outs[0]);
-    let (b, t, c, nh, scale) = (p.b, p.t, p.c, p.nh, p.scale);
-    let delta = cx.workspace(4 * b * nh * t)?;
-    let rows_cfg = grid((b * nh * t) as usize, 256);
-    launch!(
-        cx,
-        BACKWARD_DELTA,
-        dt,
-        rows_cfg,
-        out,
-        dout,
-        delta,
-        b,
-        t,
-        c,
-        nh
-    )?;
-    for entry in [p.path.backward_dq, p.path.backward_dkdv] {
-        launch!(cx, entry, dt, p.tiles, qkv, lse, delta, dout, dqkv, t, c, nh, scale)?;
-    }
-    Ok(())
+    let tc = use_tensor_cores(cx, dt, ins[0], n_head)?;
+    let plan = plan_backward(&ins[0].shape, n_head, tc)?;
+    cx.run_plan(dt, &plan, ins, outs)
 }

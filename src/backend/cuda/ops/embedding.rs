@@ -1,11 +1,12 @@
 //! `Op::Embedding` and its backward (kernels/embedding.cu).
 
-use crate::backend::cuda::launch::{family_kernels, grid, launch, ptr, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, EVERY_DTYPE};
+use crate::backend::cuda::plan::{args, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
 use crate::graph::ops::embedding::EmbeddingDims;
-use crate::tensor::DType;
+use crate::tensor::{DType, Shape};
 
 family_kernels! {
     /// kernels/embedding.cu.
@@ -21,34 +22,49 @@ pub fn embedding_ranges(vocab: u64) -> u64 {
     vocab.div_ceil(2).clamp(1, 64)
 }
 
-/// `Op::Embedding`: ins ids [N] i32, table [V, C]; outs out [N, C]. One thread
-/// per output element; an id outside the table gives a row of NaN.
+/// The launch of `Op::Embedding`: ins ids [N] i32, table [V, C]; outs
+/// out [N, C]. One thread per output element; an id outside the table gives a
+/// row of NaN.
+pub fn plan_forward(ids: &Shape, table: &Shape) -> OpPlan {
+    let e = EmbeddingDims::of(ids, table);
+    let (n, c, v) = (e.n as u64, e.c as u64, e.vocab as u64);
+    let args = args![In(0), In(1), Out(0), n, c, v];
+    OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(FORWARD, grid((n * c) as usize, 256), args)],
+    }
+}
+
+/// The launch of `Op::EmbeddingBackward { vocab }`: ins ids [N] i32,
+/// dy [N, C]; outs dtable [vocab, C]. One thread per (column, row range), no
+/// atomics.
+pub fn plan_backward(ids: &Shape, dy: &Shape, vocab: usize) -> OpPlan {
+    let e = EmbeddingDims::of_backward(ids, dy, vocab);
+    let (n, c) = (e.n as u64, e.c as u64);
+    let ranges = embedding_ranges(vocab as u64);
+    let args = args![In(0), In(1), Out(0), n, c, vocab as u64, ranges];
+    OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(
+            BACKWARD,
+            grid((c * ranges) as usize, 256),
+            args,
+        )],
+    }
+}
+
+/// `Op::Embedding`: [`plan_forward`].
 pub(crate) fn embedding_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (ids, table, out) = (ins[0], ins[1], outs[0]);
-    let e = EmbeddingDims::of(&ids.shape, &table.shape);
-    let (n, c, v) = (e.n as u64, e.c as u64, e.vocab as u64);
-    let cfg = grid((n * c) as usize, 256);
-    launch!(
-        cx,
-        FORWARD,
-        dt,
-        cfg,
-        ptr(ids),
-        ptr(table),
-        ptr(out),
-        n,
-        c,
-        v
-    )
+    let plan = plan_forward(&ins[0].shape, &ins[1].shape);
+    cx.run_plan(dt, &plan, ins, outs)
 }
 
-/// `Op::EmbeddingBackward { vocab }`: ins ids [N] i32, dy [N, C]; outs
-/// dtable [vocab, C]. One thread per (column, row range), no atomics.
+/// `Op::EmbeddingBackward { vocab }`: [`plan_backward`].
 pub(crate) fn embedding_backward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -56,23 +72,6 @@ pub(crate) fn embedding_backward(
     outs: &[&TensorRef],
     vocab: usize,
 ) -> Result<()> {
-    let (ids, dy, dtable) = (ins[0], ins[1], outs[0]);
-    let e = EmbeddingDims::of_backward(&ids.shape, &dy.shape, vocab);
-    let (n, c) = (e.n as u64, e.c as u64);
-    let ranges = embedding_ranges(vocab as u64);
-    let cfg = grid((c * ranges) as usize, 256);
-    let (ids, dy, dtable) = (ptr(ids), ptr(dy), ptr(dtable));
-    launch!(
-        cx,
-        BACKWARD,
-        dt,
-        cfg,
-        ids,
-        dy,
-        dtable,
-        n,
-        c,
-        vocab as u64,
-        ranges
-    )
+    let plan = plan_backward(&ins[0].shape, &ins[1].shape, vocab);
+    cx.run_plan(dt, &plan, ins, outs)
 }

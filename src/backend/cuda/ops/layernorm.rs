@@ -2,12 +2,13 @@
 //! threads per row of C; the forward saves each row's mean and rstd in f32.
 
 use super::reduce::column_chunks;
-use crate::backend::cuda::launch::{family_kernels, grid, launch, ptr, rows, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, rows, EVERY_DTYPE};
+use crate::backend::cuda::plan::{args, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
 use crate::graph::ops::softmax::RowDims;
-use crate::tensor::DType;
+use crate::tensor::{DType, Shape};
 
 family_kernels! {
     /// kernels/layernorm.cu.
@@ -19,8 +20,40 @@ family_kernels! {
     }
 }
 
-/// `Op::LayerNorm { eps }`: ins x [R, C], w [C], b [C]; outs y [R, C],
-/// mean [R] f32, rstd [R] f32.
+/// The launch of `Op::LayerNorm { eps }` on `x [R, C]`: ins x [R, C], w [C],
+/// b [C]; outs y [R, C], mean [R] f32, rstd [R] f32.
+pub fn plan_forward(x: &Shape, eps: f64) -> OpPlan {
+    let RowDims { rows: r, cols } = RowDims::of(x);
+    let c = cols as u64;
+    let args = args![In(0), In(1), In(2), Out(0), Out(1), Out(2), c, eps as f32];
+    OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(FORWARD, rows(r), args)],
+    }
+}
+
+/// The launches of `Op::LayerNormBackward` on `x [R, C]`: ins dy [R, C],
+/// x [R, C], w [C], mean [R] f32, rstd [R] f32; outs dx [R, C], dw [C],
+/// db [C]. dx a block per row; dw and db in two fixed-order stages through f32
+/// partials [chunks][2][C] in the workspace, as the reductions' column sums.
+pub fn plan_backward(x: &Shape) -> OpPlan {
+    let RowDims { rows: r, cols } = RowDims::of(x);
+    let c = cols as u64;
+    let chunks = column_chunks(c, r as u64);
+    let dx = args![In(0), In(1), In(2), In(3), In(4), Out(0), c];
+    let dwdb = args![In(0), In(1), In(3), In(4), Workspace, r as u64, c, chunks];
+    let finish = args![Workspace, Out(1), Out(2), c, chunks];
+    OpPlan {
+        workspace_bytes: Some(4 * 2 * c * chunks),
+        launches: vec![
+            Launch::new(BACKWARD_DX, rows(r), dx),
+            Launch::new(BACKWARD_DWDB, grid((c * chunks) as usize, 256), dwdb),
+            Launch::new(BACKWARD_DWDB_FINISH, grid(c as usize, 256), finish),
+        ],
+    }
+}
+
+/// `Op::LayerNorm { eps }`: [`plan_forward`].
 pub(crate) fn layernorm_forward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -28,75 +61,15 @@ pub(crate) fn layernorm_forward(
     outs: &[&TensorRef],
     eps: f64,
 ) -> Result<()> {
-    let (x, w, b) = (ptr(ins[0]), ptr(ins[1]), ptr(ins[2]));
-    let (y, mean, rstd) = (ptr(outs[0]), ptr(outs[1]), ptr(outs[2]));
-    let RowDims { rows: r, cols } = RowDims::of(&ins[0].shape);
-    let c = cols as u64;
-    launch!(
-        cx,
-        FORWARD,
-        dt,
-        rows(r),
-        x,
-        w,
-        b,
-        y,
-        mean,
-        rstd,
-        c,
-        eps as f32
-    )
+    cx.run_plan(dt, &plan_forward(&ins[0].shape, eps), ins, outs)
 }
 
-/// `Op::LayerNormBackward`: ins dy [R, C], x [R, C], w [C], mean [R] f32,
-/// rstd [R] f32; outs dx [R, C], dw [C], db [C]. dx a block per row; dw and db
-/// in two fixed-order stages through f32 partials [chunks][2][C] in the
-/// workspace, as the reductions' column sums.
+/// `Op::LayerNormBackward`: [`plan_backward`].
 pub(crate) fn layernorm_backward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (dy, x, w, mean, rstd) = (
-        ptr(ins[0]),
-        ptr(ins[1]),
-        ptr(ins[2]),
-        ptr(ins[3]),
-        ptr(ins[4]),
-    );
-    let (dx, dw, db) = (ptr(outs[0]), ptr(outs[1]), ptr(outs[2]));
-    let RowDims { rows: r, cols } = RowDims::of(&ins[1].shape);
-    let c = cols as u64;
-    launch!(cx, BACKWARD_DX, dt, rows(r), dy, x, w, mean, rstd, dx, c)?;
-    let chunks = column_chunks(c, r as u64);
-    let partial = cx.workspace(4 * 2 * c * chunks)?;
-    let cfg = grid((c * chunks) as usize, 256);
-    let r = r as u64;
-    launch!(
-        cx,
-        BACKWARD_DWDB,
-        dt,
-        cfg,
-        dy,
-        x,
-        mean,
-        rstd,
-        partial,
-        r,
-        c,
-        chunks
-    )?;
-    let cfg = grid(c as usize, 256);
-    launch!(
-        cx,
-        BACKWARD_DWDB_FINISH,
-        dt,
-        cfg,
-        partial,
-        dw,
-        db,
-        c,
-        chunks
-    )
+    cx.run_plan(dt, &plan_backward(&ins[1].shape), ins, outs)
 }

@@ -1,0 +1,144 @@
+//! A launch planned apart from running it: each family's `plan_*` functions turn
+//! shapes into the kernels to launch, their grids and their typed arguments,
+//! with buffers named by operand rather than by address. The backend resolves
+//! and launches the plan ([`CudaBackend::run_plan`]); tests/cuda_emulated*.rs
+//! replay the very same plan on the CPU emulator, so the emulator's launches
+//! cannot drift from the host's.
+
+use cudarc::driver::LaunchConfig;
+
+use super::context::CudaBackend;
+use super::launch::{ptr, Dims6, Entry, KArg};
+use crate::backend::TensorRef;
+use crate::error::Result;
+use crate::tensor::DType;
+
+/// A buffer a planned launch reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buf {
+    /// The op's `i`-th input.
+    In(usize),
+    /// The op's `i`-th output.
+    Out(usize),
+    /// The backend's scratch buffer, of [`OpPlan::workspace_bytes`].
+    Workspace,
+}
+
+/// One kernel argument, of the kernel's parameter type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    /// A device pointer to the buffer's first element.
+    Buf(Buf),
+    /// `u64`.
+    U64(u64),
+    /// `unsigned`.
+    U32(u32),
+    /// `float`.
+    F32(f32),
+    /// `Dims6` (a shape padded to rank 6), by value.
+    Dims([u64; 6]),
+}
+
+impl From<Buf> for Arg {
+    fn from(b: Buf) -> Self {
+        Arg::Buf(b)
+    }
+}
+impl From<u64> for Arg {
+    fn from(x: u64) -> Self {
+        Arg::U64(x)
+    }
+}
+impl From<u32> for Arg {
+    fn from(x: u32) -> Self {
+        Arg::U32(x)
+    }
+}
+impl From<f32> for Arg {
+    fn from(x: f32) -> Self {
+        Arg::F32(x)
+    }
+}
+
+/// One planned kernel launch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    /// The kernel, instantiated for the op's storage type at launch.
+    pub entry: Entry,
+    /// Blocks (x, y, z).
+    pub grid: (u32, u32, u32),
+    /// Threads per block (x, y, z).
+    pub block: (u32, u32, u32),
+    /// Dynamic shared memory per block, in bytes.
+    pub shared_bytes: u32,
+    /// The arguments in the kernel's order.
+    pub args: Vec<Arg>,
+}
+
+impl Launch {
+    /// `entry` over `cfg` (made by `launch::grid` or `launch::rows`).
+    pub(super) fn new(entry: Entry, cfg: LaunchConfig, args: Vec<Arg>) -> Launch {
+        Launch {
+            entry,
+            grid: cfg.grid_dim,
+            block: cfg.block_dim,
+            shared_bytes: cfg.shared_mem_bytes,
+            args,
+        }
+    }
+}
+
+/// The launches of one op, in order, and the scratch they share.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpPlan {
+    /// Bytes of the workspace the launches use ([`Buf::Workspace`]), if any.
+    pub workspace_bytes: Option<u64>,
+    /// The launches, in stream order.
+    pub launches: Vec<Launch>,
+}
+
+/// `args![a, b, ..]`: a launch's argument list, each converted by its type.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => {
+        vec![$($crate::backend::cuda::plan::Arg::from($a)),*]
+    };
+}
+pub(super) use args;
+
+impl CudaBackend {
+    /// Launches `plan` for storage type `dt` on the op's tensors.
+    pub(super) fn run_plan(
+        &mut self,
+        dt: DType,
+        plan: &OpPlan,
+        ins: &[&TensorRef],
+        outs: &[&TensorRef],
+    ) -> Result<()> {
+        let ws = match plan.workspace_bytes {
+            Some(bytes) => self.workspace(bytes)?,
+            None => 0,
+        };
+        for l in &plan.launches {
+            let args: Vec<KArg> = l
+                .args
+                .iter()
+                .map(|a| match *a {
+                    Arg::Buf(Buf::In(i)) => KArg::U64(ptr(ins[i])),
+                    Arg::Buf(Buf::Out(i)) => KArg::U64(ptr(outs[i])),
+                    Arg::Buf(Buf::Workspace) => KArg::U64(ws),
+                    Arg::U64(x) => KArg::U64(x),
+                    Arg::U32(x) => KArg::U32(x),
+                    Arg::F32(x) => KArg::F32(x),
+                    Arg::Dims(d) => KArg::Dims(Dims6 { d }),
+                })
+                .collect();
+            let cfg = LaunchConfig {
+                grid_dim: l.grid,
+                block_dim: l.block,
+                shared_mem_bytes: l.shared_bytes,
+            };
+            self.launch(l.entry, dt, cfg, &args)?;
+        }
+        Ok(())
+    }
+}

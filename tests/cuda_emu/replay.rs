@@ -1,0 +1,91 @@
+//! Writes a planned op (`headroom::backend::cuda::plan::OpPlan`) for the
+//! replaying drivers (tests/cuda_emu/replay.h): the op's buffers by file name,
+//! then each launch exactly as the host would make it.
+
+// Each test binary that includes this uses only some of it.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use headroom::backend::cuda::plan::{Arg, Buf, OpPlan};
+use headroom::DType;
+
+/// What a buffer holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Ty {
+    /// The op's storage type.
+    T,
+    /// f32 whatever the storage type (statistics, losses).
+    F32,
+    /// i32 (ids, targets).
+    I32,
+}
+
+/// One operand of the op: its file in the scratch folder (`name.f32`, or
+/// `name.i32`), what it holds and its element count.
+#[derive(Clone, Copy, Debug)]
+pub struct Io<'a> {
+    pub name: &'a str,
+    pub ty: Ty,
+    pub len: usize,
+}
+
+pub fn io(name: &str, ty: Ty, len: usize) -> Io<'_> {
+    Io { name, ty, len }
+}
+
+fn type_name(ty: Ty, dt: DType) -> &'static str {
+    match (ty, dt) {
+        (Ty::F32, _) | (Ty::T, DType::F32) => "f32",
+        (Ty::T, DType::F16) => "f16",
+        (Ty::T, DType::BF16) => "bf16",
+        (Ty::I32, _) => "i32",
+        (Ty::T, other) => panic!("no kernels for {other}"),
+    }
+}
+
+/// Writes `dir/launches.txt` for `plan` on storage type `dt`, its inputs read
+/// from and its outputs written to the files of `ins` and `outs`; the
+/// workspace, if the plan has one, is the f32 output `workspace`.
+pub fn write_plan(dir: &Path, plan: &OpPlan, dt: DType, ins: &[Io], outs: &[Io]) {
+    let mut s = String::new();
+    for (role, ios) in [("in", ins), ("out", outs)] {
+        for b in ios {
+            writeln!(s, "{role} {} {} {}", b.name, type_name(b.ty, dt), b.len).unwrap();
+        }
+    }
+    if let Some(bytes) = plan.workspace_bytes {
+        writeln!(s, "out workspace f32 {}", bytes.div_ceil(4)).unwrap();
+    }
+    for l in &plan.launches {
+        let (g, b) = (l.grid, l.block);
+        write!(
+            s,
+            "launch {} {} {} {} {} {} {} {}",
+            l.entry.symbol(dt).unwrap(),
+            g.0,
+            g.1,
+            g.2,
+            b.0,
+            b.1,
+            b.2,
+            l.shared_bytes
+        )
+        .unwrap();
+        for a in &l.args {
+            match *a {
+                Arg::Buf(Buf::In(i)) => write!(s, " b:{}", ins[i].name),
+                Arg::Buf(Buf::Out(i)) => write!(s, " b:{}", outs[i].name),
+                Arg::Buf(Buf::Workspace) => write!(s, " b:workspace"),
+                Arg::U64(x) => write!(s, " u:{x}"),
+                Arg::U32(x) => write!(s, " w:{x}"),
+                Arg::F32(x) => write!(s, " f:{:08x}", x.to_bits()),
+                Arg::Dims(d) => write!(s, " d:{}", d.map(|x| x.to_string()).join(",")),
+            }
+            .unwrap();
+        }
+        s.push('\n');
+    }
+    std::fs::write(dir.join("launches.txt"), s).unwrap();
+}
