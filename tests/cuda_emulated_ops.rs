@@ -2,12 +2,10 @@
 //! softmax, cross-entropy, embedding, elementwise, cast, reduce, shape) run
 //! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
 //! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, launches
-//! its kernels with the grid, block and arguments of `CudaBackend::run` (the
-//! launches of src/backend/cuda/ops/<family>.rs). The layernorm, embedding and
-//! reduce drivers replay the host's own plan (`plan_forward`, `plan_backward`,
-//! `plan_sum`, `plan_expand`, written out by tests/cuda_emu/replay.rs); the
-//! others restate the launches, taking the parameters that the backend takes
-//! from library helpers (`transpose_view`, `slices`) from the same helpers.
+//! its kernels with the grid, block and arguments of `CudaBackend::run`: the layernorm,
+//! embedding and reduce drivers replay the host's own plan (tests/cuda_emu/replay.rs);
+//! the others restate the launches of src/backend/cuda/ops/<family>.rs, with the
+//! parameters of the library helpers the backend uses (`transpose_view`, `slices`).
 //!
 //! Shapes are small and off the 256-thread blocks on purpose, so that per-row
 //! loops wrap and grids end in a partial block; output buffers start as NaN, so
@@ -23,12 +21,12 @@ mod replay;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
-use harness::{check, normal, round, s, Driver, Reference, DTYPES};
+use harness::{check, normal, round, run_embedding, s, Driver, Reference, DTYPES};
 use support::compiler;
 
-use replay::{io, write_plan, Ty};
+use replay::{io, Ty};
 
-use headroom::backend::cuda::ops::{embedding, layernorm, reduce};
+use headroom::backend::cuda::ops::{layernorm, reduce};
 use headroom::graph::ops::shape::{slices, transpose_view};
 use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
@@ -65,19 +63,14 @@ fn layernorm_kernels_match_cpu() {
             for (f, v) in [("x", &x), ("w", &w), ("b", &b), ("dy", &dy)] {
                 d.write(f, v);
             }
-            let (t, f) = (Ty::T, Ty::F32);
+            let (t, mean, rstd) = (Ty::T, io("mean", Ty::F32, r), io("rstd", Ty::F32, r));
             let (xs, ws, bs) = (io("x", t, r * c), io("w", t, c), io("b", t, c));
-            let (mean, rstd) = (io("mean", f, r), io("rstd", f, r));
-            let forward = layernorm::plan_forward(&sh, eps);
             let outs = [io("y", t, r * c), mean, rstd];
-            write_plan(d.path(), &forward, dt, &[xs, ws, bs], &outs);
-            d.run(&[d.dir()]);
+            d.replay(&layernorm::plan_forward(&sh, eps), dt, &[xs, ws, bs], &outs);
             // The backward is fed the forward's own mean and rstd.
-            let backward = layernorm::plan_backward(&sh);
             let ins = [io("dy", t, r * c), xs, ws, mean, rstd];
             let outs = [io("dx", t, r * c), io("dw", t, c), io("db", t, c)];
-            write_plan(d.path(), &backward, dt, &ins, &outs);
-            d.run(&[d.dir()]);
+            d.replay(&layernorm::plan_backward(&sh), dt, &ins, &outs);
             let got: Vec<Vec<f64>> = ["y", "mean", "rstd", "dx", "dw", "db"]
                 .iter()
                 .map(|f| d.read(f))
@@ -243,10 +236,7 @@ fn embedding_kernels_match_cpu() {
             let gr = re.grads(&[(out, dyv)], &[tv]);
             let want = re.eval(&[out, gr[0]]);
 
-            d.write_ids("ids", &ids);
-            d.write("table", &table);
-            d.write("dy", &dy);
-            run_embedding(&d, dt, ishape, vocab, c);
+            run_embedding(&d, dt, (ishape, &ids), vocab, &table, &dy);
             check(
                 &format!("embedding ids {ishape:?} vocab {vocab} C {c} {name}"),
                 tol,
@@ -268,10 +258,14 @@ fn embedding_kernels_match_cpu() {
     let tv = re.input(&[vocab, c], &table);
     let out = re.g.embedding(iv, tv).unwrap();
     assert!(re.try_eval(&[out]).is_err(), "the cpu backend took bad ids");
-    d.write_ids("ids", &ids);
-    d.write("table", &table);
-    d.write("dy", &vec![1.0; 4 * c]);
-    run_embedding(&d, DType::F32, &[4], vocab, c);
+    run_embedding(
+        &d,
+        DType::F32,
+        (&[4], &ids),
+        vocab,
+        &table,
+        &vec![1.0; 4 * c],
+    );
     let out = d.read("out");
     let nan_rows: Vec<bool> = out
         .chunks(c)
@@ -284,23 +278,6 @@ fn embedding_kernels_match_cpu() {
         .map(|i| if [1, 4].contains(&(i / c)) { 1.0 } else { 0.0 })
         .collect();
     assert_eq!(dtable, want, "the backward over bad ids");
-}
-
-/// The forward and backward launches of ids `ishape` into a table of `vocab`
-/// rows of `c`, as the backend plans them, on `ids`, `table` and `dy`.
-fn run_embedding(d: &Driver, dt: DType, ishape: &[usize], vocab: usize, c: usize) {
-    let ids = Shape::new(ishape);
-    let n = ids.numel();
-    let oshape: Vec<usize> = ishape.iter().copied().chain([c]).collect();
-    let (idv, t) = (io("ids", Ty::I32, n), Ty::T);
-    let forward = embedding::plan_forward(&ids, &Shape::new(&[vocab, c]));
-    let ins = [idv, io("table", t, vocab * c)];
-    write_plan(d.path(), &forward, dt, &ins, &[io("out", t, n * c)]);
-    d.run(&[d.dir()]);
-    let backward = embedding::plan_backward(&ids, &Shape::new(&oshape), vocab);
-    let ins = [idv, io("dy", t, n * c)];
-    write_plan(d.path(), &backward, dt, &ins, &[io("dtable", t, vocab * c)]);
-    d.run(&[d.dir()]);
 }
 
 /// The elementwise kernels CudaBackend::run launches for Op::Add, Op::Mul (with
@@ -467,20 +444,19 @@ fn reduce_kernels_match_cpu() {
             let expand = re.g.expand(yv, axes, full.clone()).unwrap();
             let want = re.eval(&[sum, mean, expand]);
 
-            let mut got = Vec::new();
-            let (nx, ny) = (full.numel(), y.len());
-            for (kind, mean) in [("sum", false), ("sum", true), ("expand", false)] {
-                let t = Ty::T;
-                let (plan, ins, out) = if kind == "sum" {
-                    let plan = reduce::plan_sum(&full, axes, mean).unwrap();
-                    (plan, io("x", t, nx), io("out", t, ny))
-                } else {
-                    let plan = reduce::plan_expand(&full, axes).unwrap();
-                    (plan, io("x", t, ny), io("out", t, nx))
+            let (t, nx, ny, mut got) = (Ty::T, full.numel(), y.len(), Vec::new());
+            for mean in [Some(false), Some(true), None] {
+                let (plan, input, n_in, n_out) = match mean {
+                    Some(mean) => (reduce::plan_sum(&full, axes, mean), &x, nx, ny),
+                    None => (reduce::plan_expand(&full, axes), &y, ny, nx),
                 };
-                write_plan(d.path(), &plan, dt, &[ins], &[out]);
-                d.write("x", if kind == "sum" { &x } else { &y });
-                d.run(&[d.dir()]);
+                d.write("x", input);
+                d.replay(
+                    &plan.unwrap(),
+                    dt,
+                    &[io("x", t, n_in)],
+                    &[io("out", t, n_out)],
+                );
                 got.push(d.read("out"));
             }
             check(

@@ -6,7 +6,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use super::replay::{io, write_plan, Io, Ty};
 use super::support::build_driver;
+
+use headroom::backend::cuda::ops::embedding;
+use headroom::backend::cuda::plan::OpPlan;
 
 use headroom::graph::{autodiff, Graph, Value};
 use headroom::rng::Rng;
@@ -37,10 +41,6 @@ impl Driver {
         Driver { exe, dir }
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.dir
-    }
-
     pub fn dir(&self) -> String {
         self.dir.to_str().unwrap().to_string()
     }
@@ -60,6 +60,13 @@ impl Driver {
         b.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
             .collect()
+    }
+
+    /// Replays `plan` for storage type `dt` on the files of `ins` and `outs`
+    /// (a driver built on tests/cuda_emu/replay.h).
+    pub fn replay(&self, plan: &OpPlan, dt: DType, ins: &[Io], outs: &[Io]) {
+        write_plan(&self.dir, plan, dt, ins, outs);
+        self.run(&[self.dir()]);
     }
 
     /// Runs the driver with `args` (which name the scratch folder where the driver wants it).
@@ -208,4 +215,30 @@ impl Reference {
 
 pub fn s<T: ToString>(x: T) -> String {
     x.to_string()
+}
+
+/// Op::Embedding and its backward replayed as the backend plans them (on the
+/// embedding driver): `ids [..]` into a `table` of `vocab` rows, `dy` the
+/// output's gradient; the results are the files out and dtable.
+pub fn run_embedding(
+    d: &Driver,
+    dt: DType,
+    ids: (&[usize], &[i32]),
+    vocab: usize,
+    table: &[f64],
+    dy: &[f64],
+) {
+    let (ishape, n, c, t) = (Shape::new(ids.0), ids.1.len(), table.len() / vocab, Ty::T);
+    d.write_ids("ids", ids.1);
+    d.write("table", table);
+    d.write("dy", dy);
+    let (idv, tv, dyv) = (
+        io("ids", Ty::I32, n),
+        io("table", t, vocab * c),
+        io("dy", t, n * c),
+    );
+    let forward = embedding::plan_forward(&ishape, &Shape::new(&[vocab, c]));
+    d.replay(&forward, dt, &[idv, tv], &[io("out", t, n * c)]);
+    let backward = embedding::plan_backward(&ishape, &Shape::new(&[ids.0, &[c]].concat()), vocab);
+    d.replay(&backward, dt, &[idv, dyv], &[io("dtable", t, vocab * c)]);
 }
