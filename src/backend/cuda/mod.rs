@@ -37,7 +37,7 @@ use ops::{
 
 use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::{Error, Result};
-use crate::graph::ops::Op;
+use crate::graph::ops::{storage_dtype, Op};
 use crate::tensor::DType;
 
 impl Backend for CudaBackend {
@@ -70,13 +70,7 @@ impl Backend for CudaBackend {
     /// Routes each op to its family's launch (ops/<family>.rs).
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()> {
         self.bind()?;
-        // The storage type of the op: its first float operand's.
-        let dt = ins
-            .iter()
-            .chain(outs)
-            .map(|t| t.dtype)
-            .find(|d| d.is_float())
-            .unwrap_or(DType::F32);
+        let dt = storage_dtype(ins.iter().chain(outs).map(|t| t.dtype));
         // A type no kernel is instantiated for is refused before any family.
         launch::suffix(dt)?;
         let (i, o) = (ins, outs);

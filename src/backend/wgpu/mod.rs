@@ -35,7 +35,7 @@ use pipeline::Variant;
 
 use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::{Error, Result};
-use crate::graph::ops::Op;
+use crate::graph::ops::{storage_dtype, Op};
 use crate::tensor::DType;
 
 /// The wgpu backend on one adapter: its device and queue, the shader modules and
@@ -141,12 +141,7 @@ impl WgpuBackend {
                 return Err(unsupported(format!("{} tensors (in {op})", t.dtype)));
             }
         }
-        let dt = ts
-            .iter()
-            .map(|t| t.dtype)
-            .find(|d| d.is_float())
-            .unwrap_or(DType::F32);
-        self.variant = Variant::T(dt);
+        self.variant = Variant::T(storage_dtype(ts.iter().map(|t| t.dtype)));
         Ok(())
     }
 }

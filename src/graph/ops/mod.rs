@@ -237,6 +237,16 @@ pub(crate) fn same_float(op: &'static str, ins: &[Meta]) -> Result<DType> {
 }
 
 /// The dtype saved statistics (LayerNorm mean/rstd, attention log-sum-exp) are kept
+/// The dtype an op's kernels store in: its first float operand's (saved
+/// statistics aside, which stay f32); f32 when none is a float. Every GPU host
+/// picks its kernel variant by this one rule.
+pub fn storage_dtype(dtypes: impl IntoIterator<Item = DType>) -> DType {
+    dtypes
+        .into_iter()
+        .find(|d| d.is_float())
+        .unwrap_or(DType::F32)
+}
+
 /// in: f64 in f64 graphs, otherwise f32 whatever the activations' dtype.
 pub(crate) fn stat_dtype(dt: DType) -> DType {
     if dt == DType::F64 {
