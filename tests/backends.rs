@@ -1,18 +1,22 @@
-//! Every op on every available backend against the reference: one test body per
-//! op family, fanned out per backend (as candle's `test_device!`). Each body
-//! builds a small training graph (the op's outputs weighted into a loss, and the
-//! gradients of every float operand) in f32 on the backend under test and in f64
-//! on the cpu backend, and compares every output and gradient.
+//! Every op case of tests/common/ops.rs on every available backend against the
+//! reference: one test body per op family, fanned out per backend (as candle's
+//! `test_device!`). Each case is a small training graph (the op's outputs
+//! weighted into a loss, and the gradients of every float operand) run in f32
+//! on the backend under test and in f64 on the cpu backend; every output and
+//! gradient is compared. Then the trainer itself on each backend.
 //!
 //! wgpu tests skip with a printed reason when no adapter exists, unless
 //! HEADROOM_REQUIRE_WGPU is set (CI sets it: there, a missing adapter fails).
 
-use std::collections::HashMap;
-
 use headroom::graph::{autodiff, Graph, Value};
 use headroom::rng::Rng;
-use headroom::schedule::{execute, lower, Mode};
-use headroom::{DType, Device, HostTensor, Shape};
+use headroom::schedule::lower;
+use headroom::{DType, Device, HostTensor};
+
+mod common;
+use common::ops;
+use common::ops::case::OpCase;
+use common::ops::harness::{draw, record, run_program, weighted_loss, Input};
 
 #[derive(Clone, Copy, Debug)]
 enum Dev {
@@ -43,84 +47,30 @@ fn open(d: Dev) -> Option<Device> {
     }
 }
 
-enum Arg {
-    F(&'static [usize]),
-    Ids(&'static [usize], i32),
-}
-
-type Build = fn(&mut Graph, &[Value]) -> headroom::Result<Vec<Value>>;
-
 /// Runs the case in `dt` on `dev`: every forward output, then every gradient.
-fn run(dev: &mut Device, args: &[Arg], dt: DType, build: Build, seed: u64) -> Vec<Vec<f64>> {
-    let mut rng = Rng::new(seed);
+fn run(dev: &mut Device, case: &OpCase, dt: DType) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(case.seed);
+    let inputs = draw(&case.args, &mut rng, 1.0);
     let mut g = Graph::new();
-    let mut host = Vec::new();
-    let mut vals = Vec::new();
-    let mut wrt = Vec::new();
-    for (i, a) in args.iter().enumerate() {
-        match a {
-            Arg::F(s) => {
-                let v = g.param(&format!("x{i}"), Shape::new(s), dt).unwrap();
-                let x: Vec<f64> = (0..Shape::new(s).numel()).map(|_| rng.normal()).collect();
-                host.push(HostTensor::from_f64_as(Shape::new(s), &x, dt).unwrap());
-                wrt.push(v);
-                vals.push(v);
-            }
-            Arg::Ids(s, n) => {
-                let v = g
-                    .input(&format!("x{i}"), Shape::new(s), DType::I32)
-                    .unwrap();
-                let x: Vec<i32> = (0..Shape::new(s).numel())
-                    .map(|_| rng.below(*n as usize) as i32)
-                    .collect();
-                host.push(HostTensor::from_i32(Shape::new(s), &x).unwrap());
-                vals.push(v);
-            }
-        }
-    }
-    let outs = build(&mut g, &vals).unwrap();
-    let mut loss = None;
-    let mut extra = Vec::new();
-    for (k, &o) in outs.iter().enumerate() {
-        let s = g.shape(o).clone();
-        // The output's own dtype: a loss is f32 even for low-precision logits.
-        let odt = g.dtype(o);
-        let r = g.input(&format!("r{k}"), s.clone(), odt).unwrap();
-        let w: Vec<f64> = (0..s.numel()).map(|_| rng.normal()).collect();
-        extra.push((r, HostTensor::from_f64_as(s.clone(), &w, odt).unwrap()));
-        let p = g.mul(o, r).unwrap();
-        let axes: Vec<usize> = (0..s.rank()).collect();
-        let t = g.sum(p, &axes).unwrap();
-        loss = Some(match loss {
-            None => t,
-            Some(l) => g.add(l, t).unwrap(),
-        });
-    }
-    let grads = autodiff::backward(&mut g, loss.unwrap(), &wrt).unwrap();
+    let (vals, wrt) = record(&mut g, &case.args, dt);
+    let outs = (case.build)(&mut g, &vals).unwrap();
+    let (loss, weights) = weighted_loss(&mut g, &outs, &mut rng);
+    let wrt: Vec<Value> = wrt.iter().map(|w| w.1).collect();
+    let grads = autodiff::backward(&mut g, loss, &wrt).unwrap();
     let mut outputs: Vec<Value> = outs.clone();
     outputs.extend(grads);
     // A forward output may also be read later: copy so each output is its own.
     let outputs: Vec<Value> = outputs.iter().map(|&v| g.scale(v, 1.0).unwrap()).collect();
     let prog = lower(&g, &outputs).unwrap();
-    let mut ts = Vec::new();
-    for (&v, h) in vals.iter().zip(&host) {
-        ts.push((v, dev.upload(h).unwrap()));
-    }
-    for (r, h) in &extra {
-        ts.push((*r, dev.upload(h).unwrap()));
-    }
-    let bind: HashMap<Value, _> = ts.iter().map(|(v, t)| (*v, t.view())).collect();
-    let res = execute(dev, &g, &prog, &bind, Mode::Train).unwrap();
-    let out = res
+    let mut ts: Vec<(Value, HostTensor)> = vals
         .iter()
-        .map(|t| dev.download(t.view()).unwrap().to_f64_vec())
+        .zip(&inputs)
+        .map(|(&v, x)| (v, x.tensor(&g, v)))
         .collect();
-    for t in res {
-        dev.free(t);
+    for (r, w) in weights {
+        ts.push((r, Input::F(w).tensor(&g, r)));
     }
-    for (_, t) in ts {
-        dev.free(t);
-    }
+    let out = run_program(dev, &g, &prog, &ts);
     assert_eq!(
         dev.memory_stats().allocated_bytes,
         0,
@@ -133,10 +83,10 @@ fn run(dev: &mut Device, args: &[Arg], dt: DType, build: Build, seed: u64) -> Ve
 /// largest element.
 const TOL: f64 = 1e-4;
 
-fn check(d: Dev, name: &str, args: &[Arg], build: Build) {
+fn check(d: Dev, case: &OpCase) {
     let Some(mut dev) = open(d) else { return };
-    let seed = name.bytes().map(|b| b as u64).sum();
-    let want = run(&mut Device::cpu(), args, DType::F64, build, seed);
+    let name = &case.name;
+    let want = run(&mut Device::cpu(), case, DType::F64);
     // f32 everywhere; on backends with low-precision kernels also bf16 and f16,
     // against the cpu backend's own bf16/f16 results (the same rounding rules).
     let mut dtypes = vec![(DType::F32, TOL)];
@@ -146,11 +96,11 @@ fn check(d: Dev, name: &str, args: &[Arg], build: Build) {
         }
     }
     for (dt, tol) in dtypes {
-        let got = run(&mut dev, args, dt, build, seed);
+        let got = run(&mut dev, case, dt);
         let reference = if dt == DType::F32 {
             want.clone()
         } else {
-            run(&mut Device::cpu(), args, dt, build, seed)
+            run(&mut Device::cpu(), case, dt)
         };
         assert_eq!(reference.len(), got.len());
         for (i, (w, g)) in reference.iter().zip(&got).enumerate() {
@@ -186,119 +136,20 @@ macro_rules! test_device {
     };
 }
 
-fn matmul(d: Dev) {
-    check(d, "mm", &[Arg::F(&[5, 7]), Arg::F(&[7, 3])], |g, v| {
-        Ok(vec![g.matmul(v[0], v[1])?])
-    });
-    check(d, "mm_t", &[Arg::F(&[7, 5]), Arg::F(&[3, 7])], |g, v| {
-        Ok(vec![g.matmul_t(v[0], v[1], true, true)?])
-    });
-    check(
-        d,
-        "bmm_shared",
-        &[Arg::F(&[2, 19, 17]), Arg::F(&[17, 33])],
-        |g, v| Ok(vec![g.matmul(v[0], v[1])?]),
-    );
-    check(
-        d,
-        "bmm_bt",
-        &[Arg::F(&[3, 4, 9]), Arg::F(&[3, 5, 9])],
-        |g, v| Ok(vec![g.matmul_t(v[0], v[1], false, true)?]),
-    );
+/// One test per op family and backend, checking each of the family's cases.
+macro_rules! parity_families {
+    ($($test:ident: $family:ident),* $(,)?) => {
+        $(
+            fn $test(d: Dev) {
+                for case in ops::cases_of(ops::Family::$family) {
+                    check(d, &case);
+                }
+            }
+            test_device!($test);
+        )*
+    };
 }
-test_device!(matmul);
-
-fn elementwise(d: Dev) {
-    check(d, "add", &[Arg::F(&[3, 4, 8]), Arg::F(&[8])], |g, v| {
-        Ok(vec![g.add(v[0], v[1])?])
-    });
-    check(d, "mul", &[Arg::F(&[3, 8]), Arg::F(&[3, 8])], |g, v| {
-        Ok(vec![g.mul(v[0], v[1])?])
-    });
-    check(
-        d,
-        "bias_gelu",
-        &[Arg::F(&[3, 7, 10]), Arg::F(&[10])],
-        |g, v| Ok(vec![g.bias_gelu(v[0], v[1])?]),
-    );
-    check(d, "scale_gelu", &[Arg::F(&[70])], |g, v| {
-        let s = g.scale(v[0], 1.5)?;
-        Ok(vec![g.gelu(s)?])
-    });
-}
-test_device!(elementwise);
-
-fn layernorm(d: Dev) {
-    check(
-        d,
-        "ln",
-        &[Arg::F(&[3, 5, 16]), Arg::F(&[16]), Arg::F(&[16])],
-        |g, v| Ok(vec![g.layernorm(v[0], v[1], v[2], 1e-5)?]),
-    );
-}
-test_device!(layernorm);
-
-fn attention(d: Dev) {
-    check(d, "attn", &[Arg::F(&[2, 7, 24])], |g, v| {
-        Ok(vec![g.attention(v[0], 2)?])
-    });
-    check(d, "attn_1h", &[Arg::F(&[1, 5, 12])], |g, v| {
-        Ok(vec![g.attention(v[0], 1)?])
-    });
-}
-test_device!(attention);
-
-fn softmax_and_cross_entropy(d: Dev) {
-    check(d, "softmax", &[Arg::F(&[4, 9])], |g, v| {
-        Ok(vec![g.softmax(v[0])?])
-    });
-    check(
-        d,
-        "ce",
-        &[Arg::F(&[3, 5, 11]), Arg::Ids(&[3, 5], 11)],
-        |g, v| Ok(vec![g.cross_entropy(v[0], v[1])?]),
-    );
-}
-test_device!(softmax_and_cross_entropy);
-
-fn embedding(d: Dev) {
-    check(
-        d,
-        "emb",
-        &[Arg::Ids(&[2, 6], 5), Arg::F(&[5, 8])],
-        |g, v| Ok(vec![g.embedding(v[0], v[1])?]),
-    );
-}
-test_device!(embedding);
-
-fn views_and_reductions(d: Dev) {
-    check(d, "transpose", &[Arg::F(&[2, 3, 4])], |g, v| {
-        Ok(vec![g.transpose(v[0], 0, 2)?])
-    });
-    check(d, "split", &[Arg::F(&[4, 6])], |g, v| {
-        g.split(v[0], 1, &[2, 4])
-    });
-    check(d, "split_unused", &[Arg::F(&[5, 3])], |g, v| {
-        Ok(vec![g.split(v[0], 0, &[2, 3])?[0]])
-    });
-    check(d, "concat", &[Arg::F(&[2, 3]), Arg::F(&[2, 2])], |g, v| {
-        Ok(vec![g.concat(&[v[0], v[1]], 1)?])
-    });
-    check(d, "reshape", &[Arg::F(&[2, 6])], |g, v| {
-        let r = g.reshape(v[0], [3, 4])?;
-        Ok(vec![g.gelu(r)?])
-    });
-    check(d, "sum_mid", &[Arg::F(&[2, 3, 4])], |g, v| {
-        Ok(vec![g.sum(v[0], &[1])?])
-    });
-    check(d, "mean_outer", &[Arg::F(&[2, 3, 4])], |g, v| {
-        Ok(vec![g.mean(v[0], &[0, 2])?])
-    });
-    check(d, "expand", &[Arg::F(&[2, 4])], |g, v| {
-        Ok(vec![g.expand(v[0], &[1], [2, 3, 4])?])
-    });
-}
-test_device!(views_and_reductions);
+for_each_family!(parity_families);
 
 #[test]
 fn every_wgsl_kernel_compiles() {
@@ -374,13 +225,6 @@ fn training(d: Dev) {
     assert!(last < first - 1.0, "loss falls: {first} → {last}");
 }
 test_device!(training);
-
-fn transpose_of_one_axis_is_a_copy(d: Dev) {
-    check(d, "transpose_same", &[Arg::F(&[3, 4])], |g, v| {
-        Ok(vec![g.transpose(v[0], 1, 1)?])
-    });
-}
-test_device!(transpose_of_one_axis_is_a_copy);
 
 /// Training in each low precision the backend has (f16 with loss scaling,
 /// bf16): the first loss within rounding of the cpu backend's run in the same

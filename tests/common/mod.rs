@@ -3,6 +3,8 @@
 //! a part of it, hence `dead_code` is allowed here only.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use headroom::data::{Batch, Dataset, Split};
 use headroom::rng::Rng;
 use headroom::GptConfig;
