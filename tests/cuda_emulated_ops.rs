@@ -21,12 +21,14 @@ mod replay;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
-use harness::{check, normal, round, run_embedding, s, Driver, Reference, DTYPES};
+use harness::{
+    check, normal, round, run_cross_entropy, run_embedding, s, Driver, Reference, DTYPES,
+};
 use support::compiler;
 
 use replay::{io, Ty};
 
-use headroom::backend::cuda::ops::{layernorm, reduce};
+use headroom::backend::cuda::ops::{layernorm, reduce, softmax};
 use headroom::graph::ops::shape::{slices, transpose_view};
 use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
@@ -116,7 +118,19 @@ fn softmax_kernels_match_cpu() {
 
             d.write("x", &x);
             d.write("dy", &dy);
-            d.run(&[s(name), s(r), s(v), d.dir()]);
+            let (xs, ys, dys) = (
+                io("x", Ty::T, r * v),
+                io("y", Ty::T, r * v),
+                io("dy", Ty::T, r * v),
+            );
+            d.replay(&softmax::plan_forward(&sh), dt, &[xs], &[ys]);
+            // The backward is fed the forward's own y.
+            d.replay(
+                &softmax::plan_backward(&sh),
+                dt,
+                &[ys, dys],
+                &[io("dx", Ty::T, r * v)],
+            );
             check(
                 &format!("softmax {sh} ×{scale} {name}"),
                 tol,
@@ -171,12 +185,12 @@ fn cross_entropy_kernels_match_cpu() {
             d.write("x", &x);
             d.write_ids("targets", &targets);
             d.write("dloss", &dloss);
-            d.run(&[s(name), s(r), s(v), d.dir()]);
+            run_cross_entropy(&d, dt, &sh);
             check(
                 &format!("cross_entropy {sh} ×{scale} {name}"),
                 tol,
                 &[
-                    ("row_loss", &want_rows, &d.read("row_loss")),
+                    ("row_loss", &want_rows, &d.read("workspace")),
                     ("loss", &want[0], &d.read("loss")),
                     ("dlogits", &want[1], &d.read("dlogits")),
                 ],
@@ -200,8 +214,8 @@ fn cross_entropy_kernels_match_cpu() {
     d.write("x", &x);
     d.write_ids("targets", &targets);
     d.write("dloss", &[1.0]);
-    d.run(&[s("f32"), s(r), s(v), d.dir()]);
-    let rows = d.read("row_loss");
+    run_cross_entropy(&d, DType::F32, &Shape::new(&[r, v]));
+    let rows = d.read("workspace");
     println!("cross_entropy bad targets: row losses {rows:?}");
     assert!(rows[0].is_finite() && rows[3].is_finite());
     assert!(rows[1].is_nan() && rows[2].is_nan());

@@ -9,7 +9,7 @@ use std::process::Command;
 use super::replay::{io, write_plan, Io, Ty};
 use super::support::build_driver;
 
-use headroom::backend::cuda::ops::embedding;
+use headroom::backend::cuda::ops::{cross_entropy, embedding};
 use headroom::backend::cuda::plan::OpPlan;
 
 use headroom::graph::{autodiff, Graph, Value};
@@ -241,4 +241,17 @@ pub fn run_embedding(
     d.replay(&forward, dt, &[idv, tv], &[io("out", t, n * c)]);
     let backward = embedding::plan_backward(&ishape, &Shape::new(&[ids.0, &[c]].concat()), vocab);
     d.replay(&backward, dt, &[idv, dyv], &[io("dtable", t, vocab * c)]);
+}
+
+/// Op::CrossEntropy and its backward replayed as the backend plans them (on
+/// the cross_entropy driver), on the files x [logits], targets and dloss; the
+/// results are the files loss, dlogits and workspace (each row's loss).
+pub fn run_cross_entropy(d: &Driver, dt: DType, logits: &Shape) {
+    let (r, v) = (logits.rows(), logits.last());
+    let (xs, ts) = (io("x", Ty::T, r * v), io("targets", Ty::I32, r));
+    let loss = io("loss", Ty::F32, 1);
+    d.replay(&cross_entropy::plan_forward(logits), dt, &[xs, ts], &[loss]);
+    let ins = [xs, ts, io("dloss", Ty::F32, 1)];
+    let backward = cross_entropy::plan_backward(logits);
+    d.replay(&backward, dt, &ins, &[io("dlogits", Ty::T, r * v)]);
 }
