@@ -22,7 +22,8 @@ mod replay;
 mod support;
 
 use harness::{
-    check, normal, round, run_cross_entropy, run_embedding, s, Driver, Reference, DTYPES,
+    check, normal, round, run_cross_entropy, run_elementwise, run_embedding, s, Driver, Reference,
+    DTYPES,
 };
 use support::compiler;
 
@@ -336,14 +337,8 @@ fn elementwise_kernels_match_cpu() {
             d.write("a", &a);
             d.write("b", &b);
             d.write("dy", &dy);
-            d.run(&[
-                s(name),
-                s(n),
-                s(nb),
-                s(factor as f32),
-                s(value as f32),
-                d.dir(),
-            ]);
+            d.write("accumulate", &a);
+            run_elementwise(&d, dt, ashape, bshape, factor, value);
             let names = [
                 "add",
                 "mul",

@@ -9,6 +9,7 @@
 // DIR/launches.txt, one item a line:
 //   in NAME TYPE LEN        read DIR/NAME.f32 (DIR/NAME.i32 for i32), rounded to TYPE
 //   out NAME TYPE LEN       NaN until written; written to DIR/NAME.f32 at the end
+//   inout NAME TYPE LEN     read as an in, written back as an out (updated in place)
 //   launch SYMBOL GX GY GZ BX BY BZ SHARED ARG...
 // with TYPE f32, f16, bf16 or i32 and each ARG one of b:NAME (a buffer's first
 // element), u:N (u64), w:N (unsigned), f:HEX (float, its bits), d:N,N,N,N,N,N
@@ -157,7 +158,7 @@ inline Buffer make_buffer(const std::string& dir, const std::string& role, const
             if (role != "in") fail("i32 buffer " + name + " is not an input");
             v = read_i32(dir + "/" + name + ".i32", len);
         } else {
-            v = role == "in" ? narrow<E>(read_f32(dir + "/" + name + ".f32", len)) : poisoned<E>(len);
+            v = role != "out" ? narrow<E>(read_f32(dir + "/" + name + ".f32", len)) : poisoned<E>(len);
         }
         b.bytes.resize(len * sizeof(E));
         std::memcpy(b.bytes.data(), v.data(), b.bytes.size());
@@ -194,12 +195,12 @@ inline int replay_main(int argc, char** argv, const std::map<std::string, replay
         std::stringstream ss(line);
         std::string what;
         ss >> what;
-        if (what == "in" || what == "out") {
+        if (what == "in" || what == "out" || what == "inout") {
             std::string name, type;
             size_t len = 0;
             if (!(ss >> name >> type >> len)) fail("bad line: " + line);
             bufs[name] = make_buffer(dir, what, name, type, len);
-            if (what == "out") outs.push_back(name);
+            if (what != "in") outs.push_back(name);
         } else if (what == "launch") {
             std::string symbol;
             dim3 grid, block;

@@ -23,16 +23,31 @@ pub enum Ty {
 }
 
 /// One operand of the op: its file in the scratch folder (`name.f32`, or
-/// `name.i32`), what it holds and its element count.
+/// `name.i32`), what it holds and its element count; an output `updated` in
+/// place starts as its file's contents rather than NaN.
 #[derive(Clone, Copy, Debug)]
 pub struct Io<'a> {
     pub name: &'a str,
     pub ty: Ty,
     pub len: usize,
+    pub updated: bool,
 }
 
 pub fn io(name: &str, ty: Ty, len: usize) -> Io<'_> {
-    Io { name, ty, len }
+    Io {
+        name,
+        ty,
+        len,
+        updated: false,
+    }
+}
+
+/// An output the op updates in place (`Backend::accumulate`'s dst).
+pub fn updated(name: &str, ty: Ty, len: usize) -> Io<'_> {
+    Io {
+        updated: true,
+        ..io(name, ty, len)
+    }
 }
 
 fn type_name(ty: Ty, dt: DType) -> &'static str {
@@ -52,6 +67,7 @@ pub fn write_plan(dir: &Path, plan: &OpPlan, dt: DType, ins: &[Io], outs: &[Io])
     let mut s = String::new();
     for (role, ios) in [("in", ins), ("out", outs)] {
         for b in ios {
+            let role = if b.updated { "inout" } else { role };
             writeln!(s, "{role} {} {} {}", b.name, type_name(b.ty, dt), b.len).unwrap();
         }
     }
