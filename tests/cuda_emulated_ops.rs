@@ -29,7 +29,7 @@ use support::compiler;
 
 use replay::{io, Ty};
 
-use headroom::backend::cuda::ops::{layernorm, reduce, softmax};
+use headroom::backend::cuda::ops::{cast, layernorm, reduce, softmax};
 use headroom::graph::ops::shape::{slices, transpose_view};
 use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
@@ -397,7 +397,13 @@ fn cast_kernels_match_cpu() {
             let y = re.g.cast(xv, to).unwrap();
             let want = re.eval(&[y]).remove(0);
             d.write("x", &xs);
-            d.run(&[s(fname), s(tname), s(n), d.dir()]);
+            let plan = cast::plan_forward(from, &Shape::new(&[n])).unwrap();
+            d.replay(
+                &plan,
+                to,
+                &[io("x", Ty::Of(from), n)],
+                &[io("out", Ty::T, n)],
+            );
             let got = d.read("out");
             let differ = want
                 .iter()

@@ -20,6 +20,8 @@ pub enum Ty {
     F32,
     /// i32 (ids, targets).
     I32,
+    /// This storage type whatever the op's (a cast's source).
+    Of(DType),
 }
 
 /// One operand of the op: its file in the scratch folder (`name.f32`, or
@@ -56,6 +58,7 @@ fn type_name(ty: Ty, dt: DType) -> &'static str {
         (Ty::T, DType::F16) => "f16",
         (Ty::T, DType::BF16) => "bf16",
         (Ty::I32, _) => "i32",
+        (Ty::Of(d), _) => type_name(Ty::T, d),
         (Ty::T, other) => panic!("no kernels for {other}"),
     }
 }
