@@ -1,11 +1,10 @@
 //! The CUDA kernel files that tests/cuda_emulated.rs leaves out (layernorm,
 //! softmax, cross-entropy, embedding, elementwise, cast, reduce, shape) run
 //! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
-//! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, launches
-//! its kernels with the grid, block and arguments of `CudaBackend::run`: the layernorm,
-//! embedding and reduce drivers replay the host's own plan (tests/cuda_emu/replay.rs);
-//! the others restate the launches of src/backend/cuda/ops/<family>.rs, with the
-//! parameters of the library helpers the backend uses (`transpose_view`, `slices`).
+//! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, lists
+//! its kernels and replays the host's own plan of each op (the `plan_*`
+//! functions of src/backend/cuda/ops/<family>.rs, written out by
+//! tests/cuda_emu/replay.rs), so its launches are the backend's.
 //!
 //! Shapes are small and off the 256-thread blocks on purpose, so that per-row
 //! loops wrap and grids end in a partial block; output buffers start as NaN, so
@@ -27,10 +26,9 @@ use harness::{
 };
 use support::compiler;
 
-use replay::{io, Ty};
+use replay::{io, Io, Ty};
 
-use headroom::backend::cuda::ops::{cast, layernorm, reduce, softmax};
-use headroom::graph::ops::shape::{slices, transpose_view};
+use headroom::backend::cuda::ops::{cast, layernorm, reduce, shape, softmax};
 use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
 use headroom::{DType, Shape};
@@ -511,18 +509,10 @@ fn shape_kernels_match_cpu() {
             let xv = re.input(shape, &x);
             let t = re.g.transpose(xv, a, b).unwrap();
             let want = re.eval(&[t]);
-            let (da, mid, db, inner) = transpose_view(&sh, a, b);
             d.write("x", &x);
-            d.run(&[
-                s(name),
-                s("transpose"),
-                s(sh.numel()),
-                s(da),
-                s(mid),
-                s(db),
-                s(inner),
-                d.dir(),
-            ]);
+            let n = sh.numel();
+            let plan = shape::plan_transpose(&sh, a, b);
+            d.replay(&plan, dt, &[io("x", Ty::T, n)], &[io("out", Ty::T, n)]);
             // A copy: exact in every dtype.
             check(
                 &format!("transpose {sh} ({a}, {b}) {name}"),
@@ -555,11 +545,11 @@ fn shape_kernels_match_cpu() {
             .iter()
             .map(|p| normal(&mut rng, p.numel(), 1.0, 0.0))
             .collect();
-        // The same slices serve the split of `whole` and the concat into it.
-        let mut sl_args = Vec::new();
-        for sl in slices(&whole, &parts, axis) {
-            sl_args.extend([s(sl.total), s(sl.width), s(sl.row), s(sl.offset)]);
-        }
+        let names: Vec<String> = (0..sizes.len()).map(|i| format!("part{i}")).collect();
+        let (split, concat) = (
+            shape::plan_split(&whole, &parts, axis),
+            shape::plan_concat(&whole, &parts, axis),
+        );
         for (dt, name, _) in DTYPES {
             let x = round(&x, dt);
             let ys: Vec<Vec<f64>> = ys.iter().map(|y| round(y, dt)).collect();
@@ -574,19 +564,19 @@ fn shape_kernels_match_cpu() {
             outs.push(re.g.concat(&yv, axis).unwrap());
             let want = re.eval(&outs);
 
-            d.write("x", &x);
-            let mut args = vec![s(name), s("split"), s(whole.numel()), d.dir()];
-            args.extend(sl_args.iter().cloned());
-            d.run(&args);
-            let mut got: Vec<Vec<f64>> = (0..sizes.len())
-                .map(|i| d.read(&format!("part{i}")))
+            let xs = [io("x", Ty::T, whole.numel())];
+            let ps: Vec<Io> = names
+                .iter()
+                .zip(&parts)
+                .map(|(f, p)| io(f, Ty::T, p.numel()))
                 .collect();
-            for (i, y) in ys.iter().enumerate() {
-                d.write(&format!("part{i}"), y);
+            d.write("x", &x);
+            d.replay(&split, dt, &xs, &ps);
+            let mut got: Vec<Vec<f64>> = names.iter().map(|f| d.read(f)).collect();
+            for (f, y) in names.iter().zip(&ys) {
+                d.write(f, y);
             }
-            let mut args = vec![s(name), s("concat"), s(whole.numel()), d.dir()];
-            args.extend(sl_args.iter().cloned());
-            d.run(&args);
+            d.replay(&concat, dt, &ps, &[io("out", Ty::T, whole.numel())]);
             got.push(d.read("out"));
 
             let labels: Vec<String> = (0..sizes.len())

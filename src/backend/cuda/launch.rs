@@ -135,11 +135,6 @@ pub(super) fn ptr(t: &TensorRef) -> u64 {
     t.block.handle + t.block.offset
 }
 
-/// A tensor's element count, as kernels take it.
-pub(super) fn numel(t: &TensorRef) -> u64 {
-    t.shape.numel() as u64
-}
-
 /// One thread per item: ⌈n / block⌉ blocks (at least one) of `block` threads.
 pub(super) fn grid(n: usize, block: u32) -> LaunchConfig {
     LaunchConfig {
