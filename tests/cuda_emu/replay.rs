@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use headroom::backend::cuda::plan::{Arg, Buf, OpPlan};
+use headroom::backend::cuda::plan::{Arg, Buf, Field, OpPlan};
 use headroom::DType;
 
 /// What a buffer holds.
@@ -77,7 +77,25 @@ pub fn write_plan(dir: &Path, plan: &OpPlan, dt: DType, ins: &[Io], outs: &[Io])
     if let Some(bytes) = plan.workspace_bytes {
         writeln!(s, "out workspace f32 {}", bytes.div_ceil(4)).unwrap();
     }
+    let buf = |b: Buf| match b {
+        Buf::In(i) => ins[i].name,
+        Buf::Out(i) => outs[i].name,
+        Buf::Workspace => "workspace",
+        Buf::Table => "table",
+    };
     for l in &plan.launches {
+        if !l.table.is_empty() {
+            s.push_str("table");
+            for f in &l.table {
+                match *f {
+                    Field::Ptr(b) => write!(s, " p:{}", buf(b)),
+                    Field::U64(x) => write!(s, " u:{x}"),
+                    Field::F32(x) => write!(s, " f:{:08x}", x.to_bits()),
+                }
+                .unwrap();
+            }
+            s.push('\n');
+        }
         let (g, b) = (l.grid, l.block);
         write!(
             s,
@@ -94,9 +112,7 @@ pub fn write_plan(dir: &Path, plan: &OpPlan, dt: DType, ins: &[Io], outs: &[Io])
         .unwrap();
         for a in &l.args {
             match *a {
-                Arg::Buf(Buf::In(i)) => write!(s, " b:{}", ins[i].name),
-                Arg::Buf(Buf::Out(i)) => write!(s, " b:{}", outs[i].name),
-                Arg::Buf(Buf::Workspace) => write!(s, " b:workspace"),
+                Arg::Buf(b) => write!(s, " b:{}", buf(b)),
                 Arg::U64(x) => write!(s, " u:{x}"),
                 Arg::U32(x) => write!(s, " w:{x}"),
                 Arg::F32(x) => write!(s, " f:{:08x}", x.to_bits()),

@@ -217,17 +217,3 @@ impl CudaBackend {
             .map_err(|e| drv_err("launch", e))
     }
 }
-
-/// `launch!(cx, ENTRY, dtype, cfg, args..)`: [`CudaBackend::launch`] with each
-/// argument converted by its Rust type.
-macro_rules! launch {
-    ($cx:expr, $entry:expr, $dtype:expr, $cfg:expr, $($arg:expr),* $(,)?) => {
-        $cx.launch(
-            $entry,
-            $dtype,
-            $cfg,
-            &[$($crate::backend::cuda::launch::KArg::from($arg)),*],
-        )
-    };
-}
-pub(super) use launch;
