@@ -15,10 +15,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use replay::{io, write_plan, Ty};
+use replay::{io, updated, write_plan, Io, Ty};
 use support::{build_driver, compiler};
 
 use headroom::backend::cuda::ops::attention::{plan_backward, plan_forward};
+use headroom::backend::cuda::optim;
+use headroom::backend::AdamWStep;
 
 use headroom::graph::{autodiff, Graph};
 use headroom::rng::Rng;
@@ -177,17 +179,30 @@ fn optim_kernels_match_reference() {
         |s: f64| -> Vec<f64> { (0..n).map(|_| (rng.normal() * s) as f32 as f64).collect() };
     let (p, g, m) = (draw(1.0), draw(1.0), draw(0.1));
     let v: Vec<f64> = draw(0.1).iter().map(|x| x * x).collect();
-    for (name, x) in [("p", &p), ("g", &g), ("m", &m), ("v", &v)] {
-        write_f32(&dir.join(format!("{name}.f32")), x);
+    // Tensor k of each is its own file, `<name><k>`.
+    let names: Vec<Vec<String>> = ["p", "g", "m", "v"]
+        .iter()
+        .map(|f| (0..sizes.len()).map(|k| format!("{f}{k}")).collect())
+        .collect();
+    let mut at = 0;
+    for (k, &len) in sizes.iter().enumerate() {
+        for (f, x) in names.iter().zip([&p, &g, &m, &v]) {
+            write_f32(&dir.join(format!("{}.f32", f[k])), &x[at..at + len]);
+        }
+        at += len;
     }
-    let st = Command::new(&exe)
-        .arg(&dir)
-        .args(sizes.iter().map(|s| s.to_string()))
-        .status()
-        .unwrap();
-    assert!(st.success(), "the emulated optimizer kernels failed");
+    let shapes: Vec<Shape> = sizes.iter().map(|&s| Shape::new(&[s])).collect();
+    fn io_of(f: &[String], k: usize, len: usize, kept: bool) -> Io<'_> {
+        (if kept { updated } else { io })(&f[k], Ty::F32, len)
+    }
+    let grads: Vec<Io> = (0..sizes.len())
+        .map(|k| io_of(&names[1], k, sizes[k], false))
+        .collect();
 
-    let partial = read_f32(&dir.join("partial.f32"));
+    let plan = optim::plan_sum_squares(&shapes.iter().collect::<Vec<_>>()).unwrap();
+    write_plan(&dir, &plan, DType::F32, &grads, &[]);
+    replay(&exe, &dir);
+    let partial = read_f32(&dir.join("workspace.f32"));
     assert_eq!(partial.len(), 64 * sizes.len());
     let mut at = 0;
     for (k, &len) in sizes.iter().enumerate() {
@@ -199,6 +214,29 @@ fn optim_kernels_match_reference() {
         at += len;
     }
 
+    // Step t = 3: bias corrections 1 − β³; gradients unscaled by 1/2; weight
+    // decay on the first tensor only.
+    let step = AdamWStep {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        t: 3,
+        grad_scale: 0.5,
+    };
+    let params: Vec<(&Shape, bool)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| (s, k == 0))
+        .collect();
+    let plan = optim::plan_adamw(&params, &step).unwrap();
+    let outs: Vec<Io> = (0..sizes.len())
+        .flat_map(|k| [0, 2, 3].map(|f| io_of(&names[f], k, sizes[k], true)))
+        .collect();
+    write_plan(&dir, &plan, DType::F32, &grads, &outs);
+    replay(&exe, &dir);
+
     let (lr, wd, b1, b2, eps, gscale) = (1e-2, 0.1, 0.9f64, 0.95f64, 1e-8, 0.5);
     let (bc1, bc2) = (1.0 - b1.powi(3), 1.0 - b2.powi(3));
     let (mut wp, mut wm, mut wv) = (p.clone(), m.clone(), v.clone());
@@ -209,8 +247,11 @@ fn optim_kernels_match_reference() {
         wv[i] = b2 * v[i] + (1.0 - b2) * gr * gr;
         wp[i] = p[i] * decay - lr * (wm[i] / bc1) / ((wv[i] / bc2).sqrt() + eps);
     }
-    for (name, want) in [("p", &wp), ("m", &wm), ("v", &wv)] {
-        let got = read_f32(&dir.join(format!("{name}_out.f32")));
+    for (f, name, want) in [(0, "p", &wp), (2, "m", &wm), (3, "v", &wv)] {
+        let got: Vec<f64> = names[f]
+            .iter()
+            .flat_map(|file| read_f32(&dir.join(format!("{file}.f32"))))
+            .collect();
         let err = rel_err(want, &got);
         println!("adamw {name}: rel err {err:.2e}");
         assert!(err < 1e-5, "adamw {name} off by {err:.2e}");

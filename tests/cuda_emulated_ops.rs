@@ -1,11 +1,10 @@
 //! The CUDA kernel files that tests/cuda_emulated.rs leaves out (layernorm,
 //! softmax, cross-entropy, embedding, elementwise, cast, reduce, shape) run
 //! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
-//! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, launches
-//! its kernels with the grid, block and arguments of `CudaBackend::run`: the layernorm,
-//! embedding and reduce drivers replay the host's own plan (tests/cuda_emu/replay.rs);
-//! the others restate the launches of src/backend/cuda/ops/<family>.rs, with the
-//! parameters of the library helpers the backend uses (`transpose_view`, `slices`).
+//! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, lists
+//! its kernels and replays the host's own plan of each op (the `plan_*`
+//! functions of src/backend/cuda/ops/<family>.rs, written out by
+//! tests/cuda_emu/replay.rs), so its launches are the backend's.
 //!
 //! Shapes are small and off the 256-thread blocks on purpose, so that per-row
 //! loops wrap and grids end in a partial block; output buffers start as NaN, so
@@ -21,13 +20,15 @@ mod replay;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
-use harness::{check, normal, round, run_embedding, s, Driver, Reference, DTYPES};
+use harness::{
+    check, normal, round, run_cross_entropy, run_elementwise, run_embedding, s, Driver, Reference,
+    DTYPES,
+};
 use support::compiler;
 
-use replay::{io, Ty};
+use replay::{io, Io, Ty};
 
-use headroom::backend::cuda::ops::{layernorm, reduce};
-use headroom::graph::ops::shape::{slices, transpose_view};
+use headroom::backend::cuda::ops::{cast, layernorm, reduce, shape, softmax};
 use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
 use headroom::{DType, Shape};
@@ -116,7 +117,19 @@ fn softmax_kernels_match_cpu() {
 
             d.write("x", &x);
             d.write("dy", &dy);
-            d.run(&[s(name), s(r), s(v), d.dir()]);
+            let (xs, ys, dys) = (
+                io("x", Ty::T, r * v),
+                io("y", Ty::T, r * v),
+                io("dy", Ty::T, r * v),
+            );
+            d.replay(&softmax::plan_forward(&sh), dt, &[xs], &[ys]);
+            // The backward is fed the forward's own y.
+            d.replay(
+                &softmax::plan_backward(&sh),
+                dt,
+                &[ys, dys],
+                &[io("dx", Ty::T, r * v)],
+            );
             check(
                 &format!("softmax {sh} ×{scale} {name}"),
                 tol,
@@ -171,12 +184,12 @@ fn cross_entropy_kernels_match_cpu() {
             d.write("x", &x);
             d.write_ids("targets", &targets);
             d.write("dloss", &dloss);
-            d.run(&[s(name), s(r), s(v), d.dir()]);
+            run_cross_entropy(&d, dt, &sh);
             check(
                 &format!("cross_entropy {sh} ×{scale} {name}"),
                 tol,
                 &[
-                    ("row_loss", &want_rows, &d.read("row_loss")),
+                    ("row_loss", &want_rows, &d.read("workspace")),
                     ("loss", &want[0], &d.read("loss")),
                     ("dlogits", &want[1], &d.read("dlogits")),
                 ],
@@ -200,8 +213,8 @@ fn cross_entropy_kernels_match_cpu() {
     d.write("x", &x);
     d.write_ids("targets", &targets);
     d.write("dloss", &[1.0]);
-    d.run(&[s("f32"), s(r), s(v), d.dir()]);
-    let rows = d.read("row_loss");
+    run_cross_entropy(&d, DType::F32, &Shape::new(&[r, v]));
+    let rows = d.read("workspace");
     println!("cross_entropy bad targets: row losses {rows:?}");
     assert!(rows[0].is_finite() && rows[3].is_finite());
     assert!(rows[1].is_nan() && rows[2].is_nan());
@@ -322,14 +335,8 @@ fn elementwise_kernels_match_cpu() {
             d.write("a", &a);
             d.write("b", &b);
             d.write("dy", &dy);
-            d.run(&[
-                s(name),
-                s(n),
-                s(nb),
-                s(factor as f32),
-                s(value as f32),
-                d.dir(),
-            ]);
+            d.write("accumulate", &a);
+            run_elementwise(&d, dt, ashape, bshape, factor, value);
             let names = [
                 "add",
                 "mul",
@@ -388,7 +395,13 @@ fn cast_kernels_match_cpu() {
             let y = re.g.cast(xv, to).unwrap();
             let want = re.eval(&[y]).remove(0);
             d.write("x", &xs);
-            d.run(&[s(fname), s(tname), s(n), d.dir()]);
+            let plan = cast::plan_forward(from, &Shape::new(&[n])).unwrap();
+            d.replay(
+                &plan,
+                to,
+                &[io("x", Ty::Of(from), n)],
+                &[io("out", Ty::T, n)],
+            );
             let got = d.read("out");
             let differ = want
                 .iter()
@@ -496,18 +509,10 @@ fn shape_kernels_match_cpu() {
             let xv = re.input(shape, &x);
             let t = re.g.transpose(xv, a, b).unwrap();
             let want = re.eval(&[t]);
-            let (da, mid, db, inner) = transpose_view(&sh, a, b);
             d.write("x", &x);
-            d.run(&[
-                s(name),
-                s("transpose"),
-                s(sh.numel()),
-                s(da),
-                s(mid),
-                s(db),
-                s(inner),
-                d.dir(),
-            ]);
+            let n = sh.numel();
+            let plan = shape::plan_transpose(&sh, a, b);
+            d.replay(&plan, dt, &[io("x", Ty::T, n)], &[io("out", Ty::T, n)]);
             // A copy: exact in every dtype.
             check(
                 &format!("transpose {sh} ({a}, {b}) {name}"),
@@ -540,11 +545,11 @@ fn shape_kernels_match_cpu() {
             .iter()
             .map(|p| normal(&mut rng, p.numel(), 1.0, 0.0))
             .collect();
-        // The same slices serve the split of `whole` and the concat into it.
-        let mut sl_args = Vec::new();
-        for sl in slices(&whole, &parts, axis) {
-            sl_args.extend([s(sl.total), s(sl.width), s(sl.row), s(sl.offset)]);
-        }
+        let names: Vec<String> = (0..sizes.len()).map(|i| format!("part{i}")).collect();
+        let (split, concat) = (
+            shape::plan_split(&whole, &parts, axis),
+            shape::plan_concat(&whole, &parts, axis),
+        );
         for (dt, name, _) in DTYPES {
             let x = round(&x, dt);
             let ys: Vec<Vec<f64>> = ys.iter().map(|y| round(y, dt)).collect();
@@ -559,19 +564,19 @@ fn shape_kernels_match_cpu() {
             outs.push(re.g.concat(&yv, axis).unwrap());
             let want = re.eval(&outs);
 
-            d.write("x", &x);
-            let mut args = vec![s(name), s("split"), s(whole.numel()), d.dir()];
-            args.extend(sl_args.iter().cloned());
-            d.run(&args);
-            let mut got: Vec<Vec<f64>> = (0..sizes.len())
-                .map(|i| d.read(&format!("part{i}")))
+            let xs = [io("x", Ty::T, whole.numel())];
+            let ps: Vec<Io> = names
+                .iter()
+                .zip(&parts)
+                .map(|(f, p)| io(f, Ty::T, p.numel()))
                 .collect();
-            for (i, y) in ys.iter().enumerate() {
-                d.write(&format!("part{i}"), y);
+            d.write("x", &x);
+            d.replay(&split, dt, &xs, &ps);
+            let mut got: Vec<Vec<f64>> = names.iter().map(|f| d.read(f)).collect();
+            for (f, y) in names.iter().zip(&ys) {
+                d.write(f, y);
             }
-            let mut args = vec![s(name), s("concat"), s(whole.numel()), d.dir()];
-            args.extend(sl_args.iter().cloned());
-            d.run(&args);
+            d.replay(&concat, dt, &ps, &[io("out", Ty::T, whole.numel())]);
             got.push(d.read("out"));
 
             let labels: Vec<String> = (0..sizes.len())

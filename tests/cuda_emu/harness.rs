@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::replay::{io, write_plan, Io, Ty};
+use super::replay::{io, updated, write_plan, Io, Ty};
 use super::support::build_driver;
 
-use headroom::backend::cuda::ops::embedding;
+use headroom::backend::cuda::ops::elementwise as ew;
+use headroom::backend::cuda::ops::{cross_entropy, embedding};
 use headroom::backend::cuda::plan::OpPlan;
 
 use headroom::graph::{autodiff, Graph, Value};
@@ -241,4 +242,54 @@ pub fn run_embedding(
     d.replay(&forward, dt, &[idv, tv], &[io("out", t, n * c)]);
     let backward = embedding::plan_backward(&ishape, &Shape::new(&[ids.0, &[c]].concat()), vocab);
     d.replay(&backward, dt, &[idv, dyv], &[io("dtable", t, vocab * c)]);
+}
+
+/// Op::CrossEntropy and its backward replayed as the backend plans them (on
+/// the cross_entropy driver), on the files x [logits], targets and dloss; the
+/// results are the files loss, dlogits and workspace (each row's loss).
+pub fn run_cross_entropy(d: &Driver, dt: DType, logits: &Shape) {
+    let (r, v) = (logits.rows(), logits.last());
+    let (xs, ts) = (io("x", Ty::T, r * v), io("targets", Ty::I32, r));
+    let loss = io("loss", Ty::F32, 1);
+    d.replay(&cross_entropy::plan_forward(logits), dt, &[xs, ts], &[loss]);
+    let ins = [xs, ts, io("dloss", Ty::F32, 1)];
+    let backward = cross_entropy::plan_backward(logits);
+    d.replay(&backward, dt, &ins, &[io("dlogits", Ty::T, r * v)]);
+}
+
+/// Every elementwise launch replayed as the backend plans it (on the
+/// elementwise driver), on the files a [ashape], b [bshape] (repeating over a)
+/// and dy [ashape]: the files add, mul, scale, fill, gelu, gelu_backward,
+/// bias_gelu and bias_gelu_backward, and accumulate (its file, a copy of a,
+/// += dy in place).
+pub fn run_elementwise(
+    d: &Driver,
+    dt: DType,
+    ashape: &[usize],
+    bshape: &[usize],
+    factor: f64,
+    value: f64,
+) {
+    let (sa, sb) = (Shape::new(ashape), Shape::new(bshape));
+    let (n, t) = (sa.numel(), Ty::T);
+    let (a, b, dy) = (io("a", t, n), io("b", t, sb.numel()), io("dy", t, n));
+    let out = |name| [io(name, t, n)];
+    d.replay(&ew::plan_add(&sa, &sb), dt, &[a, b], &out("add"));
+    d.replay(&ew::plan_mul(&sa, &sb), dt, &[a, b], &out("mul"));
+    d.replay(&ew::plan_scale(&sa, factor), dt, &[a], &out("scale"));
+    d.replay(&ew::plan_fill(&sa, value), dt, &[], &out("fill"));
+    let acc = [updated("accumulate", t, n)];
+    d.replay(&ew::plan_accumulate(&sa), dt, &[dy], &acc);
+    d.replay(&ew::plan_gelu_forward(&sa), dt, &[a], &out("gelu"));
+    let gelu_backward = ew::plan_gelu_backward(&sa);
+    d.replay(&gelu_backward, dt, &[a, dy], &out("gelu_backward"));
+    let bias_gelu = ew::plan_bias_gelu_forward(&sa, &sb);
+    d.replay(&bias_gelu, dt, &[a, b], &out("bias_gelu"));
+    let bias_gelu_backward = ew::plan_bias_gelu_backward(&sa, &sb);
+    d.replay(
+        &bias_gelu_backward,
+        dt,
+        &[a, b, dy],
+        &out("bias_gelu_backward"),
+    );
 }

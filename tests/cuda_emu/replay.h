@@ -9,6 +9,9 @@
 // DIR/launches.txt, one item a line:
 //   in NAME TYPE LEN        read DIR/NAME.f32 (DIR/NAME.i32 for i32), rounded to TYPE
 //   out NAME TYPE LEN       NaN until written; written to DIR/NAME.f32 at the end
+//   inout NAME TYPE LEN     read as an in, written back as an out (updated in place)
+//   table FIELD...          the next launch's table (the buffer "table"), each
+//                           FIELD p:NAME (a buffer's address, u64), u:N or f:HEX
 //   launch SYMBOL GX GY GZ BX BY BZ SHARED ARG...
 // with TYPE f32, f16, bf16 or i32 and each ARG one of b:NAME (a buffer's first
 // element), u:N (u64), w:N (unsigned), f:HEX (float, its bits), d:N,N,N,N,N,N
@@ -66,7 +69,7 @@ bool is_type(const std::string& type) {
     else if constexpr (std::is_same_v<V, __half>) return type == "f16";
     else if constexpr (std::is_same_v<V, __nv_bfloat16>) return type == "bf16";
     else if constexpr (std::is_same_v<V, int>) return type == "i32";
-    else return false;
+    else return type == "table";  // the kernel's own slot struct
 }
 
 // The argument as the kernel's parameter type P.
@@ -157,7 +160,7 @@ inline Buffer make_buffer(const std::string& dir, const std::string& role, const
             if (role != "in") fail("i32 buffer " + name + " is not an input");
             v = read_i32(dir + "/" + name + ".i32", len);
         } else {
-            v = role == "in" ? narrow<E>(read_f32(dir + "/" + name + ".f32", len)) : poisoned<E>(len);
+            v = role != "out" ? narrow<E>(read_f32(dir + "/" + name + ".f32", len)) : poisoned<E>(len);
         }
         b.bytes.resize(len * sizeof(E));
         std::memcpy(b.bytes.data(), v.data(), b.bytes.size());
@@ -194,12 +197,31 @@ inline int replay_main(int argc, char** argv, const std::map<std::string, replay
         std::stringstream ss(line);
         std::string what;
         ss >> what;
-        if (what == "in" || what == "out") {
+        if (what == "in" || what == "out" || what == "inout") {
             std::string name, type;
             size_t len = 0;
             if (!(ss >> name >> type >> len)) fail("bad line: " + line);
             bufs[name] = make_buffer(dir, what, name, type, len);
-            if (what == "out") outs.push_back(name);
+            if (what != "in") outs.push_back(name);
+        } else if (what == "table") {
+            Buffer t{"table", 0, {}};
+            for (std::string tok; ss >> tok;) {
+                Arg a = parse_arg(tok[0] == 'p' ? "b" + tok.substr(1) : tok, bufs);
+                unsigned char field[8];
+                size_t size = 8;
+                if (a.kind == 'b') {
+                    u64 p = (u64)a.buf->bytes.data();
+                    std::memcpy(field, &p, 8);
+                } else if (a.kind == 'u') {
+                    std::memcpy(field, &a.value, 8);
+                } else if (a.kind == 'f') {
+                    std::memcpy(field, &a.f, size = 4);
+                } else {
+                    fail("bad table field " + tok);
+                }
+                t.bytes.insert(t.bytes.end(), field, field + size);
+            }
+            bufs["table"] = std::move(t);
         } else if (what == "launch") {
             std::string symbol;
             dim3 grid, block;

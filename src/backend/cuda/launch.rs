@@ -135,11 +135,6 @@ pub(super) fn ptr(t: &TensorRef) -> u64 {
     t.block.handle + t.block.offset
 }
 
-/// A tensor's element count, as kernels take it.
-pub(super) fn numel(t: &TensorRef) -> u64 {
-    t.shape.numel() as u64
-}
-
 /// One thread per item: ⌈n / block⌉ blocks (at least one) of `block` threads.
 pub(super) fn grid(n: usize, block: u32) -> LaunchConfig {
     LaunchConfig {
@@ -222,17 +217,3 @@ impl CudaBackend {
             .map_err(|e| drv_err("launch", e))
     }
 }
-
-/// `launch!(cx, ENTRY, dtype, cfg, args..)`: [`CudaBackend::launch`] with each
-/// argument converted by its Rust type.
-macro_rules! launch {
-    ($cx:expr, $entry:expr, $dtype:expr, $cfg:expr, $($arg:expr),* $(,)?) => {
-        $cx.launch(
-            $entry,
-            $dtype,
-            $cfg,
-            &[$($crate::backend::cuda::launch::KArg::from($arg)),*],
-        )
-    };
-}
-pub(super) use launch;

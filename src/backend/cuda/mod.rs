@@ -21,7 +21,7 @@ mod context;
 mod launch;
 mod memory;
 pub mod ops;
-mod optim;
+pub mod optim;
 pub mod plan;
 
 pub use context::{available, CudaBackend};

@@ -1,14 +1,15 @@
 //! The optimizer's launches (kernels/optim.cu): Σx² over many tensors and AdamW
 //! over every parameter, each in one launch driven by a table of device
-//! pointers uploaded to a side buffer.
+//! pointers ([`Buf::Table`], uploaded to a side buffer).
 
 use cudarc::driver::{result as drv, LaunchConfig};
 
 use super::context::{drv_err, unavailable, CudaBackend};
-use super::launch::{family_kernels, launch, ptr, EVERY_DTYPE};
+use super::launch::{family_kernels, EVERY_DTYPE};
+use super::plan::{args, Buf::*, Field, Launch, OpPlan};
 use crate::backend::{AdamWSlot, AdamWStep, TensorRef};
 use crate::error::{Error, Result};
-use crate::tensor::DType;
+use crate::tensor::{DType, Shape};
 
 family_kernels! {
     /// kernels/optim.cu.
@@ -18,11 +19,78 @@ family_kernels! {
     }
 }
 
+/// Blocks of `sum_squares_multi` per tensor, each leaving one partial sum.
+const SUM_BLOCKS: u64 = 64;
+
+/// A grid of `x` blocks by one row per table entry, 256 threads to a block.
+fn table_grid(x: u64, entries: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (x as u32, entries as u32, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The launch of Σx² over tensors of one storage type, shaped `shapes`: ins
+/// the tensors; the workspace ends as partials [tensors, 64] f32, the sums of
+/// each tensor's 64 blocks, for the host to add in order. The table is the
+/// kernel's SumSlot per tensor: (address, element count).
+pub fn plan_sum_squares(shapes: &[&Shape]) -> Result<OpPlan> {
+    if shapes.len() > 65535 {
+        return Err(unavailable(format!(
+            "{} tensors in one sum-of-squares launch",
+            shapes.len()
+        )));
+    }
+    let table = (0..shapes.len())
+        .flat_map(|i| [Field::Ptr(In(i)), Field::U64(shapes[i].numel() as u64)])
+        .collect();
+    let cfg = table_grid(SUM_BLOCKS, shapes.len());
+    Ok(OpPlan {
+        workspace_bytes: Some(4 * SUM_BLOCKS * shapes.len() as u64),
+        launches: vec![
+            Launch::new(SUM_SQUARES_MULTI, cfg, args![Table, Workspace]).with_table(table)
+        ],
+    })
+}
+
+/// The launch of one AdamW step `s` over parameters shaped `params`, each
+/// with whether weight decay applies: ins each parameter's gradient; outs
+/// each parameter, its m and its v (`Out(3k)`, `Out(3k + 1)`, `Out(3k + 2)`),
+/// all f32 and updated in place. The table is the kernel's AdamSlot per
+/// parameter: (param, grad, m, v, n, decay factor, pad); a grid row each.
+pub fn plan_adamw(params: &[(&Shape, bool)], s: &AdamWStep) -> Result<OpPlan> {
+    if params.len() > 65535 {
+        return Err(unavailable(format!(
+            "{} parameter tensors in one AdamW launch",
+            params.len()
+        )));
+    }
+    let (bc1, bc2) = s.bias_corrections();
+    let (bc1, bc2) = (bc1 as f32, bc2 as f32);
+    let mut table = Vec::with_capacity(7 * params.len());
+    let mut widest = 0u64;
+    for (k, &(shape, decay)) in params.iter().enumerate() {
+        let n = shape.numel() as u64;
+        widest = widest.max(n);
+        let (p, m, v) = (Out(3 * k), Out(3 * k + 1), Out(3 * k + 2));
+        table.extend([p, In(k), m, v].map(Field::Ptr));
+        table.extend([Field::U64(n), Field::F32(s.decay_factor(decay) as f32)]);
+        table.push(Field::F32(0.0));
+    }
+    let cfg = table_grid(widest.div_ceil(256).clamp(1, 1024), params.len());
+    let (lr, b1, b2, eps) = (s.lr as f32, s.beta1 as f32, s.beta2 as f32, s.eps as f32);
+    let args = args![Table, lr, b1, b2, eps, bc1, bc2, s.grad_scale as f32];
+    Ok(OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(ADAMW_MULTI, cfg, args).with_table(table)],
+    })
+}
+
 impl CudaBackend {
-    /// Σx² over all tensors: one launch per dtype present (`sum_squares_multi`),
-    /// 64 blocks per tensor, partial sums added here in a fixed order.
+    /// Σx² over all tensors: one launch per dtype present ([`plan_sum_squares`]),
+    /// the partial sums added here in a fixed order.
     pub(super) fn sum_squares_multi(&mut self, ts: &[&TensorRef]) -> Result<f64> {
-        const BLOCKS: u64 = 64;
         if let Some(t) = ts
             .iter()
             .find(|t| !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16))
@@ -31,31 +99,17 @@ impl CudaBackend {
         }
         let mut total = 0f64;
         for dt in [DType::F32, DType::F16, DType::BF16] {
-            let group: Vec<&&TensorRef> = ts.iter().filter(|t| t.dtype == dt).collect();
+            let group: Vec<&TensorRef> = ts.iter().copied().filter(|t| t.dtype == dt).collect();
             if group.is_empty() {
                 continue;
             }
-            if group.len() > 65535 {
-                return Err(unavailable(format!(
-                    "{} tensors in one sum-of-squares launch",
-                    group.len()
-                )));
-            }
-            let mut table: Vec<u8> = Vec::with_capacity(16 * group.len());
-            for t in &group {
-                table.extend_from_slice(&ptr(t).to_le_bytes());
-                table.extend_from_slice(&(t.shape.numel() as u64).to_le_bytes());
-            }
-            let dev_table = self.upload_table(&table)?;
-            let parts_len = BLOCKS as usize * group.len();
-            let ws = self.workspace(4 * parts_len as u64)?;
-            let cfg = LaunchConfig {
-                grid_dim: (BLOCKS as u32, group.len() as u32, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            launch!(self, SUM_SQUARES_MULTI, dt, cfg, dev_table, ws)?;
+            let shapes: Vec<&Shape> = group.iter().map(|t| &t.shape).collect();
+            let plan = plan_sum_squares(&shapes)?;
+            self.run_plan(dt, &plan, &group, &[])?;
             self.sync()?;
+            let parts_len = SUM_BLOCKS as usize * group.len();
+            // The workspace the plan ran in: already this large, so not moved.
+            let ws = self.workspace(4 * parts_len as u64)?;
             let mut parts = vec![0f32; parts_len];
             // SAFETY: the workspace holds at least parts_len floats.
             unsafe { drv::memcpy_dtoh_sync(&mut parts, ws) }.map_err(|e| drv_err("download", e))?;
@@ -64,56 +118,18 @@ impl CudaBackend {
         Ok(total)
     }
 
-    /// AdamW over all parameters in one launch (`adamw_multi_f32`): a table of
-    /// (param, grad, m, v, n, decay) goes to the device, one grid row each.
+    /// AdamW over all parameters in one launch ([`plan_adamw`]).
     pub(super) fn adamw_multi(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
         if slots.is_empty() {
             return Ok(());
         }
-        if slots.len() > 65535 {
-            return Err(unavailable(format!(
-                "{} parameter tensors in one AdamW launch",
-                slots.len()
-            )));
-        }
-        let (bc1, bc2) = s.bias_corrections();
-        let (bc1, bc2) = (bc1 as f32, bc2 as f32);
-        // The kernel's AdamSlot: five u64 then two f32 (48 bytes).
-        let mut table: Vec<u8> = Vec::with_capacity(48 * slots.len());
-        let mut widest = 0u64;
+        let params: Vec<(&Shape, bool)> = slots.iter().map(|k| (&k.param.shape, k.decay)).collect();
+        let plan = plan_adamw(&params, s)?;
         for slot in slots {
             slot.check_f32()?;
-            let n = slot.param.shape.numel() as u64;
-            widest = widest.max(n);
-            for x in [ptr(slot.param), ptr(slot.grad), ptr(slot.m), ptr(slot.v), n] {
-                table.extend_from_slice(&x.to_le_bytes());
-            }
-            table.extend_from_slice(&(s.decay_factor(slot.decay) as f32).to_le_bytes());
-            table.extend_from_slice(&0f32.to_le_bytes());
         }
-        let dev_table = self.upload_table(&table)?;
-        let cfg = LaunchConfig {
-            grid_dim: (
-                widest.div_ceil(256).clamp(1, 1024) as u32,
-                slots.len() as u32,
-                1,
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            ADAMW_MULTI,
-            DType::F32,
-            cfg,
-            dev_table,
-            s.lr as f32,
-            s.beta1 as f32,
-            s.beta2 as f32,
-            s.eps as f32,
-            bc1,
-            bc2,
-            s.grad_scale as f32,
-        )
+        let grads: Vec<&TensorRef> = slots.iter().map(|k| k.grad).collect();
+        let outs: Vec<&TensorRef> = slots.iter().flat_map(|k| [k.param, k.m, k.v]).collect();
+        self.run_plan(DType::F32, &plan, &grads, &outs)
     }
 }

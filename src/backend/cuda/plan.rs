@@ -22,6 +22,20 @@ pub enum Buf {
     Out(usize),
     /// The backend's scratch buffer, of [`OpPlan::workspace_bytes`].
     Workspace,
+    /// The launch's own table ([`Launch::table`]), uploaded before it runs.
+    Table,
+}
+
+/// One field of a launch's table, the array of structs a kernel reads its
+/// many tensors from (the optimizer's), little-endian and packed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Field {
+    /// A buffer's address, as a `u64`.
+    Ptr(Buf),
+    /// `u64`.
+    U64(u64),
+    /// `float`.
+    F32(f32),
 }
 
 /// One kernel argument, of the kernel's parameter type.
@@ -73,6 +87,8 @@ pub struct Launch {
     pub shared_bytes: u32,
     /// The arguments in the kernel's order.
     pub args: Vec<Arg>,
+    /// What [`Buf::Table`] holds for this launch; empty for most.
+    pub table: Vec<Field>,
 }
 
 impl Launch {
@@ -84,7 +100,13 @@ impl Launch {
             block: cfg.block_dim,
             shared_bytes: cfg.shared_mem_bytes,
             args,
+            table: Vec::new(),
         }
+    }
+
+    /// The launch reading `table` as [`Buf::Table`].
+    pub(super) fn with_table(self, table: Vec<Field>) -> Launch {
+        Launch { table, ..self }
     }
 }
 
@@ -118,14 +140,30 @@ impl CudaBackend {
             Some(bytes) => self.workspace(bytes)?,
             None => 0,
         };
+        let addr = |b: Buf, table: u64| match b {
+            Buf::In(i) => ptr(ins[i]),
+            Buf::Out(i) => ptr(outs[i]),
+            Buf::Workspace => ws,
+            Buf::Table => table,
+        };
         for l in &plan.launches {
+            let mut table = 0;
+            if !l.table.is_empty() {
+                let mut bytes: Vec<u8> = Vec::new();
+                for f in &l.table {
+                    match *f {
+                        Field::Ptr(b) => bytes.extend_from_slice(&addr(b, 0).to_le_bytes()),
+                        Field::U64(x) => bytes.extend_from_slice(&x.to_le_bytes()),
+                        Field::F32(x) => bytes.extend_from_slice(&x.to_le_bytes()),
+                    }
+                }
+                table = self.upload_table(&bytes)?;
+            }
             let args: Vec<KArg> = l
                 .args
                 .iter()
                 .map(|a| match *a {
-                    Arg::Buf(Buf::In(i)) => KArg::U64(ptr(ins[i])),
-                    Arg::Buf(Buf::Out(i)) => KArg::U64(ptr(outs[i])),
-                    Arg::Buf(Buf::Workspace) => KArg::U64(ws),
+                    Arg::Buf(b) => KArg::U64(addr(b, table)),
                     Arg::U64(x) => KArg::U64(x),
                     Arg::U32(x) => KArg::U32(x),
                     Arg::F32(x) => KArg::F32(x),

@@ -3,11 +3,12 @@
 //! `cast_<from>_<to>`: one entry per source type, instantiated per target.
 
 use crate::backend::cuda::context::unavailable;
-use crate::backend::cuda::launch::{family_kernels, grid, launch, numel, ptr, Entry, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, Entry, EVERY_DTYPE};
+use crate::backend::cuda::plan::{args, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
-use crate::tensor::DType;
+use crate::tensor::{DType, Shape};
 
 family_kernels! {
     /// kernels/cast.cu.
@@ -28,15 +29,29 @@ fn from(from: DType) -> Result<Entry> {
     })
 }
 
-/// `Op::Cast { to }`: ins x [N] (any storage type); outs out [N] in `to`.
+/// The launch of `Op::Cast { to }` from `from` to `out [N]`: ins x [N] in
+/// `from`; outs out [N] in `to`, the storage type the plan is run for (which
+/// picks the kernel's target).
+pub fn plan_forward(from_dtype: DType, out: &Shape) -> Result<OpPlan> {
+    let entry = from(from_dtype)?;
+    let n = out.numel() as u64;
+    Ok(OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(
+            entry,
+            grid(n as usize, 256),
+            args![In(0), Out(0), n],
+        )],
+    })
+}
+
+/// `Op::Cast { to }`: [`plan_forward`], run for `to`.
 pub(crate) fn cast_forward(
     cx: &mut CudaBackend,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
     to: DType,
 ) -> Result<()> {
-    let (x, out) = (ins[0], outs[0]);
-    let entry = from(x.dtype)?;
-    let n = numel(out);
-    launch!(cx, entry, to, grid(n as usize, 256), ptr(x), ptr(out), n)
+    let plan = plan_forward(ins[0].dtype, &outs[0].shape)?;
+    cx.run_plan(to, &plan, ins, outs)
 }

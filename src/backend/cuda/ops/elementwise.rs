@@ -2,11 +2,12 @@
 //! element, 256 to a block. A second operand `b [NB]` repeats with period NB
 //! over the first's N elements (a bias, positions, a residual).
 
-use crate::backend::cuda::launch::{family_kernels, grid, launch, numel, ptr, Entry, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, Entry, EVERY_DTYPE};
+use crate::backend::cuda::plan::{args, Arg, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
-use crate::tensor::DType;
+use crate::tensor::{DType, Shape};
 
 family_kernels! {
     /// kernels/elementwise.cu.
@@ -23,40 +24,91 @@ family_kernels! {
     }
 }
 
-/// `Op::Add`: ins a [N], b [NB]; outs out [N] = a + b.
+/// One launch of `entry`, a thread per element of `out [N]`, 256 to a block.
+fn per_element(entry: Entry, out: &Shape, args: Vec<Arg>) -> OpPlan {
+    OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(entry, grid(out.numel(), 256), args)],
+    }
+}
+
+fn n(s: &Shape) -> u64 {
+    s.numel() as u64
+}
+
+/// The launch of `Op::Add` to `out [N]`: ins a [N], b [NB]; outs out [N] = a + b.
+pub fn plan_add(out: &Shape, b: &Shape) -> OpPlan {
+    per_element(ADD, out, args![In(0), In(1), Out(0), n(out), n(b)])
+}
+
+/// The launch of `Op::Mul` to `out [N]`: ins a [N], b [NB]; outs out [N] = a · b.
+pub fn plan_mul(out: &Shape, b: &Shape) -> OpPlan {
+    per_element(MUL, out, args![In(0), In(1), Out(0), n(out), n(b)])
+}
+
+/// The launch of `Op::Scale { factor }` to `out [N]`: ins a [N]; outs
+/// out [N] = a · factor.
+pub fn plan_scale(out: &Shape, factor: f64) -> OpPlan {
+    per_element(SCALE, out, args![In(0), Out(0), n(out), factor as f32])
+}
+
+/// The launch of `Op::Fill { value }` to `out [N]`: outs out [N] = value.
+pub fn plan_fill(out: &Shape, value: f64) -> OpPlan {
+    per_element(FILL, out, args![Out(0), n(out), value as f32])
+}
+
+/// The launch of `Op::Gelu` to `out [N]`: ins x [N]; outs out [N] (tanh form).
+pub fn plan_gelu_forward(out: &Shape) -> OpPlan {
+    per_element(GELU_FORWARD, out, args![In(0), Out(0), n(out)])
+}
+
+/// The launch of `Op::GeluBackward` to `dx [N]`: ins x [N], dy [N]; outs dx [N].
+pub fn plan_gelu_backward(dx: &Shape) -> OpPlan {
+    per_element(GELU_BACKWARD, dx, args![In(0), In(1), Out(0), n(dx)])
+}
+
+/// The launch of `Op::BiasGelu` to `out [N]`: ins x [N], b [NB]; outs
+/// out [N] = gelu(x + b).
+pub fn plan_bias_gelu_forward(out: &Shape, b: &Shape) -> OpPlan {
+    let args = args![In(0), In(1), Out(0), n(out), n(b)];
+    per_element(BIAS_GELU_FORWARD, out, args)
+}
+
+/// The launch of `Op::BiasGeluBackward` to `dh [N]`: ins x [N], b [NB],
+/// dy [N]; outs dh [N], the gradient of the pre-activation x + b (recomputed
+/// here, never stored).
+pub fn plan_bias_gelu_backward(dh: &Shape, b: &Shape) -> OpPlan {
+    let args = args![In(0), In(1), In(2), Out(0), n(dh), n(b)];
+    per_element(BIAS_GELU_BACKWARD, dh, args)
+}
+
+/// The launch of `Backend::accumulate` into `dst [N]`: ins src [N]; outs
+/// dst [N] += src, in place (dst is read too), in dst's type.
+pub fn plan_accumulate(dst: &Shape) -> OpPlan {
+    per_element(ACCUMULATE, dst, args![Out(0), In(0), n(dst)])
+}
+
+/// `Op::Add`: [`plan_add`].
 pub(crate) fn add_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    broadcast(cx, ADD, dt, ins, outs)
+    cx.run_plan(dt, &plan_add(&outs[0].shape, &ins[1].shape), ins, outs)
 }
 
-/// `Op::Mul`: ins a [N], b [NB]; outs out [N] = a · b.
+/// `Op::Mul`: [`plan_mul`].
 pub(crate) fn mul_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    broadcast(cx, MUL, dt, ins, outs)
+    cx.run_plan(dt, &plan_mul(&outs[0].shape, &ins[1].shape), ins, outs)
 }
 
-fn broadcast(
-    cx: &mut CudaBackend,
-    entry: Entry,
-    dt: DType,
-    ins: &[&TensorRef],
-    outs: &[&TensorRef],
-) -> Result<()> {
-    let (a, b, out) = (ins[0], ins[1], outs[0]);
-    let n = numel(out);
-    let cfg = grid(n as usize, 256);
-    launch!(cx, entry, dt, cfg, ptr(a), ptr(b), ptr(out), n, numel(b))
-}
-
-/// `Op::Scale`: ins a [N]; outs out [N] = a · factor.
+/// `Op::Scale`: [`plan_scale`].
 pub(crate) fn scale_forward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -64,106 +116,62 @@ pub(crate) fn scale_forward(
     outs: &[&TensorRef],
     factor: f64,
 ) -> Result<()> {
-    let (a, out) = (ins[0], outs[0]);
-    let n = numel(out);
-    let cfg = grid(n as usize, 256);
-    launch!(cx, SCALE, dt, cfg, ptr(a), ptr(out), n, factor as f32)
+    cx.run_plan(dt, &plan_scale(&outs[0].shape, factor), ins, outs)
 }
 
-/// `Op::Fill`: outs out [N] = value.
+/// `Op::Fill`: [`plan_fill`].
 pub(crate) fn fill_forward(
     cx: &mut CudaBackend,
     dt: DType,
     outs: &[&TensorRef],
     value: f64,
 ) -> Result<()> {
-    let out = outs[0];
-    let n = numel(out);
-    launch!(
-        cx,
-        FILL,
-        dt,
-        grid(n as usize, 256),
-        ptr(out),
-        n,
-        value as f32
-    )
+    cx.run_plan(dt, &plan_fill(&outs[0].shape, value), &[], outs)
 }
 
-/// `Op::Gelu`: ins x [N]; outs out [N] (tanh form).
+/// `Op::Gelu`: [`plan_gelu_forward`].
 pub(crate) fn gelu_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (x, out) = (ins[0], outs[0]);
-    let n = numel(out);
-    launch!(
-        cx,
-        GELU_FORWARD,
-        dt,
-        grid(n as usize, 256),
-        ptr(x),
-        ptr(out),
-        n
-    )
+    cx.run_plan(dt, &plan_gelu_forward(&outs[0].shape), ins, outs)
 }
 
-/// `Op::GeluBackward`: ins x [N], dy [N]; outs dx [N].
+/// `Op::GeluBackward`: [`plan_gelu_backward`].
 pub(crate) fn gelu_backward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (x, dy, dx) = (ins[0], ins[1], outs[0]);
-    let n = numel(dx);
-    let cfg = grid(n as usize, 256);
-    launch!(cx, GELU_BACKWARD, dt, cfg, ptr(x), ptr(dy), ptr(dx), n)
+    cx.run_plan(dt, &plan_gelu_backward(&outs[0].shape), ins, outs)
 }
 
-/// `Op::BiasGelu`: ins x [N], b [NB]; outs out [N] = gelu(x + b).
+/// `Op::BiasGelu`: [`plan_bias_gelu_forward`].
 pub(crate) fn bias_gelu_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (x, b, out) = (ins[0], ins[1], outs[0]);
-    let (n, nb) = (numel(out), numel(b));
-    let cfg = grid(n as usize, 256);
-    launch!(
-        cx,
-        BIAS_GELU_FORWARD,
-        dt,
-        cfg,
-        ptr(x),
-        ptr(b),
-        ptr(out),
-        n,
-        nb
-    )
+    let plan = plan_bias_gelu_forward(&outs[0].shape, &ins[1].shape);
+    cx.run_plan(dt, &plan, ins, outs)
 }
 
-/// `Op::BiasGeluBackward`: ins x [N], b [NB], dy [N]; outs dh [N], the
-/// gradient of the pre-activation x + b (recomputed here, never stored).
+/// `Op::BiasGeluBackward`: [`plan_bias_gelu_backward`].
 pub(crate) fn bias_gelu_backward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (x, b, dy, dh) = (ins[0], ins[1], ins[2], outs[0]);
-    let (n, nb) = (numel(dh), numel(b));
-    let cfg = grid(n as usize, 256);
-    let (x, b, dy, dh) = (ptr(x), ptr(b), ptr(dy), ptr(dh));
-    launch!(cx, BIAS_GELU_BACKWARD, dt, cfg, x, b, dy, dh, n, nb)
+    let plan = plan_bias_gelu_backward(&outs[0].shape, &ins[1].shape);
+    cx.run_plan(dt, &plan, ins, outs)
 }
 
-/// `Backend::accumulate`: dst [N] += src [N], in dst's type.
+/// `Backend::accumulate`: [`plan_accumulate`].
 pub(crate) fn accumulate(cx: &mut CudaBackend, dst: &TensorRef, src: &TensorRef) -> Result<()> {
-    let n = numel(dst);
-    let cfg = grid(n as usize, 256);
-    launch!(cx, ACCUMULATE, dst.dtype, cfg, ptr(dst), ptr(src), n)
+    cx.run_plan(dst.dtype, &plan_accumulate(&dst.shape), &[src], &[dst])
 }

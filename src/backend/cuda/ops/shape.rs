@@ -2,7 +2,8 @@
 //! `Op::Concat` one part at a time, one thread per element. `Op::Reshape` is a
 //! view and never reaches a kernel.
 
-use crate::backend::cuda::launch::{family_kernels, grid, launch, numel, ptr, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, EVERY_DTYPE};
+use crate::backend::cuda::plan::{args, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
@@ -18,8 +19,58 @@ family_kernels! {
     }
 }
 
-/// `Op::Transpose { a, b }`: ins x [outer, A, mid, B, inner]; outs
-/// out [outer, B, mid, A, inner].
+/// The launch of `Op::Transpose { a, b }` on `x [outer, A, mid, B, inner]`:
+/// ins x; outs out [outer, B, mid, A, inner].
+pub fn plan_transpose(x: &Shape, a: usize, b: usize) -> OpPlan {
+    let n = x.numel() as u64;
+    let (da, mid, db, inner) = transpose_view(x, a, b);
+    let (da, mid, db, inner) = (da as u64, mid as u64, db as u64, inner as u64);
+    let args = args![In(0), Out(0), n, da, mid, db, inner];
+    OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(TRANSPOSE, grid(n as usize, 256), args)],
+    }
+}
+
+/// The launches of `Op::Split { axis, .. }` of `x [.., whole, ..]` into
+/// `parts`: ins x; outs one part each [.., part, ..] along `axis`, a launch
+/// per part copying it out of x's rows.
+pub fn plan_split(x: &Shape, parts: &[&Shape], axis: usize) -> OpPlan {
+    let launches = slices(x, parts, axis)
+        .iter()
+        .enumerate()
+        .map(|(k, sl)| {
+            let (n, w, row, off) = dims(sl);
+            let args = args![In(0), Out(k), n, w, row, off];
+            Launch::new(SPLIT_PART, grid(sl.total, 256), args)
+        })
+        .collect();
+    OpPlan {
+        workspace_bytes: None,
+        launches,
+    }
+}
+
+/// The launches of `Op::Concat { axis }` of `parts` into `out [.., whole, ..]`:
+/// ins one part each [.., part, ..]; outs out, a launch per part copying it
+/// into its rows along `axis`.
+pub fn plan_concat(out: &Shape, parts: &[&Shape], axis: usize) -> OpPlan {
+    let launches = slices(out, parts, axis)
+        .iter()
+        .enumerate()
+        .map(|(k, sl)| {
+            let (n, w, row, off) = dims(sl);
+            let args = args![In(k), Out(0), n, w, row, off];
+            Launch::new(CONCAT_PART, grid(sl.total, 256), args)
+        })
+        .collect();
+    OpPlan {
+        workspace_bytes: None,
+        launches,
+    }
+}
+
+/// `Op::Transpose { a, b }`: [`plan_transpose`].
 pub(crate) fn transpose_forward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -28,28 +79,10 @@ pub(crate) fn transpose_forward(
     a: usize,
     b: usize,
 ) -> Result<()> {
-    let (x, out) = (ins[0], outs[0]);
-    let n = numel(out);
-    let (da, mid, db, inner) = transpose_view(&x.shape, a, b);
-    let (da, mid, db, inner) = (da as u64, mid as u64, db as u64, inner as u64);
-    let cfg = grid(n as usize, 256);
-    launch!(
-        cx,
-        TRANSPOSE,
-        dt,
-        cfg,
-        ptr(x),
-        ptr(out),
-        n,
-        da,
-        mid,
-        db,
-        inner
-    )
+    cx.run_plan(dt, &plan_transpose(&ins[0].shape, a, b), ins, outs)
 }
 
-/// `Op::Split { axis, .. }`: ins x [.., whole, ..]; outs one part each
-/// [.., part, ..] along `axis`, copied out of x's rows.
+/// `Op::Split { axis, .. }`: [`plan_split`].
 pub(crate) fn split_forward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -57,18 +90,11 @@ pub(crate) fn split_forward(
     outs: &[&TensorRef],
     axis: usize,
 ) -> Result<()> {
-    let x = ins[0];
     let parts: Vec<&Shape> = outs.iter().map(|o| &o.shape).collect();
-    for (part, sl) in outs.iter().zip(slices(&x.shape, &parts, axis)) {
-        let (n, w, row, off) = dims(&sl);
-        let cfg = grid(sl.total, 256);
-        launch!(cx, SPLIT_PART, dt, cfg, ptr(x), ptr(part), n, w, row, off)?;
-    }
-    Ok(())
+    cx.run_plan(dt, &plan_split(&ins[0].shape, &parts, axis), ins, outs)
 }
 
-/// `Op::Concat { axis }`: ins one part each [.., part, ..]; outs
-/// out [.., whole, ..] along `axis`, each part copied into its rows.
+/// `Op::Concat { axis }`: [`plan_concat`].
 pub(crate) fn concat_forward(
     cx: &mut CudaBackend,
     dt: DType,
@@ -76,25 +102,8 @@ pub(crate) fn concat_forward(
     outs: &[&TensorRef],
     axis: usize,
 ) -> Result<()> {
-    let out = outs[0];
     let parts: Vec<&Shape> = ins.iter().map(|i| &i.shape).collect();
-    for (part, sl) in ins.iter().zip(slices(&out.shape, &parts, axis)) {
-        let (n, w, row, off) = dims(&sl);
-        let cfg = grid(sl.total, 256);
-        launch!(
-            cx,
-            CONCAT_PART,
-            dt,
-            cfg,
-            ptr(part),
-            ptr(out),
-            n,
-            w,
-            row,
-            off
-        )?;
-    }
-    Ok(())
+    cx.run_plan(dt, &plan_concat(&outs[0].shape, &parts, axis), ins, outs)
 }
 
 /// A slice's (elements, width, row, offset) as the part kernels take them.

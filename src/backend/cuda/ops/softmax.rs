@@ -1,12 +1,13 @@
 //! `Op::Softmax` and its backward (kernels/softmax.cu): one block of 256
 //! threads per row of V.
 
-use crate::backend::cuda::launch::{family_kernels, launch, ptr, rows, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, rows, EVERY_DTYPE};
+use crate::backend::cuda::plan::{args, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
 use crate::graph::ops::softmax::RowDims;
-use crate::tensor::DType;
+use crate::tensor::{DType, Shape};
 
 family_kernels! {
     /// kernels/softmax.cu.
@@ -16,28 +17,43 @@ family_kernels! {
     }
 }
 
-/// `Op::Softmax`: ins x [R, V]; outs y [R, V].
+/// The launch of `Op::Softmax` on `x [R, V]`: ins x [R, V]; outs y [R, V].
+pub fn plan_forward(x: &Shape) -> OpPlan {
+    let RowDims { rows: r, cols } = RowDims::of(x);
+    let args = args![In(0), Out(0), cols as u64];
+    OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(FORWARD, rows(r), args)],
+    }
+}
+
+/// The launch of `Op::SoftmaxBackward` on `y [R, V]`: ins y [R, V],
+/// dy [R, V]; outs dx [R, V].
+pub fn plan_backward(y: &Shape) -> OpPlan {
+    let RowDims { rows: r, cols } = RowDims::of(y);
+    let args = args![In(0), In(1), Out(0), cols as u64];
+    OpPlan {
+        workspace_bytes: None,
+        launches: vec![Launch::new(BACKWARD, rows(r), args)],
+    }
+}
+
+/// `Op::Softmax`: [`plan_forward`].
 pub(crate) fn softmax_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (x, y) = (ins[0], outs[0]);
-    let RowDims { rows: r, cols } = RowDims::of(&x.shape);
-    let v = cols as u64;
-    launch!(cx, FORWARD, dt, rows(r), ptr(x), ptr(y), v)
+    cx.run_plan(dt, &plan_forward(&ins[0].shape), ins, outs)
 }
 
-/// `Op::SoftmaxBackward`: ins y [R, V], dy [R, V]; outs dx [R, V].
+/// `Op::SoftmaxBackward`: [`plan_backward`].
 pub(crate) fn softmax_backward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let (y, dy, dx) = (ins[0], ins[1], outs[0]);
-    let RowDims { rows: r, cols } = RowDims::of(&y.shape);
-    let v = cols as u64;
-    launch!(cx, BACKWARD, dt, rows(r), ptr(y), ptr(dy), ptr(dx), v)
+    cx.run_plan(dt, &plan_backward(&ins[0].shape), ins, outs)
 }
