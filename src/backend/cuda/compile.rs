@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 
+use super::cache;
 use crate::error::{Error, Result};
 
 const COMMON: &str = include_str!("../../../kernels/common.cuh");
@@ -86,9 +87,38 @@ fn nvrtc_err(file: &str, what: String) -> Error {
 }
 
 /// Compiles one kernel file (`kernels/<file>.cu`, its text `source`) to CUBIN
-/// for `arch` (such as "sm_90").
+/// for `arch` (such as "sm_90"), or takes it from the on-disk cache
+/// ([`super::cache`]) when the same source, architecture, NVRTC and options
+/// made it before.
 pub fn compile(file: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
-    Ok(build(file, source, arch, false)?.cubin)
+    let version = format!("{:?}", nvrtc_version());
+    let opts = options(arch).join("\n");
+    let key = cache::key(&[
+        COMMON.as_bytes(),
+        source.as_bytes(),
+        version.as_bytes(),
+        opts.as_bytes(),
+    ]);
+    if let Some(cubin) = cache::load(file, &key) {
+        return Ok(cubin);
+    }
+    let cubin = build(file, source, arch, false)?.cubin;
+    cache::store(file, &key, &cubin);
+    Ok(cubin)
+}
+
+/// NVRTC's options for `arch`, the include paths found now among them.
+fn options(arch: &str) -> Vec<String> {
+    let mut opts = vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_string(),
+    ];
+    opts.extend(
+        include_paths()
+            .into_iter()
+            .map(|p| format!("--include-path={p}")),
+    );
+    opts
 }
 
 /// What NVRTC made of one kernel file.
@@ -118,15 +148,7 @@ fn build(file: &str, src: &str, arch: &str, want_ptx: bool) -> Result<Compiled> 
     let name = CString::new(format!("{file}.cu")).map_err(|e| nvrtc_err(file, e.to_string()))?;
     let prog = result::create_program(&code, Some(&name))
         .map_err(|e| nvrtc_err(file, format!("{e:?}")))?;
-    let mut opts = vec![
-        format!("--gpu-architecture={arch}"),
-        "--std=c++17".to_string(),
-    ];
-    opts.extend(
-        include_paths()
-            .into_iter()
-            .map(|p| format!("--include-path={p}")),
-    );
+    let opts = options(arch);
     // SAFETY: prog is a live program; options are plain strings.
     let compiled = unsafe { result::compile_program(prog, &opts) };
     let out = match compiled {

@@ -16,6 +16,7 @@
 //! has not yet run on a GPU in this repository's history (see the README).
 
 mod blas;
+pub mod cache;
 pub mod compile;
 mod context;
 mod launch;
