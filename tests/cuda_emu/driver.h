@@ -1,6 +1,6 @@
-// Shared by every driver in tests/cuda_emu/: f32/i32 files, storage
-// rounding, and the launch shapes of src/backend/cuda/launch.rs. Include it after
-// emu.h, common.cuh and the kernel file.
+// Shared by every driver in tests/cuda_emu/: f32/i32 files and storage
+// rounding; the launches themselves come from the host's plans (replay.h).
+// Include it after emu.h, common.cuh and the kernel file.
 #pragma once
 #include <cstdio>
 #include <cstdlib>
@@ -62,36 +62,4 @@ std::vector<T> poisoned(size_t n) {
 template <typename T>
 void write_out(const std::string& dir, const char* name, const std::vector<T>& v) {
     write_f32(dir + "/" + name + ".f32", widen(v));
-}
-
-// The LaunchConfig helpers of src/backend/cuda/launch.rs.
-struct Launch {
-    dim3 grid;
-    unsigned block;
-};
-// grid(n, block): ceil(n / block) blocks (at least one) of `block` threads.
-inline Launch grid(u64 n, unsigned block) {
-    u64 blocks = (n + block - 1) / block;
-    return Launch{dim3{(unsigned)(blocks > 1 ? blocks : 1), 1, 1}, block};
-}
-// rows(n): one block of 256 threads per row (at least one block).
-inline Launch rows(u64 n) { return Launch{dim3{(unsigned)(n > 1 ? n : 1), 1, 1}, 256}; }
-
-template <class K, class... A>
-void launch(Launch cfg, K kernel, A... args) {
-    emu::launch(cfg.grid, cfg.block, kernel, args...);
-}
-
-inline u64 arg_u64(const char* s) { return std::strtoull(s, 0, 10); }
-inline float arg_f32(const char* s) { return std::strtof(s, 0); }
-
-// Calls f(T{}) with T the storage type named `dt` (f32, f16, bf16); false
-// for any other name.
-template <class F>
-bool with_dtype(const std::string& dt, F f) {
-    if (dt == "f32") f(float{});
-    else if (dt == "f16") f(__half{});
-    else if (dt == "bf16") f(__nv_bfloat16{});
-    else return false;
-    return true;
 }

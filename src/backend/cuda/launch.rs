@@ -170,27 +170,6 @@ pub(super) enum KArg {
     Dims(Dims6),
 }
 
-impl From<u64> for KArg {
-    fn from(x: u64) -> Self {
-        KArg::U64(x)
-    }
-}
-impl From<u32> for KArg {
-    fn from(x: u32) -> Self {
-        KArg::U32(x)
-    }
-}
-impl From<f32> for KArg {
-    fn from(x: f32) -> Self {
-        KArg::F32(x)
-    }
-}
-impl From<Dims6> for KArg {
-    fn from(x: Dims6) -> Self {
-        KArg::Dims(x)
-    }
-}
-
 impl CudaBackend {
     /// Launches `entry` for `dtype` with `args`, which are in the kernel's order
     /// and of its parameter types (`u64`, `unsigned`, `float`, `Dims6`).

@@ -81,10 +81,9 @@ pub fn plan_adamw(params: &[(&Shape, bool)], s: &AdamWStep) -> Result<OpPlan> {
     let cfg = table_grid(widest.div_ceil(256).clamp(1, 1024), params.len());
     let (lr, b1, b2, eps) = (s.lr as f32, s.beta1 as f32, s.beta2 as f32, s.eps as f32);
     let args = args![Table, lr, b1, b2, eps, bc1, bc2, s.grad_scale as f32];
-    Ok(OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(ADAMW_MULTI, cfg, args).with_table(table)],
-    })
+    Ok(OpPlan::one(
+        Launch::new(ADAMW_MULTI, cfg, args).with_table(table),
+    ))
 }
 
 impl CudaBackend {

@@ -119,6 +119,16 @@ pub struct OpPlan {
     pub launches: Vec<Launch>,
 }
 
+impl OpPlan {
+    /// The plan of most ops: one launch, no workspace.
+    pub fn one(launch: Launch) -> OpPlan {
+        OpPlan {
+            workspace_bytes: None,
+            launches: vec![launch],
+        }
+    }
+}
+
 /// `args![a, b, ..]`: a launch's argument list, each converted by its type.
 macro_rules! args {
     ($($a:expr),* $(,)?) => {

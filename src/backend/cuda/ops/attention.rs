@@ -110,10 +110,7 @@ pub fn plan_forward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<Op
     let cfg = tiles(&a, path)?;
     let (t, c, nh) = tch(&a);
     let args = args![In(0), Out(0), Out(1), t, c, nh, a.scale_f32()];
-    Ok(OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(path.forward, cfg, args)],
-    })
+    Ok(OpPlan::one(Launch::new(path.forward, cfg, args)))
 }
 
 /// The launches of `Op::AttentionBackward { n_head }`: ins qkv [B, T, 3C],

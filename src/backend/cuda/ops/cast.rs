@@ -35,14 +35,11 @@ fn from(from: DType) -> Result<Entry> {
 pub fn plan_forward(from_dtype: DType, out: &Shape) -> Result<OpPlan> {
     let entry = from(from_dtype)?;
     let n = out.numel() as u64;
-    Ok(OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(
-            entry,
-            grid(n as usize, 256),
-            args![In(0), Out(0), n],
-        )],
-    })
+    Ok(OpPlan::one(Launch::new(
+        entry,
+        grid(n as usize, 256),
+        args![In(0), Out(0), n],
+    )))
 }
 
 /// `Op::Cast { to }`: [`plan_forward`], run for `to`.

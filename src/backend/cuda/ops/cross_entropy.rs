@@ -41,10 +41,7 @@ pub fn plan_forward(logits: &Shape) -> OpPlan {
 pub fn plan_backward(logits: &Shape) -> OpPlan {
     let RowDims { rows: r, cols } = RowDims::of(logits);
     let args = args![In(0), In(1), In(2), Out(0), r as u64, cols as u64];
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(BACKWARD, rows(r), args)],
-    }
+    OpPlan::one(Launch::new(BACKWARD, rows(r), args))
 }
 
 /// `Op::CrossEntropy`: [`plan_forward`].

@@ -26,10 +26,7 @@ family_kernels! {
 
 /// One launch of `entry`, a thread per element of `out [N]`, 256 to a block.
 fn per_element(entry: Entry, out: &Shape, args: Vec<Arg>) -> OpPlan {
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(entry, grid(out.numel(), 256), args)],
-    }
+    OpPlan::one(Launch::new(entry, grid(out.numel(), 256), args))
 }
 
 fn n(s: &Shape) -> u64 {

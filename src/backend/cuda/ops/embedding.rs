@@ -29,10 +29,7 @@ pub fn plan_forward(ids: &Shape, table: &Shape) -> OpPlan {
     let e = EmbeddingDims::of(ids, table);
     let (n, c, v) = (e.n as u64, e.c as u64, e.vocab as u64);
     let args = args![In(0), In(1), Out(0), n, c, v];
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(FORWARD, grid((n * c) as usize, 256), args)],
-    }
+    OpPlan::one(Launch::new(FORWARD, grid((n * c) as usize, 256), args))
 }
 
 /// The launch of `Op::EmbeddingBackward { vocab }`: ins ids [N] i32,
@@ -43,14 +40,11 @@ pub fn plan_backward(ids: &Shape, dy: &Shape, vocab: usize) -> OpPlan {
     let (n, c) = (e.n as u64, e.c as u64);
     let ranges = embedding_ranges(vocab as u64);
     let args = args![In(0), In(1), Out(0), n, c, vocab as u64, ranges];
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(
-            BACKWARD,
-            grid((c * ranges) as usize, 256),
-            args,
-        )],
-    }
+    OpPlan::one(Launch::new(
+        BACKWARD,
+        grid((c * ranges) as usize, 256),
+        args,
+    ))
 }
 
 /// `Op::Embedding`: [`plan_forward`].

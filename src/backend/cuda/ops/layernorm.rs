@@ -26,10 +26,7 @@ pub fn plan_forward(x: &Shape, eps: f64) -> OpPlan {
     let RowDims { rows: r, cols } = RowDims::of(x);
     let c = cols as u64;
     let args = args![In(0), In(1), In(2), Out(0), Out(1), Out(2), c, eps as f32];
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(FORWARD, rows(r), args)],
-    }
+    OpPlan::one(Launch::new(FORWARD, rows(r), args))
 }
 
 /// The launches of `Op::LayerNormBackward` on `x [R, C]`: ins dy [R, C],

@@ -67,10 +67,11 @@ pub fn plan_expand(out: &Shape, axes: &[usize]) -> Result<OpPlan> {
     let n = out.numel() as u64;
     let (rank, mask, dims) = (r.rank as u64, r.mask, Arg::Dims(r.dims.map(|d| d as u64)));
     let args = args![In(0), Out(0), n, rank, dims, mask];
-    Ok(OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(EXPAND, grid(n as usize, 256), args)],
-    })
+    Ok(OpPlan::one(Launch::new(
+        EXPAND,
+        grid(n as usize, 256),
+        args,
+    )))
 }
 
 /// `Op::Sum`, `Op::Mean`: [`plan_sum`].

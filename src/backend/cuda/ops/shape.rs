@@ -26,10 +26,7 @@ pub fn plan_transpose(x: &Shape, a: usize, b: usize) -> OpPlan {
     let (da, mid, db, inner) = transpose_view(x, a, b);
     let (da, mid, db, inner) = (da as u64, mid as u64, db as u64, inner as u64);
     let args = args![In(0), Out(0), n, da, mid, db, inner];
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(TRANSPOSE, grid(n as usize, 256), args)],
-    }
+    OpPlan::one(Launch::new(TRANSPOSE, grid(n as usize, 256), args))
 }
 
 /// The launches of `Op::Split { axis, .. }` of `x [.., whole, ..]` into

@@ -21,10 +21,7 @@ family_kernels! {
 pub fn plan_forward(x: &Shape) -> OpPlan {
     let RowDims { rows: r, cols } = RowDims::of(x);
     let args = args![In(0), Out(0), cols as u64];
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(FORWARD, rows(r), args)],
-    }
+    OpPlan::one(Launch::new(FORWARD, rows(r), args))
 }
 
 /// The launch of `Op::SoftmaxBackward` on `y [R, V]`: ins y [R, V],
@@ -32,10 +29,7 @@ pub fn plan_forward(x: &Shape) -> OpPlan {
 pub fn plan_backward(y: &Shape) -> OpPlan {
     let RowDims { rows: r, cols } = RowDims::of(y);
     let args = args![In(0), In(1), Out(0), cols as u64];
-    OpPlan {
-        workspace_bytes: None,
-        launches: vec![Launch::new(BACKWARD, rows(r), args)],
-    }
+    OpPlan::one(Launch::new(BACKWARD, rows(r), args))
 }
 
 /// `Op::Softmax`: [`plan_forward`].
