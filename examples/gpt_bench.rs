@@ -4,6 +4,9 @@
 //!
 //! cargo run --release --example gpt_bench -- --backend cuda --model gpt2-124m \
 //!     --batch 16 --seq 1024 --precision bf16 [--budget 24GiB] [--steps 10] [--json]
+//!     [--profile]    then 3 more steps timed per op (CUDA events), by family and phase
+//!     [--max-batch]  the largest batch the planner fits under the budget with no
+//!                    gradient accumulation (a simulation, not a run)
 //! cargo run --release --example gpt_bench -- --smoke      (tiny, cpu: what CI runs)
 
 use std::time::Instant;
@@ -23,8 +26,8 @@ fn arg(name: &str) -> Option<String> {
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let smoke = std::env::args().any(|a| a == "--smoke");
-    let json = std::env::args().any(|a| a == "--json");
+    let flag = |f: &str| std::env::args().any(|a| a == f);
+    let (smoke, json, profile) = (flag("--smoke"), flag("--json"), flag("--profile"));
     let d = |k: &str, full: &str, small: &str| {
         arg(k).unwrap_or_else(|| if smoke { small } else { full }.to_string())
     };
@@ -53,6 +56,11 @@ fn main() -> Result<()> {
     if !json {
         print!("{p}");
     }
+    let max_batch = if flag("--max-batch") {
+        Some(largest_full_batch(&model, opt, &cfg, budget_bytes)?)
+    } else {
+        None
+    };
     let device_name = dev.name();
     let mut t = Trainer::new(dev, model, opt, cfg.clone())?;
     t.use_plan(p.clone());
@@ -74,6 +82,18 @@ fn main() -> Result<()> {
             times.push(s.elapsed().as_secs_f64());
         }
     }
+    // The per-op profile comes from steps of its own: its events must not
+    // slow the steps that give tokens/s.
+    let prof = if profile {
+        const PROFILED: u64 = 3;
+        t.device_mut().start_profile();
+        for _ in 0..PROFILED {
+            t.step(&batch_of())?;
+        }
+        t.device_mut().take_profile()?.map(|p| p.per(PROFILED))
+    } else {
+        None
+    };
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     let m = t.memory_stats();
@@ -89,6 +109,10 @@ fn main() -> Result<()> {
                 "recompute": p.recompute.to_string(), "step_ms": med * 1e3, "tokens_per_s": tok_s,
                 "peak_reserved_bytes": m.peak_reserved_bytes, "peak_allocated_bytes": m.peak_allocated_bytes,
                 "predicted_peak_bytes": p.predicted_peak_bytes, "last_loss": last,
+                "largest_full_batch": max_batch,
+                "profile": prof.as_ref().map(|p| serde_json::json!({
+                    "by_family": p.by_family(), "ops": p.rows, "busy_ms": p.busy_ms(), "idle_ms": p.idle_ms,
+                })),
             })
         );
     } else {
@@ -101,6 +125,43 @@ fn main() -> Result<()> {
             err * 100.0,
             format_bytes(m.peak_allocated_bytes)
         );
+        if let Some(b) = max_batch {
+            println!("largest batch planned without accumulation under the budget: {b}");
+        }
+        match (profile, &prof) {
+            (true, Some(p)) => print!("per step, by phase and op family:\n{p}"),
+            (true, None) => println!("no profile: {device_name} keeps no timer"),
+            _ => {}
+        }
     }
     Ok(())
+}
+
+/// The largest batch whose plan under `budget` runs it in one micro-batch,
+/// by doubling then bisecting on the planner's simulation (no step runs).
+fn largest_full_batch(model: &Gpt, opt: AdamW, cfg: &TrainConfig, budget: u64) -> Result<usize> {
+    let fits = |b: usize| -> Result<bool> {
+        let c = TrainConfig {
+            batch: b,
+            ..cfg.clone()
+        };
+        Ok(plan(model, opt, &c, budget, &[]).is_ok_and(|p| p.micro_batch == b))
+    };
+    if !fits(1)? {
+        return Ok(0);
+    }
+    let mut lo = 1;
+    while lo < 4096 && fits(lo * 2)? {
+        lo *= 2;
+    }
+    let mut hi = lo * 2; // does not fit (or is past the search's end)
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }

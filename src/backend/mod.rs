@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod null;
+pub mod profile;
 pub mod wgpu;
 
 use crate::error::{Error, Result};
@@ -138,6 +139,17 @@ pub trait Backend {
     fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64>;
     /// AdamW with decoupled weight decay, updating params and moments in place.
     fn adamw(&mut self, slots: &[AdamWSlot], step: &AdamWStep) -> Result<()>;
+    /// Queues a timestamp after the work queued so far and returns its index
+    /// among those since the last [`Backend::take_timestamps`], for profiles;
+    /// `None` where the backend keeps no timer.
+    fn timestamp(&mut self) -> Result<Option<usize>> {
+        Ok(None)
+    }
+    /// The timestamps queued since the last call, in milliseconds from any
+    /// fixed origin, after waiting for the work they follow.
+    fn take_timestamps(&mut self) -> Result<Vec<f64>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Backend names `--backend` accepts.
@@ -168,6 +180,7 @@ impl DeviceTensor {
 pub struct Device {
     backend: Box<dyn Backend>,
     memory: CachingAllocator<Box<dyn RawMemory>>,
+    profile: Option<profile::Recorder>,
 }
 
 impl Device {
@@ -183,6 +196,7 @@ impl Device {
         Device {
             backend: Box::new(backend),
             memory: CachingAllocator::new(Box::new(wrap(raw))),
+            profile: None,
         }
     }
 
@@ -192,6 +206,7 @@ impl Device {
         Device {
             backend: Box::new(null::NullBackend),
             memory: CachingAllocator::new(Box::new(crate::memory::SimMemory::new(capacity))),
+            profile: None,
         }
     }
 
@@ -206,6 +221,7 @@ impl Device {
         Ok(Device {
             backend: Box::new(backend),
             memory: CachingAllocator::new(Box::new(raw)),
+            profile: None,
         })
     }
 
@@ -223,6 +239,7 @@ impl Device {
             wgpu::WgpuBackend::open(allow_cpu)?.map(|(backend, raw)| Device {
                 backend: Box::new(backend),
                 memory: CachingAllocator::new(Box::new(raw)),
+                profile: None,
             }),
         )
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::program::{Instr, Program};
+use crate::backend::profile::Span;
 use crate::backend::{Device, DeviceTensor, TensorRef};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Phase, Value, ValueKind};
@@ -168,7 +169,8 @@ fn run(
                     )));
                 };
                 let src = s.r.clone();
-                dev.backend_mut().accumulate(dst, &src)?;
+                let span = Span::new(MemPhase::Backward, "accumulate", "accumulate");
+                dev.timed(span, |b| b.accumulate(dst, &src))?;
             }
             Instr::Run(ni) | Instr::Recompute(ni) => {
                 let recompute = matches!(instr, Instr::Recompute(_));
@@ -260,7 +262,8 @@ fn run(
                 let outs: Vec<TensorRef> = outs.into_iter().cloned().collect();
                 let ir: Vec<&TensorRef> = ins.iter().collect();
                 let or: Vec<&TensorRef> = outs.iter().collect();
-                dev.backend_mut().run(&n.op, &ir, &or)?;
+                let span = Span::new(phase, n.op.family(), n.op.name());
+                dev.timed(span, |b| b.run(&n.op, &ir, &or))?;
             }
             Instr::Free(v) => {
                 if let Some(Slot { r, owned: true }) = slots[v.index()].take() {

@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use super::{StepReport, Trainer};
+use crate::backend::profile::Span;
 use crate::backend::{AdamWSlot, Device, DeviceTensor};
 use crate::config::TrainConfig;
 use crate::data::Batch;
@@ -130,7 +131,8 @@ impl<M: Model> Trainer<M> {
         let views = grads.views();
         // One pass over the gradients: Σg² both detects inf/NaN (the sum is not
         // finite) and gives the norm; unscaling is folded into AdamW's grad scale.
-        let norm = self.device.backend_mut().sum_squares(&views)?.sqrt() / scale;
+        let span = Span::new(MemPhase::Optimizer, "optimizer", "sum_squares");
+        let norm = self.device.timed(span, |b| b.sum_squares(&views))?.sqrt() / scale;
         let lr = self.schedule.at(self.step);
         let skipped = !(loss.is_finite() && norm.is_finite());
         if let Some(s) = &mut self.scaler {
@@ -163,7 +165,8 @@ impl<M: Model> Trainer<M> {
                     decay: p.spec.decays(),
                 })
                 .collect();
-            self.device.backend_mut().adamw(&slots, &args)?;
+            let span = Span::new(MemPhase::Optimizer, "optimizer", "adamw");
+            self.device.timed(span, |b| b.adamw(&slots, &args))?;
         }
         Ok(Update { lr, norm, skipped })
     }

@@ -21,12 +21,16 @@ use view::{bytemuck_cast, bytemuck_cast_mut, bytes, bytes_mut, load};
 
 /// The cpu reference backend; its tensors live in a [`CpuMemory`] and it reads
 /// them through the host addresses their blocks carry.
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// Profile timestamps since the last take: ops finish before `run`
+    /// returns, so the host clock times them.
+    stamps: Vec<std::time::Instant>,
+}
 
 impl CpuBackend {
     /// The backend and the host memory its tensors must be allocated from.
     pub fn new() -> (CpuBackend, CpuMemory) {
-        (CpuBackend, CpuMemory::default())
+        (CpuBackend { stamps: Vec::new() }, CpuMemory::default())
     }
 }
 
@@ -99,6 +103,22 @@ impl Backend for CpuBackend {
                     .sum::<f64>()
             })
             .sum())
+    }
+
+    fn timestamp(&mut self) -> Result<Option<usize>> {
+        self.stamps.push(std::time::Instant::now());
+        Ok(Some(self.stamps.len() - 1))
+    }
+
+    fn take_timestamps(&mut self) -> Result<Vec<f64>> {
+        let stamps = std::mem::take(&mut self.stamps);
+        let Some(&origin) = stamps.first() else {
+            return Ok(Vec::new());
+        };
+        Ok(stamps
+            .iter()
+            .map(|t| t.duration_since(origin).as_secs_f64() * 1e3)
+            .collect())
     }
 
     fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {

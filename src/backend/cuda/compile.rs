@@ -1,7 +1,9 @@
 //! Run-time compilation of `kernels/*.cu` with NVRTC, to CUBIN for the device's
 //! own architecture (so an NVRTC newer than the driver is no problem).
 
+use std::collections::HashMap;
 use std::ffi::CString;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::cache;
 use crate::error::{Error, Result};
@@ -105,6 +107,32 @@ pub fn compile(file: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
     let cubin = build(file, source, arch, false)?.cubin;
     cache::store(file, &key, &cubin);
     Ok(cubin)
+}
+
+/// [`compile`], once per process for each file, source and architecture:
+/// every backend opened later (tests open dozens) loads the same CUBIN.
+pub fn compile_shared(file: &str, source: &str, arch: &str) -> Result<Arc<Vec<u8>>> {
+    type Compiled = HashMap<(String, String, u64), Arc<Vec<u8>>>;
+    static DONE: OnceLock<Mutex<Compiled>> = OnceLock::new();
+    let key = (file.to_string(), arch.to_string(), source_hash(source));
+    let done = DONE.get_or_init(Default::default);
+    if let Some(c) = done.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    // Compiled outside the lock: two threads may both compile a file once,
+    // which costs time, never correctness.
+    let cubin = Arc::new(compile(file, source, arch)?);
+    done.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, cubin.clone());
+    Ok(cubin)
+}
+
+fn source_hash(source: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut h);
+    h.finish()
 }
 
 /// NVRTC's options for `arch`, the include paths found now among them.

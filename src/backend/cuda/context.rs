@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{
-    result as drv, sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaStream,
+    result as drv, sys as drv_sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaStream,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -61,6 +61,15 @@ pub struct CudaBackend {
     /// Set when kernels/attention_tc.cu failed to compile (no crt/mma.h):
     /// attention stays on attention.cu from then on.
     pub(super) tc_attention_broken: bool,
+    /// HEADROOM_CUDA_SYNC=1: wait after every op, so that a fault names the op
+    /// that caused it instead of surfacing at the next sync.
+    pub(super) sync_each_op: bool,
+    /// Timing events for profiles: `events[..events_used]` are recorded since
+    /// the last take; the rest are kept for reuse.
+    pub(super) events: Vec<CudaEvent>,
+    pub(super) events_used: usize,
+    /// Pinned memory for uploads, made at the first one.
+    pub(super) staging: Option<super::staging::Staging>,
 }
 
 impl CudaBackend {
@@ -96,6 +105,10 @@ impl CudaBackend {
                 slots: None,
                 device_name: name,
                 tc_attention_broken: false,
+                sync_each_op: std::env::var("HEADROOM_CUDA_SYNC").is_ok_and(|v| v == "1"),
+                events: Vec::new(),
+                events_used: 0,
+                staging: None,
             },
             mem,
         ))
@@ -114,10 +127,10 @@ impl CudaBackend {
         }
         let file = entry.file();
         if !self.modules.contains_key(file) {
-            let cubin = compile::compile(file, entry.source(), &self.arch)?;
+            let cubin = compile::compile_shared(file, entry.source(), &self.arch)?;
             let m = self
                 .ctx
-                .load_module(Ptx::from_binary(cubin))
+                .load_module(Ptx::from_binary(cubin.to_vec()))
                 .map_err(|e| drv_err(&format!("loading kernels/{file}.cu"), e))?;
             self.modules.insert(file, m);
         }
@@ -126,6 +139,43 @@ impl CudaBackend {
             .map_err(|e| drv_err(&format!("kernel {name}"), e))?;
         self.functions.insert(name, f.clone());
         Ok(f)
+    }
+
+    /// Queues a timing event after the work so far; its index since the last
+    /// [`CudaBackend::take_event_times`].
+    pub(super) fn record_event(&mut self) -> Result<usize> {
+        if self.events_used == self.events.len() {
+            let flags = drv_sys::CUevent_flags::CU_EVENT_DEFAULT;
+            let e = self
+                .ctx
+                .new_event(Some(flags))
+                .map_err(|e| drv_err("event", e))?;
+            self.events.push(e);
+        }
+        let i = self.events_used;
+        self.events[i]
+            .record(&self.stream)
+            .map_err(|e| drv_err("event record", e))?;
+        self.events_used += 1;
+        Ok(i)
+    }
+
+    /// The recorded events' times in ms after the first, once the stream
+    /// reaches them; the events are then free for reuse.
+    pub(super) fn take_event_times(&mut self) -> Result<Vec<f64>> {
+        let used = std::mem::take(&mut self.events_used);
+        let Some(first) = self.events[..used].first() else {
+            return Ok(Vec::new());
+        };
+        self.events[..used]
+            .iter()
+            .map(|e| {
+                first
+                    .elapsed_ms(e)
+                    .map(f64::from)
+                    .map_err(|e| drv_err("event time", e))
+            })
+            .collect()
     }
 
     /// Binds the backend's context to the calling thread.

@@ -9,6 +9,7 @@ use cudarc::driver::{result as drv, CudaContext};
 
 use super::context::{drv_err, CudaBackend};
 use super::launch::ptr;
+use super::staging::Staging;
 use crate::backend::TensorRef;
 use crate::error::Result;
 use crate::memory::{DeviceOutOfMemory, RawMemory, Segment};
@@ -64,10 +65,7 @@ impl CudaBackend {
         let r = self.side_buffer(&mut slot, table.len() as u64);
         self.slots = slot;
         let dev_table = r?;
-        self.bind()?;
-        // SAFETY: the buffer holds table.len() bytes; the copy is ordered after
-        // earlier work on the default stream.
-        unsafe { drv::memcpy_htod_sync(dev_table, table) }.map_err(|e| drv_err("upload", e))?;
+        self.upload_bytes(dev_table, table)?;
         Ok(dev_table)
     }
 
@@ -97,10 +95,26 @@ impl CudaBackend {
 
     /// `data` into `dst`, after the work queued so far.
     pub(super) fn upload(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()> {
+        // The block holds at least data.len() bytes (checked by Device).
+        self.upload_bytes(ptr(dst), data)
+    }
+
+    /// `data` to device address `dst`, ordered after the work queued so far:
+    /// through the pinned ring without waiting ([`super::staging`]), or, for
+    /// what does not fit it, a blocking copy after a sync.
+    fn upload_bytes(&mut self, dst: u64, data: &[u8]) -> Result<()> {
         self.bind()?;
+        if self.staging.is_none() {
+            self.staging = Some(Staging::new(self.ctx.clone())?);
+        }
+        if let Some(staging) = self.staging.as_mut() {
+            if staging.upload(&self.stream, dst, data)? {
+                return Ok(());
+            }
+        }
         self.sync()?;
-        // SAFETY: the block holds at least data.len() bytes (checked by Device).
-        unsafe { drv::memcpy_htod_sync(ptr(dst), data) }.map_err(|e| drv_err("upload", e))
+        // SAFETY: the caller's buffer at dst holds data.len() bytes.
+        unsafe { drv::memcpy_htod_sync(dst, data) }.map_err(|e| drv_err("upload", e))
     }
 
     /// `src`'s bytes, after the work queued so far.

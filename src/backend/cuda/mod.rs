@@ -24,6 +24,7 @@ mod memory;
 pub mod ops;
 pub mod optim;
 pub mod plan;
+mod staging;
 
 pub use context::{available, CudaBackend};
 pub use launch::{Entry, FamilyKernels};
@@ -68,8 +69,96 @@ impl Backend for CudaBackend {
         })
     }
 
-    /// Routes each op to its family's launch (ops/<family>.rs).
+    /// Routes each op to its family's launch ([`CudaBackend::route`]); a
+    /// failure names the op and its tensors, and with HEADROOM_CUDA_SYNC=1 the
+    /// backend waits after each op so that an asynchronous fault (an illegal
+    /// address) is reported by the op that caused it.
     fn run(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()> {
+        let r = self.route(op, ins, outs);
+        let r = if self.sync_each_op {
+            r.and_then(|()| self.sync())
+        } else {
+            r
+        };
+        r.map_err(|e| at_op(e, op.name(), ins, outs))
+    }
+
+    fn write(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()> {
+        self.upload(dst, data)
+    }
+
+    fn read(&mut self, src: &TensorRef) -> Result<Vec<u8>> {
+        self.download(src)
+    }
+
+    fn accumulate(&mut self, dst: &TensorRef, src: &TensorRef) -> Result<()> {
+        let r = elementwise::accumulate(self, dst, src);
+        self.checked(r, "accumulate", &[src], &[dst])
+    }
+
+    fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64> {
+        let r = self.sum_squares_multi(ts);
+        self.checked(r, "sum_squares", ts, &[])
+    }
+
+    fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
+        let r = self.adamw_multi(slots, s);
+        let params: Vec<&TensorRef> = slots.iter().map(|s| s.param).collect();
+        self.checked(r, "adamw", &[], &params)
+    }
+
+    fn timestamp(&mut self) -> Result<Option<usize>> {
+        self.record_event().map(Some)
+    }
+
+    fn take_timestamps(&mut self) -> Result<Vec<f64>> {
+        self.take_event_times()
+    }
+}
+
+/// `e` with the op and its tensors named, shapes and dtypes.
+fn at_op(e: Error, op: &str, ins: &[&TensorRef], outs: &[&TensorRef]) -> Error {
+    let list = |ts: &[&TensorRef]| {
+        let v: Vec<String> = ts
+            .iter()
+            .take(6)
+            .map(|t| format!("{} {}", t.shape, t.dtype))
+            .collect();
+        let more = if ts.len() > 6 {
+            format!(", … {} in all", ts.len())
+        } else {
+            String::new()
+        };
+        format!("{}{more}", v.join(", "))
+    };
+    match e {
+        Error::Kernel { op: what, detail } => Error::Kernel {
+            op: what,
+            detail: format!("{op} (in: {}; out: {}): {detail}", list(ins), list(outs)),
+        },
+        other => other,
+    }
+}
+
+impl CudaBackend {
+    /// What `run` does to a result for the backend's own multi-tensor work.
+    fn checked<T>(
+        &self,
+        r: Result<T>,
+        op: &str,
+        ins: &[&TensorRef],
+        outs: &[&TensorRef],
+    ) -> Result<T> {
+        let r = if self.sync_each_op {
+            r.and_then(|x| self.sync().map(|()| x))
+        } else {
+            r
+        };
+        r.map_err(|e| at_op(e, op, ins, outs))
+    }
+
+    /// Each op to its family's launch (ops/<family>.rs).
+    fn route(&mut self, op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) -> Result<()> {
         self.bind()?;
         let dt = storage_dtype(ins.iter().chain(outs).map(|t| t.dtype));
         // A type no kernel is instantiated for is refused before any family.
@@ -109,24 +198,38 @@ impl Backend for CudaBackend {
             Op::Reshape { .. } => Err(Error::Internal("reshape reached a kernel".into())),
         }
     }
+}
 
-    fn write(&mut self, dst: &TensorRef, data: &[u8]) -> Result<()> {
-        self.upload(dst, data)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{CachingAllocator, SimMemory};
+    use crate::tensor::Shape;
 
-    fn read(&mut self, src: &TensorRef) -> Result<Vec<u8>> {
-        self.download(src)
-    }
-
-    fn accumulate(&mut self, dst: &TensorRef, src: &TensorRef) -> Result<()> {
-        elementwise::accumulate(self, dst, src)
-    }
-
-    fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64> {
-        self.sum_squares_multi(ts)
-    }
-
-    fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
-        self.adamw_multi(slots, s)
+    #[test]
+    fn a_failure_names_the_op_and_its_tensors() {
+        let mut mem = CachingAllocator::new(SimMemory::new(1 << 30));
+        let mut t = |dims: &[usize], dtype| TensorRef {
+            block: mem.alloc(4096).unwrap(),
+            shape: Shape::new(dims),
+            dtype,
+        };
+        let (qkv, dqkv) = (t(&[2, 8, 96], DType::BF16), t(&[2, 8, 96], DType::BF16));
+        let fault = Error::Kernel {
+            op: "cuda",
+            detail: "sync: CUDA_ERROR_ILLEGAL_ADDRESS".into(),
+        };
+        let e = at_op(fault, "attention_backward", &[&qkv], &[&dqkv]).to_string();
+        println!("{e}");
+        assert!(e.contains("attention_backward (in: "), "{e}");
+        assert!(
+            e.contains(&format!("{} bf16", Shape::new(&[2, 8, 96]))),
+            "{e}"
+        );
+        assert!(e.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{e}");
+        // Other errors (a typed budget or shape error) pass through unchanged.
+        let other = Error::Internal("x".into());
+        let same = at_op(Error::Internal("x".into()), "matmul", &[&qkv], &[]);
+        assert_eq!(same.to_string(), other.to_string());
     }
 }

@@ -8,6 +8,32 @@ use crate::graph::{Graph, Value};
 use crate::tensor::{DType, Shape};
 
 impl Op {
+    /// The family the op belongs to: its file in `graph::ops` and in each
+    /// backend's `ops/`, as profiles and traffic tables group ops.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Op::Embedding | Op::EmbeddingBackward { .. } => "embedding",
+            Op::MatMul { .. } => "matmul",
+            Op::Add
+            | Op::Mul
+            | Op::Scale { .. }
+            | Op::Fill { .. }
+            | Op::Gelu
+            | Op::GeluBackward
+            | Op::BiasGelu
+            | Op::BiasGeluBackward => "elementwise",
+            Op::LayerNorm { .. } | Op::LayerNormBackward => "layernorm",
+            Op::Attention { .. } | Op::AttentionBackward { .. } => "attention",
+            Op::Softmax | Op::SoftmaxBackward => "softmax",
+            Op::CrossEntropy | Op::CrossEntropyBackward => "cross_entropy",
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::Split { .. } | Op::Concat { .. } => {
+                "shape"
+            }
+            Op::Sum { .. } | Op::Mean { .. } | Op::Expand { .. } => "reduce",
+            Op::Cast { .. } => "cast",
+        }
+    }
+
     /// The shape rule: output shapes and dtypes from the operands'.
     pub fn infer(&self, ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
         let spec = self.spec();
