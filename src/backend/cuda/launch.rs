@@ -66,6 +66,11 @@ impl Entry {
         self.file
     }
 
+    /// The kernel's name without its dtype suffix.
+    pub fn stem(&self) -> &'static str {
+        self.stem
+    }
+
     /// That file's text.
     pub(super) fn source(&self) -> &'static str {
         self.source

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod optim;
 pub mod plan;
 mod staging;
+pub mod traffic;
 
 pub use context::{available, CudaBackend};
 pub use launch::{Entry, FamilyKernels};

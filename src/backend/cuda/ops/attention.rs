@@ -65,12 +65,21 @@ const TENSOR_CORES: Path = Path {
 /// compare the two on a GPU.
 fn tensor_core_attention(cx: &CudaBackend, dtype: DType, hd: usize) -> bool {
     let forced_off = std::env::var("HEADROOM_ATTENTION").is_ok_and(|v| v == "cuda-cores");
-    !forced_off
-        && !cx.tc_attention_broken
-        && cx.sm() >= 80
-        && matches!(dtype, DType::F16 | DType::BF16)
-        && hd % 16 == 0
-        && hd <= 64
+    !forced_off && !cx.tc_attention_broken && cx.sm() >= 80 && tensor_core_dims(dtype, hd)
+}
+
+/// The dtypes and head sizes attention_tc.cu is written for.
+fn tensor_core_dims(dtype: DType, hd: usize) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16) && hd % 16 == 0 && hd <= 64
+}
+
+/// Whether attention over `qkv` with `n_head` heads in `dtype` can take the
+/// tensor-core kernels on an sm_80+ GPU.
+pub fn tensor_core_shape(dtype: DType, qkv: &Shape, n_head: usize) -> Result<bool> {
+    Ok(tensor_core_dims(
+        dtype,
+        AttentionDims::of(qkv, n_head)?.head_dim,
+    ))
 }
 
 /// The tiles both directions share: one block per `path.rows` rows of one
