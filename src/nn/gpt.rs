@@ -179,9 +179,13 @@ impl Gpt {
         })
     }
 
-    /// Number of trainable scalars, the tied embedding counted once.
+    /// Number of trainable scalars, the tied embedding counted once and its
+    /// vocabulary padding not at all (GPT-2 124M: 124,439,808).
     pub fn num_params(&self) -> usize {
-        self.param_specs().iter().map(|p| p.shape.numel()).sum()
+        self.param_specs()
+            .iter()
+            .map(|p| p.file_shape().numel())
+            .sum()
     }
 }
 
