@@ -71,6 +71,91 @@ fn resume_continues_bit_identically() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A vocabulary padded for the logits GEMM (300 → 384): the padding rows of
+/// the tied embedding and of its AdamW moments stay exactly zero through
+/// training (weight decay included), the checkpoint holds GPT-2-shaped
+/// [300, C] tensors (what a build without padding wrote, so those load
+/// unchanged), and resume is still bit-identical.
+#[test]
+fn a_padded_vocabulary_resumes_bit_identically_from_unpadded_files() {
+    let padded = GptConfig {
+        vocab_size: 300,
+        ..small()
+    };
+    assert_eq!(padded.padded_vocab(), 384);
+    let c = padded.n_embd;
+    let t = |c: &GptConfig| {
+        let opt = AdamW {
+            weight_decay: 0.1,
+            ..AdamW::new(3e-3)
+        };
+        Trainer::new(Device::cpu(), Gpt::new(c.clone()).unwrap(), opt, cfg()).unwrap()
+    };
+    let data = Dataset::bundled();
+    let mut a = t(&padded);
+    let la: Vec<f32> = (0..12)
+        .map(|_| {
+            let b = a.next_batch(&data).unwrap();
+            a.step(&b).unwrap().loss
+        })
+        .collect();
+    let zero_padding = |tensors: Vec<headroom::HostTensor>| {
+        for x in tensors {
+            assert_eq!(x.shape.dims(), &[384, c]);
+            let v = x.to_f64_vec();
+            assert!(v[..300 * c].iter().any(|&x| x != 0.0));
+            assert!(v[300 * c..].iter().all(|&x| x == 0.0), "padding rows moved");
+        }
+    };
+    let wte = |t: &mut Trainer<Gpt>| {
+        let p = t
+            .parameters()
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == "wte.weight");
+        let (_, m, v) = t
+            .optimizer_state()
+            .unwrap()
+            .into_iter()
+            .find(|(n, _, _)| n == "wte.weight")
+            .unwrap();
+        vec![p.unwrap().1, m, v]
+    };
+    zero_padding(wte(&mut a));
+
+    let dir = tmp("padded");
+    let mut b = t(&padded);
+    for _ in 0..5 {
+        let batch = b.next_batch(&data).unwrap();
+        b.step(&batch).unwrap();
+    }
+    let path = dir.join(checkpoint::name_for(5));
+    b.save_checkpoint(&path).unwrap();
+    drop(b);
+    let ck = checkpoint::load(&path).unwrap();
+    let (_, w) = ck.params.iter().find(|(n, _)| n == "wte.weight").unwrap();
+    assert_eq!(w.shape.dims(), &[300, c], "the file is GPT-2-shaped");
+    let (m, v) = &ck.moments["wte.weight"];
+    assert_eq!(
+        (m.shape.dims(), v.shape.dims()),
+        (&[300, c][..], &[300, c][..])
+    );
+    let mut r = t(&padded);
+    assert_eq!(r.resume(&dir).unwrap(), 5);
+    let lr: Vec<f32> = (5..12)
+        .map(|_| {
+            let batch = r.next_batch(&data).unwrap();
+            r.step(&batch).unwrap().loss
+        })
+        .collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&lr), bits(&la[5..]));
+    assert!(r.parameters().unwrap() == a.parameters().unwrap());
+    assert!(r.optimizer_state().unwrap() == a.optimizer_state().unwrap());
+    zero_padding(wte(&mut r));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn f16_resume_keeps_the_loss_scaler() {
     let data = Dataset::bundled();

@@ -7,7 +7,7 @@ use headroom::graph::{autodiff, Graph, Value};
 use headroom::nn::Model;
 use headroom::rng::Rng;
 use headroom::schedule::{lower, Program};
-use headroom::{DType, Device, Gpt, GptConfig, HostTensor};
+use headroom::{DType, Device, Gpt, GptConfig, HostTensor, Shape};
 
 mod common;
 use common::ops;
@@ -210,8 +210,79 @@ fn whole_tiny_gpt() {
     args.push(ids(&[2, 5], 11));
     args.push(ids(&[2, 5], 11));
     // A model, not an op: no row of the op list, no parity test on backends.
+    // Its 11 classes padded to 128 logits: the padding rows of the tied
+    // embedding get a zero gradient, as central differences say.
+    assert_eq!(model.config.padded_vocab(), 128);
     check(&OpCase::new("gpt", args, move |g, v| {
         let logits = model.forward(g, v[n])?;
-        Ok(vec![g.cross_entropy(logits, v[n + 1])?])
+        Ok(vec![g.cross_entropy_classes(logits, v[n + 1], 11)?])
     }));
+}
+
+/// Op::CrossEntropyFused in f64: its loss is Op::CrossEntropy's and its
+/// dlogits the loss's gradient by central differences (times the seed), 0
+/// exactly past the classes; with the logits computed (so dlogits takes
+/// their memory) and bound (so it cannot).
+#[test]
+fn fused_cross_entropy_is_the_loss_and_its_gradient() {
+    use headroom::graph::Op;
+    let (r, v, classes, seed) = (6, 11, 7, 0.37);
+    let mut rng = Rng::new(41);
+    let x: Vec<f64> = (0..r * v).map(|_| 2.0 * rng.normal()).collect();
+    let t: Vec<i32> = (0..r).map(|_| rng.below(classes) as i32).collect();
+    let (targets, seed_t) = (
+        HostTensor::from_i32(Shape::new(&[r]), &t).unwrap(),
+        HostTensor::from_f64_as(Shape::scalar(), &[seed], DType::F64).unwrap(),
+    );
+    let mut dev = Device::cpu();
+    let run = |dev: &mut Device, x: &[f64], fused: bool, computed: bool| {
+        let mut g = Graph::new();
+        let xv = g.input("x", [r, v], DType::F64).unwrap();
+        let tv = g.input("t", [r], DType::I32).unwrap();
+        let sv = g.input("s", [], DType::F64).unwrap();
+        let logits = if computed {
+            g.scale(xv, 1.0).unwrap()
+        } else {
+            xv
+        };
+        let outs = if fused {
+            g.apply(Op::CrossEntropyFused { classes }, &[logits, tv, sv])
+                .unwrap()
+        } else {
+            vec![g.cross_entropy_classes(logits, tv, classes).unwrap()]
+        };
+        let xt = HostTensor::from_f64_as(Shape::new(&[r, v]), x, DType::F64).unwrap();
+        let p = lower(&g, &outs).unwrap();
+        run_program(
+            dev,
+            &g,
+            &p,
+            &[(xv, xt), (tv, targets.clone()), (sv, seed_t.clone())],
+        )
+    };
+    let loss = run(&mut dev, &x, false, false)[0][0];
+    for computed in [false, true] {
+        let got = run(&mut dev, &x, true, computed);
+        assert_eq!(
+            got[0][0], loss,
+            "the fused loss is the loss (computed {computed})"
+        );
+        let mut worst = 0.0f64;
+        for i in 0..r * v {
+            let h = 1e-6;
+            let (mut a, mut b) = (x.clone(), x.clone());
+            a[i] += h;
+            b[i] -= h;
+            let fd = seed
+                * (run(&mut dev, &a, false, false)[0][0] - run(&mut dev, &b, false, false)[0][0])
+                / (2.0 * h);
+            if i % v >= classes {
+                assert_eq!(got[1][i], 0.0, "padding logit {i} has a gradient");
+                assert_eq!(fd, 0.0, "padding logit {i} changes the loss");
+            }
+            worst = worst.max((got[1][i] - fd).abs());
+        }
+        println!("cross_entropy_fused f64 (computed {computed}): worst |dlogits − fd| {worst:.2e}");
+        assert!(worst < 1e-8, "dlogits vs central differences: {worst}");
+    }
 }

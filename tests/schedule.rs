@@ -489,3 +489,134 @@ fn every_recompute_policy_lowers_the_same_traced_graph() {
         "the logits graph is the second"
     );
 }
+
+/// A training step's loss and dlogits are one Op::CrossEntropyFused, recorded
+/// in the backward phase: under every recompute policy it runs once, is never
+/// recomputed, and is the logits' last reader (their Free follows it at once
+/// and no later instruction reads them), so dlogits may take their block and
+/// nothing can read the overwritten logits.
+#[test]
+fn the_fused_loss_runs_once_as_the_last_reader_of_the_logits() {
+    use headroom::graph::{NodeId, Op};
+    use headroom::schedule::step::{GraphKey, GraphKind, ProgramKey, StepCompiler};
+    use headroom::schedule::Instr;
+    let model = Gpt::new(small()).unwrap();
+    let mut compiler = StepCompiler::new(Precision::F32);
+    for recompute in POLICIES {
+        let graph = GraphKey {
+            kind: GraphKind::Train,
+            micro_batch: 2,
+            seq: 32,
+        };
+        let key = ProgramKey {
+            graph,
+            recompute: Some(recompute),
+            accumulate: false,
+        };
+        let (sg, p) = compiler.program(&model, key).unwrap();
+        let g = &sg.graph;
+        let fused: Vec<NodeId> = (0..g.nodes().len() as u32)
+            .map(NodeId)
+            .filter(|&n| matches!(g.node(n).op, Op::CrossEntropyFused { .. }))
+            .collect();
+        assert_eq!(fused.len(), 1, "{recompute}: one fused loss");
+        let f = fused[0];
+        let logits = g.node(f).inputs[0];
+        let runs = |i: Instr| p.instrs.iter().filter(|&&x| x == i).count();
+        assert_eq!(runs(Instr::Run(f)), 1, "{recompute}");
+        assert_eq!(
+            runs(Instr::Recompute(f)),
+            0,
+            "{recompute}: never recomputed"
+        );
+        let at = p.instrs.iter().position(|&i| i == Instr::Run(f)).unwrap();
+        let after = &p.instrs[at + 1..];
+        let frees = after.iter().take_while(|i| matches!(i, Instr::Free(_)));
+        assert!(
+            frees.clone().any(|&i| i == Instr::Free(logits)),
+            "{recompute}: the logits die at the fused loss"
+        );
+        for &i in after {
+            if let Instr::Run(n) | Instr::Recompute(n) = i {
+                assert!(
+                    !g.node(n).inputs.contains(&logits),
+                    "{recompute}: {} reads the logits after the fused loss",
+                    g.node(n).op.name()
+                );
+            }
+        }
+    }
+}
+
+/// Op::CrossEntropyFused writes dlogits over the logits when they die there:
+/// no allocation for it, the same bits as when the logits must stay (a
+/// program output) or are bound (not the program's to overwrite), and a peak
+/// lower by the logits.
+#[test]
+fn the_fused_loss_reuses_the_dying_logits() {
+    use headroom::graph::{Graph, Op};
+    use headroom::memory::timeline::EventKind;
+    use headroom::schedule::{execute, lower, Mode};
+    use headroom::{DType, Shape};
+    use std::collections::HashMap;
+
+    let (n, v, classes) = (64, 384, 300);
+    let mut g = Graph::new();
+    let x = g.param("x", Shape::new(&[n, v]), DType::F32).unwrap();
+    let t = g.input("t", Shape::new(&[n]), DType::I32).unwrap();
+    let s = g.input("s", Shape::scalar(), DType::F32).unwrap();
+    let logits = g.scale(x, 2.0).unwrap();
+    let fused = g
+        .apply(Op::CrossEntropyFused { classes }, &[logits, t, s])
+        .unwrap();
+    let mut rng = Rng::new(6);
+    let xs: Vec<f64> = (0..n * v).map(|_| rng.normal()).collect();
+    let ts: Vec<i32> = (0..n).map(|_| rng.below(classes) as i32).collect();
+
+    let mut results = Vec::new();
+    for keep_logits in [false, true] {
+        let mut outs = fused.clone();
+        if keep_logits {
+            outs.push(logits);
+        }
+        let prog = lower(&g, &outs).unwrap();
+        let mut dev = Device::cpu();
+        let host = |s: &[usize], v: &[f64]| HostTensor::from_f64_as(Shape::new(s), v, DType::F32);
+        let tx = dev.upload(&host(&[n, v], &xs).unwrap()).unwrap();
+        let ts = HostTensor::from_i32(Shape::new(&[n]), &ts).unwrap();
+        let tt = dev.upload(&ts).unwrap();
+        let tsd = dev.upload(&host(&[], &[0.5]).unwrap()).unwrap();
+        let bind: HashMap<_, _> = [(x, tx.view()), (t, tt.view()), (s, tsd.view())]
+            .into_iter()
+            .collect();
+        dev.start_trace();
+        let res = execute(&mut dev, &g, &prog, &bind, Mode::Train).unwrap();
+        let events = dev.take_trace().unwrap();
+        let big_allocs = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Alloc && e.op == "cross_entropy_fused")
+            .filter(|e| e.bytes >= (n * v * 4) as u64)
+            .count();
+        let peak = events.iter().map(|e| e.allocated).max().unwrap();
+        let vals: Vec<Vec<f64>> = res[..2]
+            .iter()
+            .map(|r| dev.download(r.view()).unwrap().to_f64_vec())
+            .collect();
+        for r in res {
+            dev.free(r);
+        }
+        results.push((big_allocs, peak, vals));
+    }
+    let (donated, kept) = (&results[0], &results[1]);
+    assert_eq!(donated.0, 0, "dlogits took the logits' block");
+    assert_eq!(kept.0, 1, "logits still needed: dlogits allocated");
+    assert_eq!(donated.2, kept.2, "same bits either way");
+    assert!(
+        donated.2[1]
+            .chunks(v)
+            .all(|row| row[classes..].iter().all(|&d| d == 0.0)),
+        "padding logits get no gradient"
+    );
+    let logits_bytes = (n * v * 4) as u64;
+    assert_eq!(kept.1 - donated.1, logits_bytes, "peak lower by the logits");
+}

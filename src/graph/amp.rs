@@ -161,7 +161,7 @@ mod tests {
             target_dtypes(add, &[F32, BF16], BF16),
             vec![None, Some(F32)]
         );
-        let ce = rule(&Op::CrossEntropy);
+        let ce = rule(&Op::CrossEntropy { classes: 1 });
         assert_eq!(target_dtypes(ce, &[F16, I32], F16), vec![None, None]);
         let ln = rule(&Op::LayerNorm { eps: 1e-5 });
         assert_eq!(

@@ -42,6 +42,32 @@ pub fn backward_from(g: &mut Graph, loss: Value, wrt: &[Value], seed: Value) -> 
             format!("the loss must be a scalar, got {}", g.shape(loss)),
         ));
     }
+    backward_from_grads(g, &[(loss, seed)], wrt)
+}
+
+/// The backward pass from gradients already computed for forward values:
+/// `(value, its gradient)` pairs of one shape and dtype each, such as the
+/// logits and the dlogits of [`Op::CrossEntropyFused`](super::Op::CrossEntropyFused),
+/// which computes the loss and its gradient in one node.
+pub fn backward_from_grads(
+    g: &mut Graph,
+    seeds: &[(Value, Value)],
+    wrt: &[Value],
+) -> Result<Vec<Value>> {
+    for &(v, d) in seeds {
+        if g.shape(v) != g.shape(d) || g.dtype(v) != g.dtype(d) {
+            return Err(Error::shape(
+                "backward",
+                format!(
+                    "gradient {} {} must match its value {} {}",
+                    g.shape(d),
+                    g.dtype(d),
+                    g.shape(v),
+                    g.dtype(v)
+                ),
+            ));
+        }
+    }
     let forward_nodes = g.nodes().len();
 
     // A value needs a gradient when it is one of `wrt` or computed from one.
@@ -64,8 +90,7 @@ pub fn backward_from(g: &mut Graph, loss: Value, wrt: &[Value], seed: Value) -> 
 
     g.set_phase(Phase::Backward);
     let saved_block = g.block;
-    let mut grads: HashMap<Value, Value> = HashMap::new();
-    grads.insert(loss, seed);
+    let mut grads: HashMap<Value, Value> = seeds.iter().copied().collect();
 
     for ni in (0..forward_nodes).rev() {
         let node = g.nodes()[ni].clone();

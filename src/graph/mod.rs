@@ -375,7 +375,18 @@ impl Graph {
     }
     /// Mean cross-entropy of `logits [.., V]` against `targets [..] i32`: a scalar.
     pub fn cross_entropy(&mut self, logits: Value, targets: Value) -> Result<Value> {
-        self.apply1(Op::CrossEntropy, &[logits, targets])
+        let classes = self.shape(logits).last();
+        self.cross_entropy_classes(logits, targets, classes)
+    }
+    /// [`Graph::cross_entropy`] over the first `classes` logits of each row
+    /// only; the rest (vocabulary padding) are no class and get no gradient.
+    pub fn cross_entropy_classes(
+        &mut self,
+        logits: Value,
+        targets: Value,
+        classes: usize,
+    ) -> Result<Value> {
+        self.apply1(Op::CrossEntropy { classes }, &[logits, targets])
     }
     /// `x` viewed with `shape`, which must hold the same number of elements
     /// (row-major order kept). A view: no kernel runs and the result shares `x`'s

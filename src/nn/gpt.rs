@@ -23,6 +23,9 @@ pub struct GptConfig {
     pub n_embd: usize,
 }
 
+/// What [`GptConfig::padded_vocab`] rounds the vocabulary up to.
+pub const VOCAB_ALIGN: usize = 128;
+
 /// Preset names `--model` accepts.
 pub const PRESETS: &[&str] = &["tiny", "gpt2-124m", "gpt2-350m", "gpt2-774m", "gpt2-1558m"];
 
@@ -82,6 +85,16 @@ impl GptConfig {
         })
     }
 
+    /// Rows of the token embedding and columns of the logits: the vocabulary
+    /// rounded up to a multiple of [`VOCAB_ALIGN`] (50257 → 50304), so the
+    /// logits GEMM gets tensor-core-friendly sizes. The padding rows start at
+    /// zero, the loss masks their logits out (zero gradient, so AdamW keeps them
+    /// zero, weight decay included), sampling never draws them and checkpoints
+    /// leave them out. A vocabulary already aligned (tiny's 256) is unchanged.
+    pub fn padded_vocab(&self) -> usize {
+        self.vocab_size.next_multiple_of(VOCAB_ALIGN)
+    }
+
     /// A peak learning rate that trains this size well with AdamW.
     pub fn default_lr(&self) -> f64 {
         if self.n_embd <= 128 {
@@ -116,7 +129,7 @@ impl GptConfig {
 pub struct Gpt {
     /// The sizes it was built from.
     pub config: GptConfig,
-    wte: Embedding, // [V, C], also the output projection (tied)
+    wte: Embedding, // [V padded, C], also the output projection (tied)
     wpe: Embedding, // [block_size, C]
     h: Vec<Block>,
     ln_f: LayerNorm,
@@ -158,7 +171,7 @@ impl Gpt {
             })
             .collect();
         Ok(Gpt {
-            wte: Embedding::new("wte", v, c, std),
+            wte: Embedding::padded("wte", v, config.padded_vocab(), c, std),
             wpe: Embedding::new("wpe", block_size, c, 0.01),
             h,
             ln_f: LayerNorm::new("ln_f", c),
@@ -166,9 +179,13 @@ impl Gpt {
         })
     }
 
-    /// Number of trainable scalars, the tied embedding counted once.
+    /// Number of trainable scalars, the tied embedding counted once and its
+    /// vocabulary padding not at all (GPT-2 124M: 124,439,808).
     pub fn num_params(&self) -> usize {
-        self.param_specs().iter().map(|p| p.shape.numel()).sum()
+        self.param_specs()
+            .iter()
+            .map(|p| p.file_shape().numel())
+            .sum()
     }
 }
 
@@ -214,7 +231,7 @@ impl Model for Gpt {
         g.set_block(None);
         let x = self.ln_f.forward(g, x)?;
         let wte = self.wte.weight.record(g)?;
-        g.matmul_t(x, wte, false, true) // [B, T, V]
+        g.matmul_t(x, wte, false, true) // [B, T, V padded]: the loss masks the padding
     }
 
     fn vocab_size(&self) -> usize {

@@ -92,6 +92,14 @@ impl Embedding {
             weight: ParamSpec::new(format!("{name}.weight"), [v, c], Init::Normal { std }),
         }
     }
+    /// A table of `v` rows padded with zero rows to `padded` (see
+    /// [`GptConfig::padded_vocab`](super::GptConfig::padded_vocab)): the padding
+    /// starts at zero and checkpoints hold the first `v` rows only.
+    pub fn padded(name: &str, v: usize, padded: usize, c: usize, std: f64) -> Embedding {
+        let mut e = Embedding::new(name, padded, c, std);
+        e.weight.real_rows = (padded > v).then_some(v);
+        e
+    }
     /// `ids [..] i32` → `[.., C]`.
     pub fn forward(&self, g: &mut Graph, ids: Value) -> Result<Value> {
         let w = self.weight.record(g)?;

@@ -4,10 +4,10 @@
 mod gpt;
 mod layers;
 
-pub use gpt::{Gpt, GptConfig, PRESETS};
+pub use gpt::{Gpt, GptConfig, PRESETS, VOCAB_ALIGN};
 pub use layers::{Block, CausalSelfAttention, Embedding, LayerNorm, Linear, Mlp};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
 use crate::rng::Rng;
 use crate::tensor::{HostTensor, Shape};
@@ -37,6 +37,10 @@ pub struct ParamSpec {
     pub shape: Shape,
     /// How [`ParamSpec::init_values`] draws its starting values.
     pub init: Init,
+    /// `Some(n)`: only the first `n` rows are real (a vocabulary padded for
+    /// the logits GEMM); the rest start at zero, get no gradient, and are left
+    /// out of checkpoints ([`ParamSpec::strip`], [`ParamSpec::pad`]).
+    pub real_rows: Option<usize>,
 }
 
 impl ParamSpec {
@@ -46,6 +50,7 @@ impl ParamSpec {
             name: name.into(),
             shape: shape.into(),
             init,
+            real_rows: None,
         }
     }
 
@@ -55,15 +60,72 @@ impl ParamSpec {
         g.param(&self.name, self.shape.clone(), dt)
     }
 
-    /// Draws the initial values.
+    /// Draws the initial values; padding rows are zero (and draw nothing, so
+    /// the real rows get the values an unpadded table would).
     pub fn init_values(&self, rng: &mut Rng) -> HostTensor {
-        let n = self.shape.numel();
-        let v: Vec<f32> = match self.init {
+        let n = self.file_shape().numel();
+        let mut v: Vec<f32> = match self.init {
             Init::Normal { std } => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
         };
+        v.resize(self.shape.numel(), 0.0);
         HostTensor::from_f32(self.shape.clone(), &v).expect("length matches shape")
+    }
+
+    /// The shape a checkpoint holds: [`ParamSpec::shape`] without the padding
+    /// rows.
+    pub fn file_shape(&self) -> Shape {
+        match self.real_rows {
+            Some(n) => {
+                let mut d = self.shape.dims().to_vec();
+                d[0] = n;
+                Shape::new(&d)
+            }
+            None => self.shape.clone(),
+        }
+    }
+
+    /// `t` (this parameter, or a moment of it, f32) without its padding rows.
+    pub fn strip(&self, t: HostTensor) -> HostTensor {
+        let shape = self.file_shape();
+        if shape == t.shape {
+            return t;
+        }
+        let mut data = t.data;
+        data.truncate(shape.byte_size(t.dtype) as usize);
+        HostTensor {
+            shape,
+            dtype: t.dtype,
+            data,
+        }
+    }
+
+    /// `t` as a checkpoint holds it ([`ParamSpec::file_shape`], or already the
+    /// full shape) with zero padding rows appended; [`Error::Shape`] for any
+    /// other shape.
+    pub fn pad(&self, t: &HostTensor) -> Result<HostTensor> {
+        if t.shape == self.shape {
+            return Ok(t.clone());
+        }
+        if t.shape != self.file_shape() {
+            return Err(Error::shape(
+                "parameter",
+                format!(
+                    "{} is {}, expected {}",
+                    self.name,
+                    t.shape,
+                    self.file_shape()
+                ),
+            ));
+        }
+        let mut data = t.data.clone();
+        data.resize(self.shape.byte_size(t.dtype) as usize, 0);
+        Ok(HostTensor {
+            shape: self.shape.clone(),
+            dtype: t.dtype,
+            data,
+        })
     }
 
     /// Matrices get weight decay; biases and norm gains do not (GPT-2 practice).
@@ -95,9 +157,11 @@ pub trait Model {
     /// Every parameter of the model, each once (a tied weight once), with its
     /// shape and initialisation.
     fn param_specs(&self) -> Vec<ParamSpec>;
-    /// `tokens [B, T] i32` → `logits [B, T, vocab]`.
+    /// `tokens [B, T] i32` → `logits [B, T, L]`, `L` at least
+    /// [`Model::vocab_size`]: logits past the vocabulary (padding for the GEMM)
+    /// are masked out of the loss and never sampled.
     fn forward(&self, g: &mut Graph, tokens: Value) -> Result<Value>;
-    /// Number of token ids the model takes, and of logits it gives per position.
+    /// Number of token ids the model takes, and of classes its logits score.
     fn vocab_size(&self) -> usize;
     /// The longest sequence the model accepts.
     fn block_size(&self) -> usize;

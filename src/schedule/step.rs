@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::graph::amp::Precision;
-use crate::graph::{autodiff, Graph, Value};
+use crate::graph::ops::stat_dtype;
+use crate::graph::{autodiff, Graph, Op, Phase, Value};
 use crate::nn::Model;
 use crate::tensor::{DType, Shape};
 
@@ -177,8 +178,15 @@ fn trace(model: &dyn Model, key: GraphKey, precision: Precision) -> Result<StepG
     let mut g = Graph::new();
     g.set_autocast(precision.low_dtype());
     let tokens = g.input("tokens", [mb, t], DType::I32)?;
-    let mut logits = model.forward(&mut g, tokens)?;
+    let mut logits = model.forward(&mut g, tokens)?; // [mb, T, V padded]
+    let classes = model.vocab_size();
+    let width = g.shape(logits).last();
     if kind == GraphKind::Logits {
+        if width > classes {
+            // The padding columns are no class: a reader sees [mb, T, V].
+            let last = g.shape(logits).rank() - 1;
+            logits = g.split(logits, last, &[classes, width - classes])?[0];
+        }
         if g.dtype(logits) != DType::F32 {
             logits = g.cast(logits, DType::F32)?;
         }
@@ -192,25 +200,36 @@ fn trace(model: &dyn Model, key: GraphKey, precision: Precision) -> Result<StepG
         });
     }
     let targets = g.input("targets", [mb, t], DType::I32)?;
-    let loss = g.cross_entropy(logits, targets)?;
     g.set_autocast(None);
-    let mut grads = vec![];
-    let mut seed = None;
-    if kind == GraphKind::Train {
-        let wrt = model
-            .param_specs()
-            .iter()
-            .map(|p| p.record(&mut g))
-            .collect::<Result<Vec<_>>>()?;
-        let s = g.input("loss_seed", Shape::scalar(), g.dtype(loss))?;
-        grads = autodiff::backward_from(&mut g, loss, &wrt, s)?;
-        seed = Some(s);
+    if kind == GraphKind::Eval {
+        let loss = g.cross_entropy_classes(logits, targets, classes)?;
+        return Ok(StepGraph {
+            graph: g,
+            tokens,
+            targets: Some(targets),
+            seed: None,
+            out: loss,
+            grads: vec![],
+        });
     }
+    let wrt = model
+        .param_specs()
+        .iter()
+        .map(|p| p.record(&mut g))
+        .collect::<Result<Vec<_>>>()?;
+    // The loss and dlogits in one backward-phase node that reads the seed: the
+    // logits are read once, and dlogits takes their memory (they die there).
+    let stat = stat_dtype(g.dtype(logits));
+    let s = g.input("loss_seed", Shape::scalar(), stat)?;
+    g.set_phase(Phase::Backward);
+    let fused = g.apply(Op::CrossEntropyFused { classes }, &[logits, targets, s])?;
+    let (loss, dlogits) = (fused[0], fused[1]);
+    let grads = autodiff::backward_from_grads(&mut g, &[(logits, dlogits)], &wrt)?;
     Ok(StepGraph {
         graph: g,
         tokens,
         targets: Some(targets),
-        seed,
+        seed: Some(s),
         out: loss,
         grads,
     })

@@ -61,8 +61,13 @@ impl<M: Model> Trainer<M> {
             );
             let logits = self.device.download(outs.0[0].view());
             outs.free(&mut self.device);
-            let logits = logits?.to_f64_vec();
-            let row = &logits[last * v..(last + 1) * v];
+            let logits = logits?;
+            // [1, T, width]: the step graph strips vocabulary padding to width
+            // V; sampling reads the first V columns of a row whatever the
+            // width, so a padding class can never be drawn.
+            let width = logits.shape.last();
+            let logits = logits.to_f64_vec();
+            let row = &logits[last * width..last * width + v.min(width)];
             ids.push(sample(row, temperature, rng) as i32);
         }
         Ok(ids[ids.len() - n..].to_vec())

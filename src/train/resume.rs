@@ -17,8 +17,14 @@ impl<M: Model> Trainer<M> {
     /// atomically): weights, AdamW moments, step, LR schedule, loss scaler,
     /// sampler state and plan.
     pub fn save_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let params = self.parameters()?;
-        let moments = self.optimizer_state()?;
+        // GPT-2-shaped files: padding rows (zero, see ParamSpec::real_rows) stay out.
+        let specs: Vec<_> = self.state.params.iter().map(|p| p.spec.clone()).collect();
+        let params: Vec<_> = (self.parameters()?.into_iter().zip(&specs))
+            .map(|((n, t), s)| (n, s.strip(t)))
+            .collect();
+        let moments: Vec<_> = (self.optimizer_state()?.into_iter().zip(&specs))
+            .map(|((n, m, v), s)| (n, s.strip(m), s.strip(v)))
+            .collect();
         let manifest = Manifest {
             format: checkpoint::FORMAT.to_string(),
             step: self.step,
@@ -72,11 +78,13 @@ impl<M: Model> Trainer<M> {
             ck.params.iter().map(|(n, t)| (n.as_str(), t)).collect();
         for p in &self.state.params {
             match saved.get(p.spec.name.as_str()) {
-                Some(t) if t.shape == p.spec.shape => {}
+                Some(t) if t.shape == p.spec.shape || t.shape == p.spec.file_shape() => {}
                 Some(t) => {
                     return Err(mismatch(format!(
                         "parameter {} is {} there, {} here",
-                        p.spec.name, t.shape, p.spec.shape
+                        p.spec.name,
+                        t.shape,
+                        p.spec.file_shape()
                     )))
                 }
                 None => return Err(mismatch(format!("parameter {} is missing", p.spec.name))),
@@ -101,9 +109,11 @@ impl<M: Model> Trainer<M> {
         }
         for p in &self.state.params {
             let (mm, vv) = &ck.moments[&p.spec.name];
-            self.device.write(&p.value, saved[p.spec.name.as_str()])?;
-            self.device.write(&p.m, mm)?;
-            self.device.write(&p.v, vv)?;
+            let pad = |t: &HostTensor| p.spec.pad(t).map_err(|e| mismatch(e.to_string()));
+            self.device
+                .write(&p.value, &pad(saved[p.spec.name.as_str()])?)?;
+            self.device.write(&p.m, &pad(mm)?)?;
+            self.device.write(&p.v, &pad(vv)?)?;
         }
         self.step = m.step;
         self.scaler = m.scaler.clone();

@@ -271,6 +271,15 @@ fn cross_entropy() -> Vec<OpCase> {
             one(g.cross_entropy(v[0], v[1]))
         })
         .seeded_as("ce"),
+        // A padded vocabulary: 7 classes in rows of 11 logits; the last 4 get
+        // no gradient and do not change the loss.
+        OpCase::new("ce_padded", [f(&[3, 5, 11]), ids(&[3, 5], 7)], |g, v| {
+            one(g.cross_entropy_classes(v[0], v[1], 7))
+        }),
+        // Classes past the first 256 (a GPU block's threads), padding after.
+        OpCase::new("ce_padded_wide", [f(&[2, 300]), ids(&[2], 257)], |g, v| {
+            one(g.cross_entropy_classes(v[0], v[1], 257))
+        }),
     ]
 }
 

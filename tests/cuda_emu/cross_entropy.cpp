@@ -9,6 +9,7 @@
 #include "replay.h"
 
 #define ENTRIES(S, T)                                                                            \
-    ENTRY(cross_entropy_rows_##S) ENTRY(cross_entropy_mean_##S) ENTRY(cross_entropy_backward_##S)
+    ENTRY(cross_entropy_rows_##S) ENTRY(cross_entropy_mean_##S) ENTRY(cross_entropy_backward_##S) \
+    ENTRY(cross_entropy_fused_##S)
 
 int main(int argc, char** argv) { return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES)}); }

@@ -244,16 +244,18 @@ pub fn run_embedding(
     d.replay(&backward, dt, &[idv, dyv], &[io("dtable", t, vocab * c)]);
 }
 
-/// Op::CrossEntropy and its backward replayed as the backend plans them (on
-/// the cross_entropy driver), on the files x [logits], targets and dloss; the
-/// results are the files loss, dlogits and workspace (each row's loss).
-pub fn run_cross_entropy(d: &Driver, dt: DType, logits: &Shape) {
+/// Op::CrossEntropy and its backward over the first `classes` logits of each
+/// row, replayed as the backend plans them (on the cross_entropy driver), on
+/// the files x [logits], targets and dloss; the results are the files loss,
+/// dlogits and workspace (each row's loss).
+pub fn run_cross_entropy(d: &Driver, dt: DType, logits: &Shape, classes: usize) {
     let (r, v) = (logits.rows(), logits.last());
     let (xs, ts) = (io("x", Ty::T, r * v), io("targets", Ty::I32, r));
     let loss = io("loss", Ty::F32, 1);
-    d.replay(&cross_entropy::plan_forward(logits), dt, &[xs, ts], &[loss]);
+    let forward = cross_entropy::plan_forward(logits, classes);
+    d.replay(&forward, dt, &[xs, ts], &[loss]);
     let ins = [xs, ts, io("dloss", Ty::F32, 1)];
-    let backward = cross_entropy::plan_backward(logits);
+    let backward = cross_entropy::plan_backward(logits, classes);
     d.replay(&backward, dt, &ins, &[io("dlogits", Ty::T, r * v)]);
 }
 

@@ -184,8 +184,15 @@ impl CudaBackend {
             Op::LayerNormBackward => layernorm::layernorm_backward(self, dt, i, o),
             Op::Softmax => softmax::softmax_forward(self, dt, i, o),
             Op::SoftmaxBackward => softmax::softmax_backward(self, dt, i, o),
-            Op::CrossEntropy => cross_entropy::cross_entropy_forward(self, dt, i, o),
-            Op::CrossEntropyBackward => cross_entropy::cross_entropy_backward(self, dt, i, o),
+            Op::CrossEntropy { classes } => {
+                cross_entropy::cross_entropy_forward(self, dt, i, o, *classes)
+            }
+            Op::CrossEntropyBackward { classes } => {
+                cross_entropy::cross_entropy_backward(self, dt, i, o, *classes)
+            }
+            Op::CrossEntropyFused { classes } => {
+                cross_entropy::cross_entropy_fused(self, dt, i, o, *classes)
+            }
             Op::Attention { n_head } => attention::attention_forward(self, dt, i, o, *n_head),
             Op::AttentionBackward { n_head } => {
                 attention::attention_backward(self, dt, i, o, *n_head)

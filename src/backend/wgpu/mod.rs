@@ -190,8 +190,15 @@ impl Backend for WgpuBackend {
             }
             Op::Softmax => softmax::softmax_forward(self, ins, outs),
             Op::SoftmaxBackward => softmax::softmax_backward(self, ins, outs),
-            Op::CrossEntropy => cross_entropy::cross_entropy_forward(self, ins, outs),
-            Op::CrossEntropyBackward => cross_entropy::cross_entropy_backward(self, ins, outs),
+            Op::CrossEntropy { classes } => {
+                cross_entropy::cross_entropy_forward(self, ins, outs, *classes)
+            }
+            Op::CrossEntropyBackward { classes } => {
+                cross_entropy::cross_entropy_backward(self, ins, outs, *classes)
+            }
+            Op::CrossEntropyFused { classes } => {
+                cross_entropy::cross_entropy_fused(self, ins, outs, *classes)
+            }
             Op::Transpose { a, b } => shape::transpose_forward(self, ins, outs, *a, *b),
             Op::Split { axis, .. } => shape::split_forward(self, ins, outs, *axis),
             Op::Concat { axis } => shape::concat_forward(self, ins, outs, *axis),

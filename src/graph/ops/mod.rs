@@ -104,10 +104,28 @@ pub enum Op {
     /// `y` (the softmax output), `dy` → `dx = y ⊙ (dy − Σ y dy)` per row.
     SoftmaxBackward,
     /// `logits [.., V]`, `targets [..] i32` → the mean loss `[]`; the softmax is
-    /// fused in and never stored.
-    CrossEntropy,
-    /// `logits [.., V]`, `targets [..] i32`, `dloss []` → `dlogits [.., V]`.
-    CrossEntropyBackward,
+    /// fused in and never stored. Only the first `classes` logits of a row are
+    /// classes: the rest (a vocabulary padded for tensor-core GEMMs) are absent
+    /// from the softmax.
+    CrossEntropy {
+        /// Real classes, `1..=V`; targets must lie below it.
+        classes: usize,
+    },
+    /// `logits [.., V]`, `targets [..] i32`, `dloss []` → `dlogits [.., V]`,
+    /// exactly 0 past `classes`.
+    CrossEntropyBackward {
+        /// Real classes, as in the forward op.
+        classes: usize,
+    },
+    /// A training step's loss and its gradient in one pass: `logits [.., V]`,
+    /// `targets [..] i32`, `dloss []` → `loss []`, `dlogits [.., V]` (exactly 0
+    /// past `classes`). Recorded in the backward phase (its seed is the
+    /// backward's), so it is never recomputed; dlogits takes the logits'
+    /// memory when they die here, which they do in a training graph.
+    CrossEntropyFused {
+        /// Real classes, as in [`Op::CrossEntropy`].
+        classes: usize,
+    },
     /// The operand viewed with a new shape of the same element count; no kernel
     /// runs (see [`Op::is_alias`]).
     Reshape {

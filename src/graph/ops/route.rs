@@ -58,8 +58,9 @@ impl Op {
             Op::LayerNormBackward => layernorm::infer_backward(ins),
             Op::Attention { n_head } => attention::infer(ins, *n_head),
             Op::AttentionBackward { n_head } => attention::infer_backward(ins, *n_head),
-            Op::CrossEntropy => cross_entropy::infer(ins),
-            Op::CrossEntropyBackward => cross_entropy::infer_backward(ins),
+            Op::CrossEntropy { classes } => cross_entropy::infer(ins, *classes),
+            Op::CrossEntropyBackward { classes } => cross_entropy::infer_backward(ins, *classes),
+            Op::CrossEntropyFused { classes } => cross_entropy::infer_fused(ins, *classes),
             Op::Reshape { shape } => shape::infer_reshape(ins, shape),
             Op::Transpose { a, b } => shape::infer_transpose(ins, *a, *b),
             Op::Split { axis, sizes } => shape::infer_split(ins, *axis, sizes),
@@ -95,7 +96,7 @@ impl Op {
             Op::LayerNorm { .. } => layernorm::vjp(g, ins, outs, dy()?),
             Op::Attention { n_head } => attention::vjp(g, ins, outs, dy()?, *n_head),
             Op::Softmax => softmax::vjp(g, outs, dy()?),
-            Op::CrossEntropy => cross_entropy::vjp(g, ins, dy()?),
+            Op::CrossEntropy { classes } => cross_entropy::vjp(g, ins, dy()?, *classes),
             Op::Reshape { .. } => {
                 let s = g.shape(ins[0]).clone();
                 Ok(vec![Some(g.reshape(dy()?, s)?)])
@@ -117,7 +118,8 @@ impl Op {
             | Op::LayerNormBackward
             | Op::AttentionBackward { .. }
             | Op::SoftmaxBackward
-            | Op::CrossEntropyBackward => Err(Error::Unsupported {
+            | Op::CrossEntropyBackward { .. }
+            | Op::CrossEntropyFused { .. } => Err(Error::Unsupported {
                 backend: "autodiff",
                 what: format!("the gradient of {} (second derivatives)", self.name()),
                 hint: "differentiate the forward graph once",

@@ -150,10 +150,13 @@ impl Op {
             Op::SoftmaxBackward =>          op("softmax_backward",       2, Keep,        PerInput(5)),
             // Keep: its kernels widen the logits to f32 and the loss is f32, so an
             // f32 copy of the logits would only cost memory (and give the same bits).
-            Op::CrossEntropy =>             op("cross_entropy",          2, Keep,        PerInput(5)).costly().grad_only(0),
+            Op::CrossEntropy { .. } =>      op("cross_entropy",          2, Keep,        PerInput(5)).costly().grad_only(0),
             // The logits are a language model's largest activation, and dlogits
             // the same size: one buffer serves both.
-            Op::CrossEntropyBackward =>     op("cross_entropy_backward", 3, Keep,        PerInput(5)).costly().donates(0, 0),
+            Op::CrossEntropyBackward { .. } =>
+                                            op("cross_entropy_backward", 3, Keep,        PerInput(5)).costly().donates(0, 0),
+            // The forward's and the backward's FLOPs, so plans cost the same.
+            Op::CrossEntropyFused { .. } => op("cross_entropy_fused",    3, Keep,        PerInput(10)).costly().donates(0, 1),
             Op::Reshape { .. } =>           op("reshape",                1, Keep,        PerOutput(1)).alias(),
             Op::Transpose { .. } =>         op("transpose",              1, Keep,        PerOutput(1)),
             Op::Split { .. } =>             op("split",                  1, Keep,        PerOutput(1)),

@@ -78,7 +78,9 @@ fn dispatch<F: Real>(op: &Op, ins: &[&TensorRef], a: &[In<F>], o: &mut [&mut [F]
         Op::LayerNorm { .. } | Op::LayerNormBackward => layernorm::run(op, a, o),
         Op::Attention { .. } | Op::AttentionBackward { .. } => attention::run(op, ins, a, o),
         Op::Softmax | Op::SoftmaxBackward => softmax::run(op, ins, a, o),
-        Op::CrossEntropy | Op::CrossEntropyBackward => cross_entropy::run(op, ins, a, o),
+        Op::CrossEntropy { .. }
+        | Op::CrossEntropyBackward { .. }
+        | Op::CrossEntropyFused { .. } => cross_entropy::run(op, ins, a, o),
         Op::Transpose { .. } | Op::Split { .. } | Op::Concat { .. } => shape::run(op, ins, a, o),
         Op::Sum { .. } | Op::Mean { .. } | Op::Expand { .. } => reduce::run(op, ins, a, o),
         Op::Fill { value, .. } => {
