@@ -53,8 +53,9 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
         Op::LayerNormBackward => layernorm::plan_backward(i(1)),
         Op::Softmax => softmax::plan_forward(i(0)),
         Op::SoftmaxBackward => softmax::plan_backward(i(0)),
-        Op::CrossEntropy => cross_entropy::plan_forward(i(0)),
-        Op::CrossEntropyBackward => cross_entropy::plan_backward(i(0)),
+        Op::CrossEntropy { classes } => cross_entropy::plan_forward(i(0), *classes),
+        Op::CrossEntropyBackward { classes } => cross_entropy::plan_backward(i(0), *classes),
+        Op::CrossEntropyFused { classes } => cross_entropy::plan_fused(i(0), *classes),
         Op::Attention { n_head } => {
             let tc = tensor_cores && attention::tensor_core_shape(ins[0].1, i(0), *n_head)?;
             attention::plan_forward(i(0), *n_head, tc)?
@@ -136,6 +137,18 @@ pub fn launch_bytes(l: &Launch, ins: &[Meta], outs: &[Meta], workspace: u64) -> 
             ("layernorm_backward_dx", Buf::In(0) | Buf::In(1)) => 2.0,
             ("cross_entropy_rows", Buf::In(0)) => 2.0,
             ("cross_entropy_backward" | "softmax_forward", Buf::In(0)) => 3.0,
+            // One read when the row fits the kernel's registers, else two.
+            ("cross_entropy_fused", Buf::In(0)) => {
+                let classes = match l.args.get(7) {
+                    Some(Arg::U64(c)) => *c as usize,
+                    _ => usize::MAX,
+                };
+                if classes <= cross_entropy::FUSED_CACHED_CLASSES {
+                    1.0
+                } else {
+                    2.0
+                }
+            }
             ("softmax_backward", Buf::In(0) | Buf::In(1)) => 2.0,
             // Read-modify-write.
             ("accumulate", Buf::Out(0)) => 2.0,
@@ -203,7 +216,8 @@ mod tests {
         // loss of each row goes to the workspace and is averaged.
         let (logits, ids, loss) = (Shape::new(&[64, 1000]), Shape::new(&[64]), Shape::scalar());
         let ins = [(&logits, bf), (&ids, DType::I32)];
-        let t = op_traffic(&Op::CrossEntropy, &ins, &[(&loss, DType::F32)], true).unwrap();
+        let ce = Op::CrossEntropy { classes: 1000 };
+        let t = op_traffic(&ce, &ins, &[(&loss, DType::F32)], true).unwrap();
         let rows = 2 * (64 * 1000 * 2) + 64 * 4 + 64 * 4;
         let mean = 64 * 4 + 4;
         assert_eq!(

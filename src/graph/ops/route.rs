@@ -25,7 +25,9 @@ impl Op {
             Op::LayerNorm { .. } | Op::LayerNormBackward => "layernorm",
             Op::Attention { .. } | Op::AttentionBackward { .. } => "attention",
             Op::Softmax | Op::SoftmaxBackward => "softmax",
-            Op::CrossEntropy | Op::CrossEntropyBackward => "cross_entropy",
+            Op::CrossEntropy { .. }
+            | Op::CrossEntropyBackward { .. }
+            | Op::CrossEntropyFused { .. } => "cross_entropy",
             Op::Reshape { .. } | Op::Transpose { .. } | Op::Split { .. } | Op::Concat { .. } => {
                 "shape"
             }
