@@ -151,8 +151,10 @@ fn attention_kernels_match_cpu() {
         let hd = c / nh;
         for (dt, name, tol) in [
             (DType::F32, "f32", 1e-4),
-            (DType::F16, "f16", 4e-3),
-            (DType::BF16, "bf16", 3e-2),
+            // A few units of each dtype's rounding (the worst seen: 5e-4 and
+            // 3.7e-3).
+            (DType::F16, "f16", 1.5e-3),
+            (DType::BF16, "bf16", 1e-2),
         ] {
             // The tensor-core kernels where the backend would pick them.
             let tc = dt != DType::F32 && FA_HEADS.contains(&hd);

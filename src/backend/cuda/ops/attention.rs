@@ -142,7 +142,18 @@ pub fn plan_backward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<O
     let launches = if tensor_cores {
         let (_, dq, dkdv_entry) = fa_for(&a)?;
         let cfg = tiles(&a, 128);
-        let dq_args = args![In(0), In(1), In(2), In(3), Workspace, Out(0), t, c, nh, scale];
+        let dq_args = args![
+            In(0),
+            In(1),
+            In(2),
+            In(3),
+            Workspace,
+            Out(0),
+            t,
+            c,
+            nh,
+            scale
+        ];
         vec![
             Launch::new(dq, cfg, dq_args),
             Launch::new(dkdv_entry, cfg, dkdv),
