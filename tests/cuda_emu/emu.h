@@ -1,8 +1,9 @@
 // Runs CUDA kernels from kernels/ on the CPU, for tests on machines without a
 // GPU. Each thread of a block is a fiber (ucontext); blocks run one after the
 // other, so `__shared__` can be a function-local static. Barriers count
-// arrivals: `__syncthreads()` waits for the block, warp shuffles and WMMA
-// stores for the 32 threads of the warp, switching fibers while they wait.
+// arrivals: `__syncthreads()` waits for the block, warp shuffles and the
+// warp-wide instructions for the 32 threads of the warp, switching fibers
+// while they wait.
 // Warp-wide instructions (mma.sync, ldmatrix) gather what each lane holds
 // through a per-warp exchange and hand each lane only its own registers, with
 // the layouts the PTX ISA documents.
@@ -11,6 +12,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <type_traits>
@@ -28,6 +31,11 @@ struct dim3 {
 };
 
 namespace emu {
+// An arrival-counting barrier: the last thread to arrive opens it.
+struct Barrier {
+    unsigned arrived = 0, generation = 0;
+};
+
 struct Fiber {
     ucontext_t ctx;
     std::vector<char> stack;
@@ -36,6 +44,9 @@ struct Fiber {
     // Which of the two exchange slots this lane's next warp-wide instruction
     // uses; every lane of a warp runs the same instructions, so they agree.
     unsigned slot = 0;
+    // The barrier it waits on, until that barrier's generation moves past `gen`.
+    const Barrier* waiting = nullptr;
+    unsigned gen = 0;
 };
 inline dim3 block_idx, block_dim, grid_dim;
 inline Fiber* current = nullptr;
@@ -43,10 +54,6 @@ inline ucontext_t scheduler;
 inline std::function<void()> body;
 inline float exchange[1024];
 
-// An arrival-counting barrier: the last thread to arrive opens it.
-struct Barrier {
-    unsigned arrived = 0, generation = 0;
-};
 inline Barrier block_barrier;
 inline Barrier warp_barriers[32];
 
@@ -64,7 +71,10 @@ inline void wait(Barrier& b, unsigned count) {
         b.generation++;
         return;
     }
-    while (b.generation == g) yield();
+    current->waiting = &b;
+    current->gen = g;
+    yield();
+    current->waiting = nullptr;
 }
 inline void sync_block() { wait(block_barrier, block_dim.x); }
 inline void sync_warp() {
@@ -100,14 +110,29 @@ void launch(dim3 grid, unsigned threads, K kernel, A... args) {
                     f.ctx.uc_link = &scheduler;
                     makecontext(&f.ctx, entry, 0);
                 }
-                for (bool live = true; live;) {
-                    live = false;
-                    for (Fiber& f : fibers)
-                        if (!f.done) {
-                            current = &f;
-                            swapcontext(&scheduler, &f.ctx);
-                            live = live || !f.done;
+                // Always the lowest-numbered thread that can run: a warp runs as
+                // far ahead of the next as the barriers let it, so a missing
+                // __syncthreads lets it overwrite shared memory that a later
+                // warp still reads, or read what one has not written yet, and
+                // the results show it.
+                for (;;) {
+                    Fiber* next = nullptr;
+                    bool live = false;
+                    for (Fiber& f : fibers) {
+                        if (f.done) continue;
+                        live = true;
+                        if (!f.waiting || f.waiting->generation != f.gen) {
+                            next = &f;
+                            break;
                         }
+                    }
+                    if (!live) break;
+                    if (!next) {
+                        std::fprintf(stderr, "emu: every live thread waits on a barrier\n");
+                        std::abort();
+                    }
+                    current = next;
+                    swapcontext(&scheduler, &next->ctx);
                 }
             }
 }
