@@ -99,7 +99,6 @@ const FA_HEADS: [usize; 5] = [16, 32, 48, 64, 128];
 
 /// Runs the host's forward and backward plans for one path on the emulator
 /// and returns (out, dqkv, lse).
-#[allow(clippy::too_many_arguments)]
 fn emulate_attention(
     exe: &Path,
     dir: &Path,
