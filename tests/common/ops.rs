@@ -248,7 +248,29 @@ fn attention() -> Vec<OpCase> {
     .map(|(name, shape, heads)| {
         OpCase::new(name, [f(&shape)], move |g, v| one(g.attention(v[0], heads)))
     })
+    .chain(tensor_core_attention())
     .collect()
+}
+
+/// Head sizes of the CUDA tensor-core kernels (kernels/attention_fa.cu: f16
+/// and bf16 on sm_80+), T = 70 past one 64-row tile and off the key tiles.
+/// The WGSL kernels take heads up to 64.
+fn tensor_core_attention() -> Vec<OpCase> {
+    [(16, 2), (48, 1), (64, 1), (128, 1)]
+        .into_iter()
+        .map(|(hd, heads)| {
+            let c = OpCase::new(
+                format!("attn_hd{hd}"),
+                [f(&[1, 70, 3 * hd * heads])],
+                move |g, v| one(g.attention(v[0], heads)),
+            );
+            if hd > 64 {
+                c.not_on_wgpu()
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn softmax() -> Vec<OpCase> {

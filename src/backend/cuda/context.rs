@@ -58,7 +58,7 @@ pub struct CudaBackend {
     pub(super) slots: Option<(u64, u64)>,
     /// The GPU's name as the driver reports it (`GPU <ordinal>` if it cannot).
     pub device_name: String,
-    /// Set when kernels/attention_tc.cu failed to compile (no crt/mma.h):
+    /// Set when kernels/attention_fa.cu failed to compile:
     /// attention stays on attention.cu from then on.
     pub(super) tc_attention_broken: bool,
     /// HEADROOM_CUDA_SYNC=1: wait after every op, so that a fault names the op

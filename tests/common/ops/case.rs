@@ -32,6 +32,9 @@ pub struct OpCase {
     /// Relative tolerance of the gradient check; the bf16/f16 gradient check
     /// runs only at the pure-f64 tolerance, 1e-6.
     pub tol: f64,
+    /// Whether tests/backends.rs runs it on wgpu (false where the WGSL
+    /// kernels reject the shape, such as attention heads over 64).
+    pub wgpu: bool,
 }
 
 /// The seed of a row named `name`: the sum of its bytes.
@@ -53,6 +56,7 @@ impl OpCase {
             build: Box::new(build),
             step: 1e-6,
             tol: 1e-6,
+            wgpu: true,
         }
     }
 
@@ -60,6 +64,12 @@ impl OpCase {
     /// under one name were renamed apart and keep the inputs they had.
     pub fn seeded_as(mut self, old: &str) -> OpCase {
         self.seed = seed_of(old);
+        self
+    }
+
+    /// Not run on wgpu, whose kernels do not take the case's shape.
+    pub fn not_on_wgpu(mut self) -> OpCase {
+        self.wgpu = false;
         self
     }
 

@@ -1,12 +1,12 @@
 //! Causal self-attention, flash-style (kernels/attention.cu on CUDA cores,
-//! kernels/attention_tc.cu on tensor cores): the T×T matrix never exists; the
+//! kernels/attention_fa.cu on tensor cores): the T×T matrix never exists; the
 //! forward keeps each row's log-sum-exp, the backward recomputes probabilities
 //! from it.
 
 use cudarc::driver::LaunchConfig;
 
 use crate::backend::cuda::context::unavailable;
-use crate::backend::cuda::launch::{family_kernels, grid, Entry, EVERY_DTYPE};
+use crate::backend::cuda::launch::{family_kernels, grid, ptr, Entry, EVERY_DTYPE};
 use crate::backend::cuda::plan::{args, Buf::*, Launch, OpPlan};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::TensorRef;
@@ -24,57 +24,58 @@ family_kernels! {
     }
 }
 
+const LOW: &[DType] = &[DType::F16, DType::BF16];
+
 family_kernels! {
-    /// kernels/attention_tc.cu: tensor cores (WMMA), f16 and bf16 only.
-    pub const TC_KERNELS = "attention_tc" {
-        TC_FORWARD = "attention_tc_forward" for &[DType::F16, DType::BF16],
-        TC_BACKWARD_DQ = "attention_tc_backward_dq" for &[DType::F16, DType::BF16],
-        TC_BACKWARD_DKDV = "attention_tc_backward_dkdv" for &[DType::F16, DType::BF16],
+    /// kernels/attention_fa.cu: tensor cores (mma.sync), f16 and bf16, one
+    /// set of kernels per head size.
+    pub const FA_KERNELS = "attention_fa" {
+        FA16_FORWARD = "attention_fa_forward_hd16" for LOW,
+        FA16_DQ = "attention_fa_backward_dq_hd16" for LOW,
+        FA16_DKDV = "attention_fa_backward_dkdv_hd16" for LOW,
+        FA32_FORWARD = "attention_fa_forward_hd32" for LOW,
+        FA32_DQ = "attention_fa_backward_dq_hd32" for LOW,
+        FA32_DKDV = "attention_fa_backward_dkdv_hd32" for LOW,
+        FA48_FORWARD = "attention_fa_forward_hd48" for LOW,
+        FA48_DQ = "attention_fa_backward_dq_hd48" for LOW,
+        FA48_DKDV = "attention_fa_backward_dkdv_hd48" for LOW,
+        FA64_FORWARD = "attention_fa_forward_hd64" for LOW,
+        FA64_DQ = "attention_fa_backward_dq_hd64" for LOW,
+        FA64_DKDV = "attention_fa_backward_dkdv_hd64" for LOW,
+        FA128_FORWARD = "attention_fa_forward_hd128" for LOW,
+        FA128_DQ = "attention_fa_backward_dq_hd128" for LOW,
+        FA128_DKDV = "attention_fa_backward_dkdv_hd128" for LOW,
     }
 }
 
-/// One of the two kernel sets, with its tiling: `threads` per `rows` query (or
-/// key) rows of one (batch, head).
-struct Path {
-    forward: Entry,
-    backward_dq: Entry,
-    backward_dkdv: Entry,
-    rows: usize,
-    threads: u32,
+/// attention_fa.cu's kernels for one head size: (forward, dq with delta, dk/dv).
+fn fa_entries(hd: usize) -> Option<(Entry, Entry, Entry)> {
+    Some(match hd {
+        16 => (FA16_FORWARD, FA16_DQ, FA16_DKDV),
+        32 => (FA32_FORWARD, FA32_DQ, FA32_DKDV),
+        48 => (FA48_FORWARD, FA48_DQ, FA48_DKDV),
+        64 => (FA64_FORWARD, FA64_DQ, FA64_DKDV),
+        128 => (FA128_FORWARD, FA128_DQ, FA128_DKDV),
+        _ => return None,
+    })
 }
 
-const CUDA_CORES: Path = Path {
-    forward: FORWARD,
-    backward_dq: BACKWARD_DQ,
-    backward_dkdv: BACKWARD_DKDV,
-    rows: 64,
-    threads: 256,
-};
-
-const TENSOR_CORES: Path = Path {
-    forward: TC_FORWARD,
-    backward_dq: TC_BACKWARD_DQ,
-    backward_dkdv: TC_BACKWARD_DKDV,
-    rows: 32,
-    threads: 128,
-};
-
 /// Whether attention of head size `hd` in `dtype` runs on tensor cores
-/// (kernels/attention_tc.cu): f16/bf16, head sizes 16–64 in steps of 16,
-/// sm_80 or later. HEADROOM_ATTENTION=cuda-cores forces attention.cu, to
-/// compare the two on a GPU.
+/// (kernels/attention_fa.cu): f16/bf16, an instantiated head size, sm_80 or
+/// later. HEADROOM_ATTENTION=cuda-cores forces attention.cu, to compare the
+/// two on a GPU.
 fn tensor_core_attention(cx: &CudaBackend, dtype: DType, hd: usize) -> bool {
     let forced_off = std::env::var("HEADROOM_ATTENTION").is_ok_and(|v| v == "cuda-cores");
     !forced_off && !cx.tc_attention_broken && cx.sm() >= 80 && tensor_core_dims(dtype, hd)
 }
 
-/// The dtypes and head sizes attention_tc.cu is written for.
+/// The dtypes and head sizes attention_fa.cu is instantiated for.
 fn tensor_core_dims(dtype: DType, hd: usize) -> bool {
-    matches!(dtype, DType::F16 | DType::BF16) && hd % 16 == 0 && hd <= 64
+    matches!(dtype, DType::F16 | DType::BF16) && fa_entries(hd).is_some()
 }
 
 /// Whether attention over `qkv` with `n_head` heads in `dtype` can take the
-/// tensor-core kernels on an sm_80+ GPU.
+/// tensor-core kernels on an sm_80+ GPU (alignment aside).
 pub fn tensor_core_shape(dtype: DType, qkv: &Shape, n_head: usize) -> Result<bool> {
     Ok(tensor_core_dims(
         dtype,
@@ -82,28 +83,39 @@ pub fn tensor_core_shape(dtype: DType, qkv: &Shape, n_head: usize) -> Result<boo
     ))
 }
 
-/// The tiles both directions share: one block per `path.rows` rows of one
-/// (batch, head), after checking the head size the kernels can take.
-fn tiles(a: &AttentionDims, path: &Path) -> Result<LaunchConfig> {
+/// One block of `threads` per 64 rows of one (batch, head), both paths.
+fn tiles(a: &AttentionDims, threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (a.t.div_ceil(64) as u32, a.n_head as u32, a.b as u32),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The CUDA-core kernels' limit on the head size.
+fn check_cuda_cores(a: &AttentionDims) -> Result<()> {
     let hd = a.head_dim;
     if hd > 128 || hd % 4 != 0 {
         return Err(unavailable(format!(
             "attention head size {hd} (a multiple of 4, at most 128)"
         )));
     }
-    Ok(LaunchConfig {
-        grid_dim: (a.t.div_ceil(path.rows) as u32, a.n_head as u32, a.b as u32),
-        block_dim: (path.threads, 1, 1),
-        shared_mem_bytes: 0,
-    })
+    Ok(())
 }
 
-fn path(tensor_cores: bool) -> &'static Path {
-    if tensor_cores {
-        &TENSOR_CORES
-    } else {
-        &CUDA_CORES
+/// attention_fa.cu's kernels for `a`: its head size instantiated, and T small
+/// enough for the kernels' 32-bit row indices.
+fn fa_for(a: &AttentionDims) -> Result<(Entry, Entry, Entry)> {
+    let hd = a.head_dim;
+    let e = fa_entries(hd).ok_or_else(|| {
+        unavailable(format!(
+            "tensor-core attention of head size {hd} (16, 32, 48, 64 or 128)"
+        ))
+    })?;
+    if a.t >= 1 << 31 {
+        return Err(unavailable(format!("tensor-core attention of T = {}", a.t)));
     }
+    Ok(e)
 }
 
 /// `(T, C, H)` as the kernels take them.
@@ -115,60 +127,81 @@ fn tch(a: &AttentionDims) -> (u64, u64, u64) {
 /// cores or not: ins qkv; outs out [B, T, C], lse [B, H, T] f32.
 pub fn plan_forward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
     let a = AttentionDims::of(qkv, n_head)?;
-    let path = path(tensor_cores);
-    let cfg = tiles(&a, path)?;
     let (t, c, nh) = tch(&a);
     let args = args![In(0), Out(0), Out(1), t, c, nh, a.scale_f32()];
-    Ok(OpPlan::one(Launch::new(path.forward, cfg, args)))
+    let (entry, threads) = if tensor_cores {
+        (fa_for(&a)?.0, 128)
+    } else {
+        check_cuda_cores(&a)?;
+        (FORWARD, 256)
+    };
+    Ok(OpPlan::one(Launch::new(entry, tiles(&a, threads), args)))
 }
 
 /// The launches of `Op::AttentionBackward { n_head }`: ins qkv [B, T, 3C],
 /// out [B, T, C], lse [B, H, T] f32, dout [B, T, C]; outs dqkv [B, T, 3C].
-/// Σ dout·out per row goes to the workspace first (delta [B, H, T] f32); dq
+/// delta = Σ dout·out per row goes to the workspace ([B, H, T] f32) first; dq
 /// and dk/dv then write disjoint columns of dqkv, in two kernels so that
-/// nothing needs atomics.
+/// nothing needs atomics. On tensor cores the dq kernel computes delta itself
+/// (2 launches); on CUDA cores a kernel of its own does (3).
 pub fn plan_backward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
     let a = AttentionDims::of(qkv, n_head)?;
-    let path = path(tensor_cores);
-    let cfg = tiles(&a, path)?;
     let (t, c, nh) = tch(&a);
-    let b = a.b as u64;
-    let delta = args![In(1), In(3), Workspace, b, t, c, nh];
-    let mut launches = vec![Launch::new(BACKWARD_DELTA, grid(a.lse_rows(), 256), delta)];
-    for entry in [path.backward_dq, path.backward_dkdv] {
-        let args = args![
+    let (b, scale) = (a.b as u64, a.scale_f32());
+    let dkdv = args![In(0), In(2), Workspace, In(3), Out(0), t, c, nh, scale];
+    let launches = if tensor_cores {
+        let (_, dq, dkdv_entry) = fa_for(&a)?;
+        let cfg = tiles(&a, 128);
+        let dq_args = args![
             In(0),
+            In(1),
             In(2),
-            Workspace,
             In(3),
+            Workspace,
             Out(0),
             t,
             c,
             nh,
-            a.scale_f32()
+            scale
         ];
-        launches.push(Launch::new(entry, cfg, args));
-    }
+        vec![
+            Launch::new(dq, cfg, dq_args),
+            Launch::new(dkdv_entry, cfg, dkdv),
+        ]
+    } else {
+        check_cuda_cores(&a)?;
+        let cfg = tiles(&a, 256);
+        let delta = args![In(1), In(3), Workspace, b, t, c, nh];
+        vec![
+            Launch::new(BACKWARD_DELTA, grid(a.lse_rows(), 256), delta),
+            Launch::new(BACKWARD_DQ, cfg, dkdv.clone()),
+            Launch::new(BACKWARD_DKDV, cfg, dkdv),
+        ]
+    };
     Ok(OpPlan {
         workspace_bytes: Some(4 * b * nh * t),
         launches,
     })
 }
 
-/// Whether this op runs on tensor cores: [`tensor_core_attention`], and the
-/// tensor-core file compiles.
+/// Whether this op runs on tensor cores: [`tensor_core_attention`], every
+/// tensor 16-byte aligned (the kernels copy rows with 16-byte cp.async), and
+/// the tensor-core file compiles.
 fn use_tensor_cores(
     cx: &mut CudaBackend,
     dt: DType,
-    qkv: &TensorRef,
+    tensors: &[&TensorRef],
     n_head: usize,
 ) -> Result<bool> {
-    let a = AttentionDims::of(&qkv.shape, n_head)?;
-    let mut tc = tensor_core_attention(cx, qkv.dtype, a.head_dim);
+    let a = AttentionDims::of(&tensors[0].shape, n_head)?;
+    let aligned = tensors.iter().all(|t| ptr(t) % 16 == 0);
+    let Some(entries) = fa_entries(a.head_dim) else {
+        return Ok(false);
+    };
+    let mut tc = aligned && tensor_core_attention(cx, dt, a.head_dim);
     if tc {
-        // The file needs CUDA's crt/mma.h; without it (a bare pip install),
-        // attention.cu still works.
-        if let Err(e) = cx.function(TC_FORWARD, dt) {
+        // Should NVRTC reject the file on some setup, attention.cu still works.
+        if let Err(e) = cx.function(entries.0, dt) {
             log::warn!("tensor-core attention unavailable, using attention.cu: {e}");
             cx.tc_attention_broken = true;
             tc = false;
@@ -185,7 +218,8 @@ pub(crate) fn attention_forward(
     outs: &[&TensorRef],
     n_head: usize,
 ) -> Result<()> {
-    let tc = use_tensor_cores(cx, dt, ins[0], n_head)?;
+    let all: Vec<&TensorRef> = ins.iter().chain(outs).copied().collect();
+    let tc = use_tensor_cores(cx, dt, &all, n_head)?;
     let plan = plan_forward(&ins[0].shape, n_head, tc)?;
     cx.run_plan(dt, &plan, ins, outs)
 }
@@ -198,7 +232,8 @@ pub(crate) fn attention_backward(
     outs: &[&TensorRef],
     n_head: usize,
 ) -> Result<()> {
-    let tc = use_tensor_cores(cx, dt, ins[0], n_head)?;
+    let all: Vec<&TensorRef> = ins.iter().chain(outs).copied().collect();
+    let tc = use_tensor_cores(cx, dt, &all, n_head)?;
     let plan = plan_backward(&ins[0].shape, n_head, tc)?;
     cx.run_plan(dt, &plan, ins, outs)
 }

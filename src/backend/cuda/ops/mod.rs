@@ -20,7 +20,7 @@ use super::launch::FamilyKernels;
 /// from each: the op families' and the optimizer's.
 pub const FAMILIES: &[&FamilyKernels] = &[
     &attention::KERNELS,
-    &attention::TC_KERNELS,
+    &attention::FA_KERNELS,
     &cast::KERNELS,
     &cross_entropy::KERNELS,
     &elementwise::KERNELS,
