@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use headroom::backend::cuda::optim::{plan_adamw, plan_sum_squares};
+use headroom::backend::cuda::optim::{plan_adamw, plan_sum_squares, AdamWParam};
 use headroom::backend::cuda::traffic::{op_traffic, Traffic};
 use headroom::backend::AdamWStep;
 use headroom::nn::Model;
@@ -74,7 +74,14 @@ fn main() -> Result<()> {
         t: 1,
         grad_scale: 1.0,
     };
-    let with_decay: Vec<_> = refs.iter().map(|s| (*s, true)).collect();
+    let with_decay: Vec<_> = refs
+        .iter()
+        .map(|s| AdamWParam {
+            shape: s,
+            decay: true,
+            shadow: None,
+        })
+        .collect();
     *by.entry(("optimizer", "sum_squares")).or_default() += Traffic {
         launches: plan_sum_squares(&refs)?.launches.len() as u64,
         bytes: 4 * n_params,

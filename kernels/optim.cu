@@ -22,13 +22,15 @@ extern "C" __global__ void sum_squares_multi_##S(const SumSlot* slots, float* pa
 FOR_EACH_DTYPE(SUM_SQUARES)
 
 // AdamW over every parameter in one launch: blockIdx.y picks the parameter,
-// the x dimension strides over its elements.
+// the x dimension strides over its elements. Where a parameter has a
+// low-precision copy (the weights autocast's forward reads), the updated value
+// is also stored there, rounded as cast.cu rounds, so no cast runs per step.
 struct AdamSlot {
     u64 param, grad, m, v, n;
-    float decay; // 1 − lr·wd for this parameter (1 where it takes no decay)
-    float pad;
+    u64 shadow;      // 0: none
+    float decay;     // 1 − lr·wd for this parameter (1 where it takes no decay)
+    unsigned kind;   // the copy's type: 1 f16, 2 bf16
 };
-
 extern "C" __global__ void adamw_multi_f32(const AdamSlot* slots, float lr, float b1, float b2,
         float eps, float bc1, float bc2, float gscale) {
     const AdamSlot s = slots[blockIdx.y];
@@ -38,6 +40,9 @@ extern "C" __global__ void adamw_multi_f32(const AdamSlot* slots, float lr, floa
         float gr = g[i] * gscale;
         m[i] = b1 * m[i] + (1.0f - b1) * gr;
         v[i] = b2 * v[i] + (1.0f - b2) * gr * gr;
-        p[i] = p[i] * s.decay - lr * (m[i] / bc1) / (sqrtf(v[i] / bc2) + eps);
+        float pn = p[i] * s.decay - lr * (m[i] / bc1) / (sqrtf(v[i] / bc2) + eps);
+        p[i] = pn;
+        if (s.kind == 1) st((__half*)s.shadow, i, pn);
+        else if (s.kind == 2) st((__nv_bfloat16*)s.shadow, i, pn);
     }
 }

@@ -36,39 +36,45 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// In f32, and in bf16, where resume rebuilds the weights' bf16 copies from
+/// the master weights while a continuous run has AdamW write them: a copy that
+/// drifted from its weights would make the two runs differ.
 #[test]
 fn resume_continues_bit_identically() {
-    let data = Dataset::bundled();
-    let mut a = trainer(small(), cfg());
-    let la: Vec<f32> = (0..40)
-        .map(|_| {
-            let b = a.next_batch(&data).unwrap();
-            a.step(&b).unwrap().loss
-        })
-        .collect();
+    for precision in [Precision::F32, Precision::Bf16] {
+        let cfg = || TrainConfig { precision, ..cfg() };
+        let data = Dataset::bundled();
+        let mut a = trainer(small(), cfg());
+        let la: Vec<f32> = (0..40)
+            .map(|_| {
+                let b = a.next_batch(&data).unwrap();
+                a.step(&b).unwrap().loss
+            })
+            .collect();
 
-    let dir = tmp("resume");
-    let mut b = trainer(small(), cfg());
-    for _ in 0..17 {
-        let batch = b.next_batch(&data).unwrap();
-        b.step(&batch).unwrap();
+        let dir = tmp(&format!("resume-{precision}"));
+        let mut b = trainer(small(), cfg());
+        for _ in 0..17 {
+            let batch = b.next_batch(&data).unwrap();
+            b.step(&batch).unwrap();
+        }
+        b.save_checkpoint(dir.join(checkpoint::name_for(17)))
+            .unwrap();
+        drop(b);
+        let mut c = trainer(small(), cfg());
+        assert_eq!(c.resume(&dir).unwrap(), 17);
+        let lc: Vec<f32> = (17..40)
+            .map(|_| {
+                let batch = c.next_batch(&data).unwrap();
+                c.step(&batch).unwrap().loss
+            })
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&lc), bits(&la[17..]), "{precision}");
+        assert!(c.parameters().unwrap() == a.parameters().unwrap());
+        assert!(c.optimizer_state().unwrap() == a.optimizer_state().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
-    b.save_checkpoint(dir.join(checkpoint::name_for(17)))
-        .unwrap();
-    drop(b);
-    let mut c = trainer(small(), cfg());
-    assert_eq!(c.resume(&dir).unwrap(), 17);
-    let lc: Vec<f32> = (17..40)
-        .map(|_| {
-            let batch = c.next_batch(&data).unwrap();
-            c.step(&batch).unwrap().loss
-        })
-        .collect();
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&lc), bits(&la[17..]));
-    assert!(c.parameters().unwrap() == a.parameters().unwrap());
-    assert!(c.optimizer_state().unwrap() == a.optimizer_state().unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A vocabulary padded for the logits GEMM (300 → 384): the padding rows of

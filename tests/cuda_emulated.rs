@@ -264,14 +264,29 @@ fn optim_kernels_match_reference() {
         t: 3,
         grad_scale: 0.5,
     };
-    let params: Vec<(&Shape, bool)> = shapes
+    // Low-precision copies: bf16 for the first tensor, f16 for the second,
+    // none for the third (its copy slot is a buffer nothing writes).
+    let copies = [Some(DType::BF16), Some(DType::F16), None];
+    let params: Vec<optim::AdamWParam> = shapes
         .iter()
         .enumerate()
-        .map(|(k, s)| (s, k == 0))
+        .map(|(k, s)| optim::AdamWParam {
+            shape: s,
+            decay: k == 0,
+            shadow: copies[k],
+        })
         .collect();
     let plan = optim::plan_adamw(&params, &step).unwrap();
+    let copy_names: Vec<String> = (0..sizes.len()).map(|k| format!("low{k}")).collect();
     let outs: Vec<Io> = (0..sizes.len())
-        .flat_map(|k| [0, 2, 3].map(|f| io_of(&names[f], k, sizes[k], true)))
+        .flat_map(|k| {
+            let [p, m, v] = [0, 2, 3].map(|f| io_of(&names[f], k, sizes[k], true));
+            let copy = match copies[k] {
+                Some(d) => io(&copy_names[k], Ty::Of(d), sizes[k]),
+                None => io(&copy_names[k], Ty::F32, 0),
+            };
+            [p, m, v, copy]
+        })
         .collect();
     write_plan(&dir, &plan, DType::F32, &grads, &outs);
     replay(&exe, &dir);
@@ -294,6 +309,25 @@ fn optim_kernels_match_reference() {
         let err = rel_err(want, &got);
         println!("adamw {name}: rel err {err:.2e}");
         assert!(err < 1e-5, "adamw {name} off by {err:.2e}");
+    }
+    // Each copy is the kernel's own updated weights, rounded as a cast
+    // rounds: bit for bit.
+    for (k, copy) in copies.iter().enumerate() {
+        let Some(d) = *copy else { continue };
+        let updated = read_f32(&dir.join(format!("{}.f32", names[0][k])));
+        let want = HostTensor::from_f64_as(Shape::new(&[sizes[k]]), &updated, d)
+            .unwrap()
+            .to_f64_vec();
+        let got = read_f32(&dir.join(format!("{}.f32", copy_names[k])));
+        let off = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+        println!(
+            "adamw {d} copy of tensor {k}: {off} of {} elements differ",
+            sizes[k]
+        );
+        assert_eq!(
+            off, 0,
+            "the {d} copy of tensor {k} is not the rounded update"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -80,6 +80,10 @@ pub struct AdamWSlot<'a> {
     pub v: &'a TensorRef,
     /// Whether weight decay applies (matrices yes; biases, norms no).
     pub decay: bool,
+    /// The parameter's low-precision copy that autocast's forward reads
+    /// (f16/bf16), written from the updated weights with [`Op::Cast`]'s
+    /// rounding, so the next step needs no cast of its own.
+    pub shadow: Option<&'a TensorRef>,
 }
 
 impl AdamWSlot<'_> {
@@ -137,7 +141,8 @@ pub trait Backend {
     fn accumulate(&mut self, dst: &TensorRef, src: &TensorRef) -> Result<()>;
     /// Σ x² over all elements of all tensors, for global-norm clipping.
     fn sum_squares(&mut self, ts: &[&TensorRef]) -> Result<f64>;
-    /// AdamW with decoupled weight decay, updating params and moments in place.
+    /// AdamW with decoupled weight decay, updating params and moments in place
+    /// and writing each slot's `shadow` from its updated params.
     fn adamw(&mut self, slots: &[AdamWSlot], step: &AdamWStep) -> Result<()>;
     /// Queues a timestamp after the work queued so far and returns its index
     /// among those since the last [`Backend::take_timestamps`], for profiles;

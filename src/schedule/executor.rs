@@ -175,6 +175,18 @@ fn run(
             Instr::Run(ni) | Instr::Recompute(ni) => {
                 let recompute = matches!(instr, Instr::Recompute(_));
                 let n = g.node(ni);
+                // Outputs the caller bound (the weights' low-precision copies
+                // standing in for their casts): nothing runs, and a recompute
+                // after the program freed them binds them again.
+                if n.outputs.iter().all(|o| bind.contains_key(o)) {
+                    for o in &n.outputs {
+                        slots[o.index()] = Some(Slot {
+                            r: bind[o].clone(),
+                            owned: false,
+                        });
+                    }
+                    continue;
+                }
                 for &v in &n.inputs {
                     if slots[v.index()].is_none() {
                         let what = match &g.info(v).kind {

@@ -15,6 +15,8 @@ use super::{execute_into, Bindings, Mode, Recompute};
 use crate::backend::{Device, DeviceTensor, TensorRef};
 use crate::data::Batch;
 use crate::error::{Error, Result};
+use crate::graph::ops::Op;
+use crate::graph::{Graph, Value, ValueKind};
 use crate::memory::{MemPhase, Tag, TensorKind};
 use crate::nn::{Model, ParamSpec};
 use crate::rng::Rng;
@@ -48,6 +50,36 @@ pub struct ParamState {
     pub m: DeviceTensor,
     /// AdamW's second moment.
     pub v: DeviceTensor,
+    /// The low-precision copy autocast's forward reads instead of casting
+    /// the weights every step; AdamW keeps it current
+    /// ([`StepCompiler::low_copies`]).
+    pub shadow: Option<DeviceTensor>,
+}
+
+impl ParamState {
+    /// Rewrites the low-precision copy from the master weights, after they
+    /// were written other than by AdamW (at init, on resume).
+    pub fn refresh_shadow(&self, device: &mut Device) -> Result<()> {
+        if let Some(s) = &self.shadow {
+            let cast = Op::Cast { to: s.dtype() };
+            device
+                .backend_mut()
+                .run(&cast, &[self.value.view()], &[s.view()])?;
+        }
+        Ok(())
+    }
+}
+
+/// The parameters a graph casts to low precision, each with the cast's output
+/// value and dtype: the casts a shadow copy stands in for.
+pub fn param_casts(g: &Graph) -> Vec<(&str, Value, DType)> {
+    g.nodes()
+        .iter()
+        .filter_map(|n| match (&n.op, &g.info(n.inputs[0]).kind) {
+            (Op::Cast { to }, ValueKind::Param(name)) => Some((name.as_str(), n.outputs[0], *to)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Everything a model keeps on the device between steps.
@@ -67,10 +99,12 @@ impl ModelState {
     pub fn place(
         device: &mut Device,
         specs: Vec<ParamSpec>,
+        shadows: &HashMap<String, DType>,
         mut init: Option<&mut Rng>,
         workspace_bytes: u64,
     ) -> Result<ModelState> {
         let weight = Tag::new(MemPhase::Setup, "param", TensorKind::Weight);
+        let low = Tag::new(MemPhase::Setup, "param_low_copy", TensorKind::Weight);
         let state = Tag::new(MemPhase::Setup, "adamw_state", TensorKind::OptimizerState);
         let mut params = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -82,7 +116,24 @@ impl ModelState {
             };
             let m = place(device, &spec, zeros(), state)?;
             let v = place(device, &spec, zeros(), state)?;
-            params.push(ParamState { spec, value, m, v });
+            let shadow = match shadows.get(&spec.name) {
+                Some(&dt) => {
+                    device.set_tag(low);
+                    Some(device.alloc(spec.shape.clone(), dt)?)
+                }
+                None => None,
+            };
+            let p = ParamState {
+                spec,
+                value,
+                m,
+                v,
+                shadow,
+            };
+            if init.is_some() {
+                p.refresh_shadow(device)?;
+            }
+            params.push(p);
         }
         let workspace = match workspace_bytes {
             0 => None,
@@ -181,6 +232,18 @@ impl Runner<'_> {
             for p in self.params {
                 if let Some(v) = g.graph.lookup(&p.spec.name) {
                     bind.insert(v, p.value.view());
+                }
+            }
+            // Autocast's casts of the weights: the low-precision copies.
+            let by_name: HashMap<&str, &ParamState> = self
+                .params
+                .iter()
+                .map(|p| (p.spec.name.as_str(), p))
+                .collect();
+            for (name, out, dt) in param_casts(&g.graph) {
+                let shadow = by_name.get(name).and_then(|p| p.shadow.as_ref());
+                if let Some(s) = shadow.filter(|s| s.dtype() == dt) {
+                    bind.insert(out, s.view());
                 }
             }
             let mode = match kind {

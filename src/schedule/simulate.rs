@@ -159,7 +159,9 @@ fn run_simulation(
     device.set_budget(budget.map(Budget::Bytes));
     device.start_trace();
     let workspace = cfg.workspace_bytes.max(device.workspace_bytes());
-    let state = ModelState::place(&mut device, model.param_specs(), None, workspace)?;
+    let shadows = compiler.low_copies(model);
+    let specs = model.param_specs();
+    let state = ModelState::place(&mut device, specs, &shadows, None, workspace)?;
     let batch = Batch::shape_only(cfg.batch, cfg.seq_len);
     let mut runner = Runner {
         device: &mut device,

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::run::param_casts;
 use super::{lower_with, LowerOptions, Program, Recompute};
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +89,7 @@ pub struct StepCompiler {
     precision: Precision,
     graphs: HashMap<GraphKey, Rc<StepGraph>>,
     programs: HashMap<ProgramKey, Rc<Program>>,
+    low_copies: Option<Rc<HashMap<String, DType>>>,
 }
 
 impl StepCompiler {
@@ -97,7 +99,40 @@ impl StepCompiler {
             precision,
             graphs: HashMap::new(),
             programs: HashMap::new(),
+            low_copies: None,
         }
+    }
+
+    /// Which parameters get a low-precision copy, and of which dtype: those
+    /// the model's forward casts under autocast, read off a one-token
+    /// evaluation graph (which weights are cast does not depend on the
+    /// shapes; this graph is not kept). Empty in f32, and when the model
+    /// cannot be traced at that size: its casts then run every step.
+    pub fn low_copies(&mut self, model: &dyn Model) -> Rc<HashMap<String, DType>> {
+        if let Some(c) = &self.low_copies {
+            return c.clone();
+        }
+        let key = GraphKey {
+            kind: GraphKind::Eval,
+            micro_batch: 1,
+            seq: 1,
+        };
+        let copies = match self.precision.low_dtype() {
+            None => HashMap::new(),
+            Some(_) => match trace(model, key, self.precision) {
+                Ok(sg) => param_casts(&sg.graph)
+                    .into_iter()
+                    .map(|(n, _, d)| (n.to_string(), d))
+                    .collect(),
+                Err(e) => {
+                    log::debug!("no low-precision weight copies: {e}");
+                    HashMap::new()
+                }
+            },
+        };
+        let copies = Rc::new(copies);
+        self.low_copies = Some(copies.clone());
+        copies
     }
 
     /// Graphs traced so far (each distinct one once).

@@ -153,9 +153,11 @@ impl<M: Model> Trainer<M> {
         let mut rng = Rng::fork(cfg.seed, "init");
         let specs = model.param_specs();
         let rng = init.then_some(&mut rng);
-        let state = ModelState::place(&mut device, specs, rng, cfg.workspace_bytes)?;
+        let mut compiler = StepCompiler::new(cfg.precision);
+        let shadows = compiler.low_copies(&model);
+        let state = ModelState::place(&mut device, specs, &shadows, rng, cfg.workspace_bytes)?;
         Ok(Trainer {
-            compiler: StepCompiler::new(cfg.precision),
+            compiler,
             sampler: Rng::fork(cfg.seed, "train-data"),
             device,
             model,

@@ -114,6 +114,7 @@ impl<M: Model> Trainer<M> {
                 .write(&p.value, &pad(saved[p.spec.name.as_str()])?)?;
             self.device.write(&p.m, &pad(mm)?)?;
             self.device.write(&p.v, &pad(vv)?)?;
+            p.refresh_shadow(&mut self.device)?;
         }
         self.step = m.step;
         self.scaler = m.scaler.clone();

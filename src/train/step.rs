@@ -163,6 +163,7 @@ impl<M: Model> Trainer<M> {
                     m: p.m.view(),
                     v: p.v.view(),
                     decay: p.spec.decays(),
+                    shadow: p.shadow.as_ref().map(|s| s.view()),
                 })
                 .collect();
             let span = Span::new(MemPhase::Optimizer, "optimizer", "adamw");

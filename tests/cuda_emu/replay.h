@@ -11,7 +11,7 @@
 //   out NAME TYPE LEN       NaN until written; written to DIR/NAME.f32 at the end
 //   inout NAME TYPE LEN     read as an in, written back as an out (updated in place)
 //   table FIELD...          the next launch's table (the buffer "table"), each
-//                           FIELD p:NAME (a buffer's address, u64), u:N or f:HEX
+//                           FIELD p:NAME (a buffer's address, u64), u:N, w:N or f:HEX
 //   launch SYMBOL GX GY GZ BX BY BZ SHARED ARG...
 // with TYPE f32, f16, bf16 or i32 and each ARG one of b:NAME (a buffer's first
 // element), u:N (u64), w:N (unsigned), f:HEX (float, its bits), d:N,N,N,N,N,N
@@ -206,8 +206,14 @@ inline int replay_main(int argc, char** argv, const std::map<std::string, replay
         } else if (what == "table") {
             Buffer t{"table", 0, {}};
             for (std::string tok; ss >> tok;) {
-                Arg a = parse_arg(tok[0] == 'p' ? "b" + tok.substr(1) : tok, bufs);
                 unsigned char field[8];
+                if (tok[0] == 'w') {  // an `unsigned`: 4 bytes, little-endian
+                    unsigned w = (unsigned)std::stoul(tok.substr(2));
+                    std::memcpy(field, &w, 4);
+                    t.bytes.insert(t.bytes.end(), field, field + 4);
+                    continue;
+                }
+                Arg a = parse_arg(tok[0] == 'p' ? "b" + tok.substr(1) : tok, bufs);
                 size_t size = 8;
                 if (a.kind == 'b') {
                     u64 p = (u64)a.buf->bytes.data();

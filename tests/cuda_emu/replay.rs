@@ -90,6 +90,7 @@ pub fn write_plan(dir: &Path, plan: &OpPlan, dt: DType, ins: &[Io], outs: &[Io])
                 match *f {
                     Field::Ptr(b) => write!(s, " p:{}", buf(b)),
                     Field::U64(x) => write!(s, " u:{x}"),
+                    Field::U32(x) => write!(s, " w:{x}"),
                     Field::F32(x) => write!(s, " f:{:08x}", x.to_bits()),
                 }
                 .unwrap();

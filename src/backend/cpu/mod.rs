@@ -148,6 +148,9 @@ impl Backend for CpuBackend {
                     let vhat = *v / bc2;
                     *p = *p * decay - lr * mhat / (vhat.sqrt() + eps);
                 });
+            if let Some(shadow) = slot.shadow {
+                self.run(&Op::Cast { to: shadow.dtype }, &[slot.param], &[shadow])?;
+            }
         }
         Ok(())
     }

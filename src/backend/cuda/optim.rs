@@ -54,12 +54,24 @@ pub fn plan_sum_squares(shapes: &[&Shape]) -> Result<OpPlan> {
     })
 }
 
-/// The launch of one AdamW step `s` over parameters shaped `params`, each
-/// with whether weight decay applies: ins each parameter's gradient; outs
-/// each parameter, its m and its v (`Out(3k)`, `Out(3k + 1)`, `Out(3k + 2)`),
-/// all f32 and updated in place. The table is the kernel's AdamSlot per
-/// parameter: (param, grad, m, v, n, decay factor, pad); a grid row each.
-pub fn plan_adamw(params: &[(&Shape, bool)], s: &AdamWStep) -> Result<OpPlan> {
+/// One parameter of an AdamW launch: its shape, whether weight decay
+/// applies, and the dtype of its low-precision copy, if it has one.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWParam<'a> {
+    /// The parameter's shape.
+    pub shape: &'a Shape,
+    /// Whether weight decay applies.
+    pub decay: bool,
+    /// The copy's dtype (f16 or bf16); `None` for no copy.
+    pub shadow: Option<DType>,
+}
+
+/// The launch of one AdamW step `s` over `params`: ins each parameter's
+/// gradient; outs each parameter, its m, its v and its copy (`Out(4k)` ..
+/// `Out(4k + 3)`; the copy's slot is unused without one), f32 but the copy,
+/// all updated in place. The table is the kernel's AdamSlot per parameter:
+/// (param, grad, m, v, n, copy, decay factor, copy type); a grid row each.
+pub fn plan_adamw(params: &[AdamWParam], s: &AdamWStep) -> Result<OpPlan> {
     if params.len() > 65535 {
         return Err(unavailable(format!(
             "{} parameter tensors in one AdamW launch",
@@ -70,13 +82,23 @@ pub fn plan_adamw(params: &[(&Shape, bool)], s: &AdamWStep) -> Result<OpPlan> {
     let (bc1, bc2) = (bc1 as f32, bc2 as f32);
     let mut table = Vec::with_capacity(7 * params.len());
     let mut widest = 0u64;
-    for (k, &(shape, decay)) in params.iter().enumerate() {
-        let n = shape.numel() as u64;
+    for (k, p) in params.iter().enumerate() {
+        let n = p.shape.numel() as u64;
         widest = widest.max(n);
-        let (p, m, v) = (Out(3 * k), Out(3 * k + 1), Out(3 * k + 2));
-        table.extend([p, In(k), m, v].map(Field::Ptr));
-        table.extend([Field::U64(n), Field::F32(s.decay_factor(decay) as f32)]);
-        table.push(Field::F32(0.0));
+        let (w, m, v) = (Out(4 * k), Out(4 * k + 1), Out(4 * k + 2));
+        table.extend([w, In(k), m, v].map(Field::Ptr));
+        table.push(Field::U64(n));
+        let kind = match p.shadow {
+            None => 0,
+            Some(DType::F16) => 1,
+            Some(DType::BF16) => 2,
+            Some(other) => return Err(Error::dtype("adamw", "an f16 or bf16 copy", other)),
+        };
+        table.push(match p.shadow {
+            Some(_) => Field::Ptr(Out(4 * k + 3)),
+            None => Field::U64(0),
+        });
+        table.extend([Field::F32(s.decay_factor(p.decay) as f32), Field::U32(kind)]);
     }
     let cfg = table_grid(widest.div_ceil(256).clamp(1, 1024), params.len());
     let (lr, b1, b2, eps) = (s.lr as f32, s.beta1 as f32, s.beta2 as f32, s.eps as f32);
@@ -122,13 +144,25 @@ impl CudaBackend {
         if slots.is_empty() {
             return Ok(());
         }
-        let params: Vec<(&Shape, bool)> = slots.iter().map(|k| (&k.param.shape, k.decay)).collect();
+        let params: Vec<AdamWParam> = slots
+            .iter()
+            .map(|k| AdamWParam {
+                shape: &k.param.shape,
+                decay: k.decay,
+                shadow: k.shadow.map(|t| t.dtype),
+            })
+            .collect();
         let plan = plan_adamw(&params, s)?;
         for slot in slots {
             slot.check_f32()?;
         }
         let grads: Vec<&TensorRef> = slots.iter().map(|k| k.grad).collect();
-        let outs: Vec<&TensorRef> = slots.iter().flat_map(|k| [k.param, k.m, k.v]).collect();
+        // A parameter without a copy names its weights again in the copy's
+        // slot; the table never points at it.
+        let outs: Vec<&TensorRef> = slots
+            .iter()
+            .flat_map(|k| [k.param, k.m, k.v, k.shadow.unwrap_or(k.param)])
+            .collect();
         self.run_plan(DType::F32, &plan, &grads, &outs)
     }
 }

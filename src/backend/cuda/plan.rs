@@ -34,6 +34,8 @@ pub enum Field {
     Ptr(Buf),
     /// `u64`.
     U64(u64),
+    /// `unsigned`.
+    U32(u32),
     /// `float`.
     F32(f32),
 }
@@ -164,6 +166,7 @@ impl CudaBackend {
                     match *f {
                         Field::Ptr(b) => bytes.extend_from_slice(&addr(b, 0).to_le_bytes()),
                         Field::U64(x) => bytes.extend_from_slice(&x.to_le_bytes()),
+                        Field::U32(x) => bytes.extend_from_slice(&x.to_le_bytes()),
                         Field::F32(x) => bytes.extend_from_slice(&x.to_le_bytes()),
                     }
                 }

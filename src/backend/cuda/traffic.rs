@@ -164,16 +164,16 @@ pub fn launch_bytes(l: &Launch, ins: &[Meta], outs: &[Meta], workspace: u64) -> 
                 continue;
             }
             // Attention: q (a third of qkv) once, k and v streamed.
-            (s, Buf::In(0)) if s.starts_with("attention") && s.ends_with("forward") => {
+            (s, Buf::In(0)) if s.starts_with("attention") && s.contains("forward") => {
                 1.0 / 3.0 + 2.0 / 3.0 * streamed
             }
-            (s, Buf::In(0)) if s.ends_with("backward_dq") => 1.0 / 3.0 + 2.0 / 3.0 * streamed,
+            (s, Buf::In(0)) if s.contains("backward_dq") => 1.0 / 3.0 + 2.0 / 3.0 * streamed,
             // dq writes a third of dqkv, dk/dv two thirds.
-            (s, Buf::Out(0)) if s.ends_with("backward_dq") => 1.0 / 3.0,
+            (s, Buf::Out(0)) if s.contains("backward_dq") => 1.0 / 3.0,
             // dk/dv: k and v once, the query side (q, lse, delta, dout) streamed.
-            (s, Buf::In(0)) if s.ends_with("backward_dkdv") => 2.0 / 3.0 + 1.0 / 3.0 * streamed,
-            (s, Buf::In(_) | Buf::Workspace) if s.ends_with("backward_dkdv") => streamed,
-            (s, Buf::Out(0)) if s.ends_with("backward_dkdv") => 2.0 / 3.0,
+            (s, Buf::In(0)) if s.contains("backward_dkdv") => 2.0 / 3.0 + 1.0 / 3.0 * streamed,
+            (s, Buf::In(_) | Buf::Workspace) if s.contains("backward_dkdv") => streamed,
+            (s, Buf::Out(0)) if s.contains("backward_dkdv") => 2.0 / 3.0,
             _ => 1.0,
         };
         total += passes * size(b);

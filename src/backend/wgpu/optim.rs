@@ -5,8 +5,9 @@ use super::dispatch::{f, groups_1d, u, Bind};
 use super::ops::{Aliases, Kernel, Shader};
 use super::pipeline::Variant;
 use super::{unsupported, WgpuBackend};
-use crate::backend::{AdamWSlot, AdamWStep, TensorRef};
+use crate::backend::{AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::Result;
+use crate::graph::ops::Op;
 use crate::tensor::DType;
 
 const OPTIM: Shader = Shader {
@@ -91,6 +92,9 @@ pub(super) fn adamw(b: &mut WgpuBackend, slots: &[AdamWSlot], s: &AdamWStep) -> 
             (4, Bind::T(slot.v)),
         ];
         b.dispatch(ADAMW, &p, &binds, groups_1d(n))?;
+        if let Some(shadow) = slot.shadow {
+            b.run(&Op::Cast { to: shadow.dtype }, &[slot.param], &[shadow])?;
+        }
     }
     Ok(())
 }
