@@ -44,46 +44,17 @@ fn column_sums_match_cpu() {
     // 600 rows: 10 slabs of 60 (not a multiple of the 8 row lanes); 520
     // columns: 3 bf16 strips of 256, the last with 8; 40 columns: one strip,
     // most column lanes idle; 37 and 3 columns: off every vector width.
-    type Case = (
-        &'static [usize],
-        &'static [usize],
-        bool,
-        &'static str,
-        &'static str,
-    );
+    type Case<'a> = (&'a [usize], &'a [usize], bool, &'a str, &'a str);
+    let (vec, one) = ("colsum_partial_vec", "colsum_partial");
     let cases: [Case; 9] = [
-        (
-            &[600, 256],
-            &[0],
-            true,
-            "colsum_partial_vec",
-            "colsum_partial_vec",
-        ),
-        (&[600, 256], &[0], false, "colsum_partial", "colsum_partial"),
-        (
-            &[3, 200, 40],
-            &[0, 1],
-            true,
-            "colsum_partial_vec",
-            "colsum_partial_vec",
-        ),
-        (
-            &[70, 520],
-            &[0],
-            true,
-            "colsum_partial_vec",
-            "colsum_partial_vec",
-        ),
-        (
-            &[70, 4, 5],
-            &[0],
-            true,
-            "colsum_partial_vec",
-            "colsum_partial",
-        ),
-        (&[130, 37], &[0], true, "colsum_partial", "colsum_partial"),
-        (&[1000, 3], &[0], true, "colsum_partial", "colsum_partial"),
-        (&[50, 60], &[0, 1], true, "colsum_partial", "colsum_partial"),
+        (&[600, 256], &[0], true, vec, vec),
+        (&[600, 256], &[0], false, one, one),
+        (&[3, 200, 40], &[0, 1], true, vec, vec),
+        (&[70, 520], &[0], true, vec, vec),
+        (&[70, 4, 5], &[0], true, vec, one),
+        (&[130, 37], &[0], true, one, one),
+        (&[1000, 3], &[0], true, one, one),
+        (&[50, 60], &[0, 1], true, one, one),
         // Not leading axes: the general kernels.
         (&[60, 50], &[1], true, "sum_partial", "sum_partial"),
     ];
@@ -162,57 +133,21 @@ fn layernorm_row_groups_match_cpu() {
     // 768: GPT-2's, 96 threads a row (3 warps), 10 row groups a backward block.
     // 64 and 40: one warp a row; 300 and 600 rows: several backward blocks,
     // the last part-full. 37: off every vector width; 300: off bf16's only;
-    // 1100: 160 threads a row, f32 two vectors a thread; 8200: the fallback.
-    type Case = (&'static [usize], bool, &'static str, &'static str);
-    let cases: [Case; 8] = [
-        (
-            &[5, 768],
-            true,
-            "layernorm_backward_rows_vec",
-            "layernorm_backward_rows_vec",
-        ),
-        (
-            &[300, 64],
-            true,
-            "layernorm_backward_rows_vec",
-            "layernorm_backward_rows_vec",
-        ),
-        (
-            &[600, 40],
-            true,
-            "layernorm_backward_rows_vec",
-            "layernorm_backward_rows_vec",
-        ),
-        (
-            &[4, 10, 37],
-            true,
-            "layernorm_backward_rows",
-            "layernorm_backward_rows",
-        ),
-        (
-            &[7, 300],
-            true,
-            "layernorm_backward_rows_vec",
-            "layernorm_backward_rows",
-        ),
-        (
-            &[7, 300],
-            false,
-            "layernorm_backward_rows",
-            "layernorm_backward_rows",
-        ),
-        (
-            &[3, 1100],
-            true,
-            "layernorm_backward_rows_vec",
-            "layernorm_backward_rows",
-        ),
-        (
-            &[2, 8200],
-            true,
-            "layernorm_backward_dx",
-            "layernorm_backward_dx",
-        ),
+    // 1100: 160 threads a row, f32 two vectors a thread; 4104: the backward
+    // adds its groups' dw, db in three chunks of columns; 8200: the fallback.
+    type Case<'a> = (&'a [usize], bool, &'a str, &'a str);
+    let (vec, one) = ("layernorm_backward_rows_vec", "layernorm_backward_rows");
+    let wide = "layernorm_backward_dx";
+    let cases: [Case; 9] = [
+        (&[5, 768], true, vec, vec),
+        (&[300, 64], true, vec, vec),
+        (&[600, 40], true, vec, vec),
+        (&[4, 10, 37], true, one, one),
+        (&[7, 300], true, vec, one),
+        (&[7, 300], false, one, one),
+        (&[3, 1100], true, vec, one),
+        (&[5, 4104], true, vec, vec),
+        (&[2, 8200], true, wide, wide),
     ];
     let mut worst = [0f64; 3];
     for (k, &(shape, aligned, stem32, stem16)) in cases.iter().enumerate() {
