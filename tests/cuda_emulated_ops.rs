@@ -40,9 +40,9 @@ fn layernorm_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
     let d = Driver::build(&cxx, "layernorm");
     let eps = 1e-5;
-    // Rows of 300 (one wrap of the 256 threads), 37 (most threads idle) and 513
-    // (two wraps); dw/db's 64-thread blocks end part-full in every case.
-    // 600 rows: dw/db's first stage splits them into 4 chunks of 150.
+    // Rows of 300, 37 and 513 (row groups of 64, 32 and 96 threads, off the
+    // vector widths but for 300 in f32); 600 rows: several backward blocks.
+    // tests/cuda_emulated_fused.rs has the row groups' own cases.
     let shapes: [&[usize]; 4] = [&[5, 300], &[2, 3, 37], &[2, 513], &[600, 37]];
     for (k, &shape) in shapes.iter().enumerate() {
         let sh = Shape::new(shape);
