@@ -70,3 +70,19 @@ __device__ RowStats row_stats(const T* xr, u64 v) {
     RowStats r; r.max = m; r.sum = block_sum_256(s);
     return r;
 }
+
+// 16 bytes of storage type T (4 f32, 8 f16/bf16): one 128-bit load or store
+// when the address is 16-byte aligned, which the host's plan checks before it
+// picks a kernel that uses them.
+template <typename T>
+struct __align__(16) Pack16 {
+    T v[16 / sizeof(T)];
+};
+template <typename T>
+__device__ __forceinline__ Pack16<T> ld16(const T* p) {
+    return *reinterpret_cast<const Pack16<T>*>(p);
+}
+template <typename T>
+__device__ __forceinline__ void st16(T* p, const Pack16<T>& x) {
+    *reinterpret_cast<Pack16<T>*>(p) = x;
+}

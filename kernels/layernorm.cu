@@ -1,6 +1,194 @@
-// LayerNorm over rows of C: one block of 256 threads per row; mean and rstd
-// saved in f32.
+// LayerNorm over rows of C; mean and rstd saved in f32.
+//
+// Row groups (C ≤ 8192): a group of `tpr` threads (a multiple of 32) takes a
+// row, each thread holding up to 8 of its elements in registers, so x (and dy)
+// is read from global memory once. Thread t of a group owns the vectors
+// t + k·tpr (k < 8 / W) of W elements: 16-byte loads when W > 1 (C a multiple
+// of W, every operand 16-byte aligned: the host checks), one element when
+// W = 1. A block is several groups; sums over a row are warp shuffles, then the
+// group's warps added in order through shared memory, so results do not depend
+// on timing. Wider rows take the block-per-row kernels at the end of the file.
+
+// The 8 row elements a thread owns (0 past the row's end).
+template <typename T, int W>
+__device__ __forceinline__ void load_row(const T* p, unsigned c, unsigned tpr, unsigned t,
+                                         float (&v)[8]) {
+#pragma unroll
+    for (int k = 0; k < 8 / W; k++) {
+        unsigned col = (t + k * tpr) * W;
+        if constexpr (W > 1) {
+            if (col < c) {
+                Pack16<T> q = ld16(p + col);
+#pragma unroll
+                for (int e = 0; e < W; e++) v[k * W + e] = ld(q.v, e);
+            } else {
+#pragma unroll
+                for (int e = 0; e < W; e++) v[k * W + e] = 0.0f;
+            }
+        } else {
+            v[k] = col < c ? ld(p, col) : 0.0f;
+        }
+    }
+}
+
+template <typename T, int W>
+__device__ __forceinline__ void store_row(T* p, unsigned c, unsigned tpr, unsigned t,
+                                          const float (&v)[8]) {
+#pragma unroll
+    for (int k = 0; k < 8 / W; k++) {
+        unsigned col = (t + k * tpr) * W;
+        if (col >= c) continue;
+        if constexpr (W > 1) {
+            Pack16<T> q;
+#pragma unroll
+            for (int e = 0; e < W; e++) st(q.v, e, v[k * W + e]);
+            st16(p + col, q);
+        } else {
+            st(p, col, v[k]);
+        }
+    }
+}
+
+struct Sum2 { float a, b; };
+
+// (Σa, Σb) over the tpr threads of the caller's group, the same bits in every
+// thread. Every thread of the block calls it together: a group of more than
+// one warp goes through shared memory and a block barrier; `parity` alternates
+// between consecutive calls so that one barrier a call suffices.
+__device__ Sum2 group_sum2(float a, float b, unsigned tpr, unsigned parity) {
+    __shared__ float red[2][32][2];  // [parity][warp][a, b]
+    for (int m = 16; m > 0; m >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, m);
+        b += __shfl_xor_sync(0xffffffffu, b, m);
+    }
+    Sum2 s; s.a = a; s.b = b;
+    if (tpr == 32) return s;
+    unsigned w = threadIdx.x / 32;
+    if (threadIdx.x % 32 == 0) { red[parity][w][0] = a; red[parity][w][1] = b; }
+    __syncthreads();
+    unsigned w0 = threadIdx.x / tpr * (tpr / 32);
+    s.a = 0.0f; s.b = 0.0f;
+    for (unsigned i = 0; i < tpr / 32; i++) { s.a += red[parity][w0 + i][0]; s.b += red[parity][w0 + i][1]; }
+    return s;
+}
+
+// Group g of block b normalises row b·G + g.
+template <typename T, int W>
+__device__ void ln_forward_rows(const T* x, const T* w, const T* b, T* y, float* mean, float* rstd,
+                                unsigned rows, unsigned c, unsigned tpr, float eps) {
+    unsigned g = threadIdx.x / tpr, t = threadIdx.x % tpr;
+    unsigned r = blockIdx.x * (blockDim.x / tpr) + g;
+    bool live = r < rows;
+    float v[8];
+    if (live) load_row<T, W>(x + (u64)r * c, c, tpr, t, v);
+    else for (int e = 0; e < 8; e++) v[e] = 0.0f;
+    float s = 0.0f;
+    for (int e = 0; e < 8; e++) s += v[e];
+    float mu = group_sum2(s, 0.0f, tpr, 0).a / c;
+    float d = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8 / W; k++)
+        if ((t + k * tpr) * W < c)
+            for (int e = 0; e < W; e++) { float z = v[k * W + e] - mu; d += z * z; }
+    float rs = rsqrtf(group_sum2(d, 0.0f, tpr, 1).a / c + eps);
+    if (!live) return;
+    float wv[8], bv[8];
+    load_row<T, W>(w, c, tpr, t, wv);
+    load_row<T, W>(b, c, tpr, t, bv);
+    for (int e = 0; e < 8; e++) v[e] = (v[e] - mu) * rs * wv[e] + bv[e];
+    store_row<T, W>(y + (u64)r * c, c, tpr, t, v);
+    if (t == 0) { mean[r] = mu; rstd[r] = rs; }
+}
+
+// One pass over dy and x: block b takes rows [b·rpb, (b + 1)·rpb), its G groups
+// a row each at a time (rpb a multiple of G). Each row's dx is written at once;
+// each thread adds its columns' dw, db terms in row order in registers, then
+// the groups add theirs in group order, giving the block's f32 partials [2][C]
+// at partial + b·2C, which the finish kernel adds in block order.
+template <typename T, int W>
+__device__ void ln_backward_rows(const T* dy, const T* x, const T* w, const float* mean,
+                                 const float* rstd, T* dx, float* partial, unsigned rows,
+                                 unsigned c, unsigned tpr, unsigned rpb) {
+    unsigned G = blockDim.x / tpr, g = threadIdx.x / tpr, t = threadIdx.x % tpr;
+    unsigned r0 = blockIdx.x * rpb, r1 = r0 + rpb < rows ? r0 + rpb : rows;
+    float wv[8], gw[8], gb[8];
+    load_row<T, W>(w, c, tpr, t, wv);
+    for (int e = 0; e < 8; e++) { gw[e] = 0.0f; gb[e] = 0.0f; }
+    for (unsigned it = 0; r0 + it * G < r1; it++) {
+        unsigned r = r0 + it * G + g;
+        bool live = r < r1;
+        float xv[8], dv[8], mu = 0.0f, rs = 0.0f;
+        if (live) {
+            load_row<T, W>(x + (u64)r * c, c, tpr, t, xv);
+            load_row<T, W>(dy + (u64)r * c, c, tpr, t, dv);
+            mu = mean[r]; rs = rstd[r];
+        } else {
+            for (int e = 0; e < 8; e++) { xv[e] = 0.0f; dv[e] = 0.0f; }
+        }
+        // Past the row's end dy is 0, so those elements add nothing.
+        float a = 0.0f, bb = 0.0f;
+        for (int e = 0; e < 8; e++) {
+            xv[e] = (xv[e] - mu) * rs;  // normalised x
+            float dn = wv[e] * dv[e];
+            a += dn; bb += dn * xv[e];
+        }
+        Sum2 s = group_sum2(a, bb, tpr, it & 1);
+        float dm = s.a / c, dnm = s.b / c, o[8];
+        for (int e = 0; e < 8; e++) {
+            o[e] = (wv[e] * dv[e] - dm - xv[e] * dnm) * rs;
+            gw[e] += xv[e] * dv[e]; gb[e] += dv[e];
+        }
+        if (live) store_row<T, W>(dx + (u64)r * c, c, tpr, t, o);
+    }
+    // The groups' sums, added in group order in shared memory 2048 columns at
+    // a time (a whole vector always falls in one chunk: 2048 is a multiple of W).
+    __shared__ float comb[2][2048];
+    float* pw = partial + (u64)blockIdx.x * 2 * c;
+    for (unsigned c0 = 0; c0 < c; c0 += 2048) {
+        for (unsigned q = 0; q < G; q++) {
+            if (g == q) {
+#pragma unroll
+                for (int k = 0; k < 8 / W; k++) {
+                    unsigned col = (t + k * tpr) * W;
+                    if (col < c0 || col >= c0 + 2048 || col >= c) continue;
+                    for (int e = 0; e < W; e++) {
+                        unsigned i = col - c0 + e;
+                        comb[0][i] = (q ? comb[0][i] : 0.0f) + gw[k * W + e];
+                        comb[1][i] = (q ? comb[1][i] : 0.0f) + gb[k * W + e];
+                    }
+                }
+            }
+            __syncthreads();  // group q's sums seen by group q + 1
+        }
+        unsigned len = c - c0 < 2048 ? c - c0 : 2048;
+        for (unsigned i = threadIdx.x; i < len; i += blockDim.x) {
+            pw[c0 + i] = comb[0][i];
+            pw[c + c0 + i] = comb[1][i];
+        }
+        __syncthreads();  // written out before the next chunk reuses comb
+    }
+}
+
 #define LAYERNORM(S, T)                                                                            \
+extern "C" __global__ void layernorm_forward_rows_vec_##S(const T* x, const T* w, const T* b, T* y, \
+        float* mean, float* rstd, unsigned rows, unsigned c, unsigned tpr, float eps) {            \
+    ln_forward_rows<T, 16 / sizeof(T)>(x, w, b, y, mean, rstd, rows, c, tpr, eps);                 \
+}                                                                                                  \
+extern "C" __global__ void layernorm_forward_rows_##S(const T* x, const T* w, const T* b, T* y,    \
+        float* mean, float* rstd, unsigned rows, unsigned c, unsigned tpr, float eps) {            \
+    ln_forward_rows<T, 1>(x, w, b, y, mean, rstd, rows, c, tpr, eps);                              \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_rows_vec_##S(const T* dy, const T* x, const T* w,    \
+        const float* mean, const float* rstd, T* dx, float* partial, unsigned rows, unsigned c,    \
+        unsigned tpr, unsigned rpb) {                                                              \
+    ln_backward_rows<T, 16 / sizeof(T)>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb);     \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_rows_##S(const T* dy, const T* x, const T* w,        \
+        const float* mean, const float* rstd, T* dx, float* partial, unsigned rows, unsigned c,    \
+        unsigned tpr, unsigned rpb) {                                                              \
+    ln_backward_rows<T, 1>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb);                  \
+}                                                                                                  \
+/* Rows wider than 8192: one block of 256 threads per row, reading x three times. */              \
 extern "C" __global__ void layernorm_forward_##S(const T* x, const T* w, const T* b, T* y,         \
                                                   float* mean, float* rstd, u64 c, float eps) {    \
     u64 r = blockIdx.x; const T* xr = x + r * c; T* yr = y + r * c;                                \
@@ -27,9 +215,8 @@ extern "C" __global__ void layernorm_backward_dx_##S(const T* dy, const T* x, co
         st(dx, r * c + j, (dn - dm - nrm * dnm) * rs);                                             \
     }                                                                                              \
 }                                                                                                  \
-/* dw, db in two deterministic stages, as reduce.cu's sums: thread (j, ch) adds */                 \
-/* rows of chunk ch in order into f32 partials [chunks][2][C]; then each column */                 \
-/* adds its chunks in order. */                                                                    \
+/* dw, db of wide rows in two deterministic stages, as reduce.cu's sums: thread */                 \
+/* (j, ch) adds rows of chunk ch in order into f32 partials [chunks][2][C]. */                     \
 extern "C" __global__ void layernorm_backward_dwdb_##S(const T* dy, const T* x, const float* mean, \
         const float* rstd, float* partial, u64 rows, u64 c, u64 chunks) {                          \
     u64 k = tid(); if (k >= c * chunks) return;                                                    \
@@ -41,6 +228,7 @@ extern "C" __global__ void layernorm_backward_dwdb_##S(const T* dy, const T* x, 
     }                                                                                              \
     partial[ch * 2 * c + j] = gw; partial[ch * 2 * c + c + j] = gb;                                \
 }                                                                                                  \
+/* Each column adds the partials [chunks][2][C] of either backward in order. */                   \
 extern "C" __global__ void layernorm_backward_dwdb_finish_##S(const float* partial, T* dw, T* db,  \
                                                                u64 c, u64 chunks) {                \
     u64 j = tid(); if (j >= c) return;                                                             \

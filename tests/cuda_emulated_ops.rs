@@ -21,7 +21,7 @@ mod replay;
 mod support;
 
 use harness::{
-    check, normal, round, run_cross_entropy, run_elementwise, run_embedding, s, Driver, Reference,
+    check, elementwise_case, normal, round, run_cross_entropy, run_embedding, s, Driver, Reference,
     DTYPES,
 };
 use support::compiler;
@@ -40,9 +40,9 @@ fn layernorm_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
     let d = Driver::build(&cxx, "layernorm");
     let eps = 1e-5;
-    // Rows of 300 (one wrap of the 256 threads), 37 (most threads idle) and 513
-    // (two wraps); dw/db's 64-thread blocks end part-full in every case.
-    // 600 rows: dw/db's first stage splits them into 4 chunks of 150.
+    // Rows of 300, 37 and 513 (row groups of 64, 32 and 96 threads, off the
+    // vector widths but for 300 in f32); 600 rows: several backward blocks.
+    // tests/cuda_emulated_fused.rs has the row groups' own cases.
     let shapes: [&[usize]; 4] = [&[5, 300], &[2, 3, 37], &[2, 513], &[600, 37]];
     for (k, &shape) in shapes.iter().enumerate() {
         let sh = Shape::new(shape);
@@ -67,11 +67,16 @@ fn layernorm_kernels_match_cpu() {
             let (t, mean, rstd) = (Ty::T, io("mean", Ty::F32, r), io("rstd", Ty::F32, r));
             let (xs, ws, bs) = (io("x", t, r * c), io("w", t, c), io("b", t, c));
             let outs = [io("y", t, r * c), mean, rstd];
-            d.replay(&layernorm::plan_forward(&sh, eps), dt, &[xs, ws, bs], &outs);
+            d.replay(
+                &layernorm::plan_forward(&sh, eps, dt, true),
+                dt,
+                &[xs, ws, bs],
+                &outs,
+            );
             // The backward is fed the forward's own mean and rstd.
             let ins = [io("dy", t, r * c), xs, ws, mean, rstd];
             let outs = [io("dx", t, r * c), io("dw", t, c), io("db", t, c)];
-            d.replay(&layernorm::plan_backward(&sh), dt, &ins, &outs);
+            d.replay(&layernorm::plan_backward(&sh, dt, true), dt, &ins, &outs);
             let got: Vec<Vec<f64>> = ["y", "mean", "rstd", "dx", "dw", "db"]
                 .iter()
                 .map(|f| d.read(f))
@@ -295,70 +300,21 @@ fn embedding_kernels_match_cpu() {
 
 /// The elementwise kernels CudaBackend::run launches for Op::Add, Op::Mul (with
 /// a broadcast operand), Op::Scale, Op::Fill, Op::Gelu, Op::GeluBackward,
-/// Op::BiasGelu and Op::BiasGeluBackward, and Backend::accumulate.
+/// Op::BiasGelu and Op::BiasGeluBackward, and Backend::accumulate
+/// (tests/cuda_emulated_fused.rs has the vectorised kernels' own cases).
 #[test]
 fn elementwise_kernels_match_cpu() {
     let Some(cxx) = compiler() else { return };
     let d = Driver::build(&cxx, "elementwise");
-    let (factor, value) = (0.3, -1.7);
     // (a's shape, b's shape): b a trailing part of a, repeating with period nb.
     let cases: [(&[usize], &[usize]); 3] = [
         (&[5, 300], &[300]),
         (&[2, 3, 50], &[3, 50]),
         (&[4, 7], &[4, 7]),
     ];
-    for (k, &(ashape, bshape)) in cases.iter().enumerate() {
-        let (n, nb) = (Shape::new(ashape).numel(), Shape::new(bshape).numel());
-        let mut rng = Rng::new(500 + k as u64);
-        let a = normal(&mut rng, n, 2.0, 0.0);
-        let b = normal(&mut rng, nb, 0.5, 0.0);
-        let dy = normal(&mut rng, n, 1.0, 0.0);
-        for (dt, name, tol) in DTYPES {
-            let (a, b, dy) = (round(&a, dt), round(&b, dt), round(&dy, dt));
-            let mut re = Reference::new();
-            let av = re.input(ashape, &a);
-            let bv = re.input(bshape, &b);
-            let dyv = re.input(ashape, &dy);
-            // Two copies of a to differentiate gelu and bias_gelu separately.
-            let (a1, a2) = (re.param(ashape, &a), re.param(ashape, &a));
-            let g = &mut re.g;
-            let add = g.add(av, bv).unwrap();
-            let mul = g.mul(av, bv).unwrap();
-            let scale = g.scale(av, factor).unwrap();
-            let fill = g.fill(value, Shape::new(ashape), DType::F64).unwrap();
-            let acc = g.add(av, dyv).unwrap();
-            let gelu = g.gelu(a1).unwrap();
-            let bias_gelu = g.bias_gelu(a2, bv).unwrap();
-            let gr = re.grads(&[(gelu, dyv), (bias_gelu, dyv)], &[a1, a2]);
-            let want = re.eval(&[add, mul, scale, fill, acc, gelu, gr[0], bias_gelu, gr[1]]);
-
-            d.write("a", &a);
-            d.write("b", &b);
-            d.write("dy", &dy);
-            d.write("accumulate", &a);
-            run_elementwise(&d, dt, ashape, bshape, factor, value);
-            let names = [
-                "add",
-                "mul",
-                "scale",
-                "fill",
-                "accumulate",
-                "gelu",
-                "gelu_backward",
-                "bias_gelu",
-                "bias_gelu_backward",
-            ];
-            let got: Vec<Vec<f64>> = names.iter().map(|f| d.read(f)).collect();
-            let outputs: Vec<(&str, &[f64], &[f64])> = names
-                .iter()
-                .zip(want.iter().zip(&got))
-                .map(|(&f, (w, g))| (f, w.as_slice(), g.as_slice()))
-                .collect();
-            check(
-                &format!("elementwise {ashape:?} by {bshape:?} {name}"),
-                tol,
-                &outputs,
-            );
+    for (k, &shapes) in cases.iter().enumerate() {
+        for aligned in [true, false] {
+            elementwise_case(&d, shapes, 500 + k as u64, aligned);
         }
     }
 }
@@ -460,7 +416,7 @@ fn reduce_kernels_match_cpu() {
             let (t, nx, ny, mut got) = (Ty::T, full.numel(), y.len(), Vec::new());
             for mean in [Some(false), Some(true), None] {
                 let (plan, input, n_in, n_out) = match mean {
-                    Some(mean) => (reduce::plan_sum(&full, axes, mean), &x, nx, ny),
+                    Some(mean) => (reduce::plan_sum(&full, axes, mean, dt, true), &x, nx, ny),
                     None => (reduce::plan_expand(&full, axes), &y, ny, nx),
                 };
                 d.write("x", input);

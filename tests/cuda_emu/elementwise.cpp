@@ -1,5 +1,6 @@
-// Drives kernels/elementwise.cu on the CPU (see emu.h) for tests/cuda_emulated_ops.rs,
-// replaying the launches that src/backend/cuda/ops/elementwise.rs plans (replay.h).
+// Drives kernels/elementwise.cu on the CPU (see emu.h) for tests/cuda_emulated_ops.rs
+// and tests/cuda_emulated_vec.rs, replaying the launches that
+// src/backend/cuda/ops/elementwise.rs plans (replay.h).
 // usage: elementwise DIR
 #include "emu.h"
 
@@ -11,6 +12,9 @@
 #define ENTRIES(S, T)                                                                            \
     ENTRY(add_##S) ENTRY(mul_##S) ENTRY(scale_##S) ENTRY(fill_##S) ENTRY(accumulate_##S)         \
     ENTRY(gelu_forward_##S) ENTRY(gelu_backward_##S) ENTRY(bias_gelu_forward_##S)                \
-    ENTRY(bias_gelu_backward_##S)
+    ENTRY(bias_gelu_backward_##S) ENTRY(add_vec_##S) ENTRY(mul_vec_##S) ENTRY(scale_vec_##S)     \
+    ENTRY(fill_vec_##S) ENTRY(accumulate_vec_##S) ENTRY(gelu_forward_vec_##S)                    \
+    ENTRY(gelu_backward_vec_##S) ENTRY(bias_gelu_forward_vec_##S)                                \
+    ENTRY(bias_gelu_backward_vec_##S)
 
 int main(int argc, char** argv) { return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES)}); }

@@ -263,35 +263,107 @@ pub fn run_cross_entropy(d: &Driver, dt: DType, logits: &Shape, classes: usize) 
 /// elementwise driver), on the files a [ashape], b [bshape] (repeating over a)
 /// and dy [ashape]: the files add, mul, scale, fill, gelu, gelu_backward,
 /// bias_gelu and bias_gelu_backward, and accumulate (its file, a copy of a,
-/// += dy in place).
+/// += dy in place). `aligned` as the host would find the operands (false: the
+/// one-element-a-thread kernels). Returns the kernels launched.
 pub fn run_elementwise(
     d: &Driver,
     dt: DType,
-    ashape: &[usize],
-    bshape: &[usize],
+    (ashape, bshape): (&[usize], &[usize]),
     factor: f64,
     value: f64,
-) {
+    aligned: bool,
+) -> Vec<String> {
     let (sa, sb) = (Shape::new(ashape), Shape::new(bshape));
     let (n, t) = (sa.numel(), Ty::T);
+    let fit = ew::Fit { dtype: dt, aligned };
     let (a, b, dy) = (io("a", t, n), io("b", t, sb.numel()), io("dy", t, n));
     let out = |name| [io(name, t, n)];
-    d.replay(&ew::plan_add(&sa, &sb), dt, &[a, b], &out("add"));
-    d.replay(&ew::plan_mul(&sa, &sb), dt, &[a, b], &out("mul"));
-    d.replay(&ew::plan_scale(&sa, factor), dt, &[a], &out("scale"));
-    d.replay(&ew::plan_fill(&sa, value), dt, &[], &out("fill"));
+    let mut launched = Vec::new();
+    let mut replay = |plan: &OpPlan, ins: &[Io], outs: &[Io]| {
+        launched.extend(plan.launches.iter().map(|l| l.entry.symbol(dt).unwrap()));
+        d.replay(plan, dt, ins, outs);
+    };
+    replay(&ew::plan_add(&sa, &sb, fit), &[a, b], &out("add"));
+    replay(&ew::plan_mul(&sa, &sb, fit), &[a, b], &out("mul"));
+    replay(&ew::plan_scale(&sa, factor, fit), &[a], &out("scale"));
+    replay(&ew::plan_fill(&sa, value, fit), &[], &out("fill"));
     let acc = [updated("accumulate", t, n)];
-    d.replay(&ew::plan_accumulate(&sa), dt, &[dy], &acc);
-    d.replay(&ew::plan_gelu_forward(&sa), dt, &[a], &out("gelu"));
-    let gelu_backward = ew::plan_gelu_backward(&sa);
-    d.replay(&gelu_backward, dt, &[a, dy], &out("gelu_backward"));
-    let bias_gelu = ew::plan_bias_gelu_forward(&sa, &sb);
-    d.replay(&bias_gelu, dt, &[a, b], &out("bias_gelu"));
-    let bias_gelu_backward = ew::plan_bias_gelu_backward(&sa, &sb);
-    d.replay(
-        &bias_gelu_backward,
-        dt,
-        &[a, b, dy],
-        &out("bias_gelu_backward"),
-    );
+    replay(&ew::plan_accumulate(&sa, fit), &[dy], &acc);
+    replay(&ew::plan_gelu_forward(&sa, fit), &[a], &out("gelu"));
+    let gelu_backward = ew::plan_gelu_backward(&sa, fit);
+    replay(&gelu_backward, &[a, dy], &out("gelu_backward"));
+    let bias_gelu = ew::plan_bias_gelu_forward(&sa, &sb, fit);
+    replay(&bias_gelu, &[a, b], &out("bias_gelu"));
+    let bias_gelu_backward = ew::plan_bias_gelu_backward(&sa, &sb, fit);
+    replay(&bias_gelu_backward, &[a, b, dy], &out("bias_gelu_backward"));
+    launched
+}
+
+/// The elementwise ops of [`run_elementwise`] on a [shapes.0] and b [shapes.1]
+/// (repeating over a), against the cpu backend for every storage type;
+/// returns each dtype's worst error and the kernels launched for each.
+pub fn elementwise_case(
+    d: &Driver,
+    shapes: (&[usize], &[usize]),
+    seed: u64,
+    aligned: bool,
+) -> Vec<(f64, Vec<String>)> {
+    let (ashape, bshape) = shapes;
+    let (factor, value) = (0.3, -1.7);
+    let (n, nb) = (Shape::new(ashape).numel(), Shape::new(bshape).numel());
+    let mut rng = Rng::new(seed);
+    let a = normal(&mut rng, n, 2.0, 0.0);
+    let b = normal(&mut rng, nb, 0.5, 0.0);
+    let dy = normal(&mut rng, n, 1.0, 0.0);
+    let mut results = Vec::new();
+    for (dt, name, tol) in DTYPES {
+        let (a, b, dy) = (round(&a, dt), round(&b, dt), round(&dy, dt));
+        let mut re = Reference::new();
+        let av = re.input(ashape, &a);
+        let bv = re.input(bshape, &b);
+        let dyv = re.input(ashape, &dy);
+        // Two copies of a to differentiate gelu and bias_gelu separately.
+        let (a1, a2) = (re.param(ashape, &a), re.param(ashape, &a));
+        let g = &mut re.g;
+        let add = g.add(av, bv).unwrap();
+        let mul = g.mul(av, bv).unwrap();
+        let scale = g.scale(av, factor).unwrap();
+        let fill = g.fill(value, Shape::new(ashape), DType::F64).unwrap();
+        let acc = g.add(av, dyv).unwrap();
+        let gelu = g.gelu(a1).unwrap();
+        let bias_gelu = g.bias_gelu(a2, bv).unwrap();
+        let gr = re.grads(&[(gelu, dyv), (bias_gelu, dyv)], &[a1, a2]);
+        let want = re.eval(&[add, mul, scale, fill, acc, gelu, gr[0], bias_gelu, gr[1]]);
+
+        d.write("a", &a);
+        d.write("b", &b);
+        d.write("dy", &dy);
+        d.write("accumulate", &a);
+        let launched = run_elementwise(d, dt, (ashape, bshape), factor, value, aligned);
+        let names = [
+            "add",
+            "mul",
+            "scale",
+            "fill",
+            "accumulate",
+            "gelu",
+            "gelu_backward",
+            "bias_gelu",
+            "bias_gelu_backward",
+        ];
+        let got: Vec<Vec<f64>> = names.iter().map(|f| d.read(f)).collect();
+        let outputs: Vec<(&str, &[f64], &[f64])> = names
+            .iter()
+            .zip(want.iter().zip(&got))
+            .map(|(&f, (w, g))| (f, w.as_slice(), g.as_slice()))
+            .collect();
+        let case = format!("elementwise {ashape:?} by {bshape:?} aligned {aligned} {name}");
+        check(&case, tol, &outputs);
+        let worst = outputs
+            .iter()
+            .map(|(_, w, g)| rel_err(w, g))
+            .fold(0f64, f64::max);
+        results.push((worst, launched));
+    }
+    results
 }

@@ -1,5 +1,6 @@
-// Drives kernels/layernorm.cu on the CPU (see emu.h) for tests/cuda_emulated_ops.rs,
-// replaying the launches that src/backend/cuda/ops/layernorm.rs plans (replay.h).
+// Drives kernels/layernorm.cu on the CPU (see emu.h) for tests/cuda_emulated_ops.rs
+// and tests/cuda_emulated_fused.rs, replaying the launches that
+// src/backend/cuda/ops/layernorm.rs plans (replay.h).
 // usage: layernorm DIR
 #include "emu.h"
 
@@ -9,6 +10,8 @@
 #include "replay.h"
 
 #define ENTRIES(S, T)                                                                            \
+    ENTRY(layernorm_forward_rows_vec_##S) ENTRY(layernorm_forward_rows_##S)                      \
+    ENTRY(layernorm_backward_rows_vec_##S) ENTRY(layernorm_backward_rows_##S)                    \
     ENTRY(layernorm_forward_##S) ENTRY(layernorm_backward_dx_##S)                                \
     ENTRY(layernorm_backward_dwdb_##S) ENTRY(layernorm_backward_dwdb_finish_##S)
 

@@ -8,6 +8,8 @@
 
 #include "replay.h"
 
-#define ENTRIES(S, T) ENTRY(sum_partial_##S) ENTRY(sum_finish_##S) ENTRY(expand_##S)
+#define ENTRIES(S, T)                                                                            \
+    ENTRY(sum_partial_##S) ENTRY(sum_finish_##S) ENTRY(colsum_partial_vec_##S)                   \
+    ENTRY(colsum_partial_##S) ENTRY(colsum_finish_##S) ENTRY(expand_##S)
 
 int main(int argc, char** argv) { return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES)}); }
