@@ -7,15 +7,16 @@
 //! cargo run --release --example kernel_traffic -- [--model gpt2-124m]
 //!     [--batch 16] [--seq 1024] [--precision bf16] [--json]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use headroom::backend::cuda::optim::{plan_adamw, plan_sum_squares, AdamWParam};
 use headroom::backend::cuda::traffic::{op_traffic, Traffic};
 use headroom::backend::AdamWStep;
 use headroom::nn::Model;
+use headroom::schedule::run::param_casts;
 use headroom::schedule::step::{GraphKey, GraphKind, ProgramKey, StepCompiler};
 use headroom::schedule::{Instr, Recompute};
-use headroom::{Gpt, GptConfig, Precision, Result};
+use headroom::{Gpt, GptConfig, Precision, Result, Value};
 
 fn arg(name: &str, default: &str) -> String {
     let a: Vec<String> = std::env::args().collect();
@@ -43,12 +44,23 @@ fn main() -> Result<()> {
     };
     let (sg, program) = sc.program(&model, key)?;
     let g = &sg.graph;
+    // The weights' casts that their low-precision copies stand in for: the
+    // runner binds these outputs, so the casts never launch.
+    let copies = sc.low_copies(&model);
+    let bound: HashSet<Value> = param_casts(g)
+        .into_iter()
+        .filter(|(name, _, dt)| copies.get(*name) == Some(dt))
+        .map(|(_, v, _)| v)
+        .collect();
     let mut by: BTreeMap<(&str, &str), Traffic> = BTreeMap::new();
     for instr in &program.instrs {
         let (Instr::Run(n) | Instr::Recompute(n)) = *instr else {
             continue;
         };
         let node = g.node(n);
+        if node.outputs.iter().all(|o| bound.contains(o)) {
+            continue;
+        }
         let meta = |vs: &[headroom::Value]| -> Vec<_> {
             vs.iter().map(|&v| (g.shape(v), g.dtype(v))).collect()
         };
@@ -60,11 +72,20 @@ fn main() -> Result<()> {
         *by.entry((phase, node.op.family())).or_default() += t;
     }
     // The optimizer's two launches over every parameter: Σg² reads each
-    // gradient; AdamW reads p, g, m, v and writes p, m, v (all f32).
+    // gradient; AdamW reads p, g, m, v and writes p, m, v (all f32) and the
+    // low-precision copies.
     let specs = model.param_specs();
     let shapes: Vec<_> = specs.iter().map(|p| p.shape.clone()).collect();
     let refs: Vec<_> = shapes.iter().collect();
     let n_params: u64 = shapes.iter().map(|s| s.numel() as u64).sum();
+    let copy_bytes: u64 = specs
+        .iter()
+        .filter_map(|p| {
+            copies
+                .get(&p.name)
+                .map(|d| (p.shape.numel() * d.size_in_bytes()) as u64)
+        })
+        .sum();
     let step = AdamWStep {
         lr: 1e-3,
         beta1: 0.9,
@@ -76,10 +97,11 @@ fn main() -> Result<()> {
     };
     let with_decay: Vec<_> = refs
         .iter()
-        .map(|s| AdamWParam {
+        .zip(&specs)
+        .map(|(s, p)| AdamWParam {
             shape: s,
             decay: true,
-            shadow: None,
+            shadow: copies.get(&p.name).copied(),
         })
         .collect();
     *by.entry(("optimizer", "sum_squares")).or_default() += Traffic {
@@ -88,7 +110,7 @@ fn main() -> Result<()> {
     };
     *by.entry(("optimizer", "adamw")).or_default() += Traffic {
         launches: plan_adamw(&with_decay, &step)?.launches.len() as u64,
-        bytes: 7 * 4 * n_params,
+        bytes: 7 * 4 * n_params + copy_bytes,
     };
 
     let total = by.values().fold(Traffic::default(), |mut a, &t| {

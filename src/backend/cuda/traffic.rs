@@ -13,7 +13,7 @@ use super::ops::{
 };
 use super::plan::{Arg, Buf, Launch, OpPlan};
 use crate::error::Result;
-use crate::graph::ops::{Meta, Op};
+use crate::graph::ops::{storage_dtype, Meta, Op};
 
 /// Launches and global-memory bytes (read + written) of some work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,21 +36,28 @@ impl std::ops::AddAssign for Traffic {
 /// `None` for ops that launch no kernel of ours (GEMMs, views).
 pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Result<Option<OpPlan>> {
     let (i, o) = (|k: usize| ins[k].0, |k: usize| outs[k].0);
+    // Blocks start on 512-byte boundaries and ops take no offset views, so
+    // every operand is aligned for the vectorised kernels.
+    let dt = storage_dtype(ins.iter().chain(outs).map(|m| m.1));
+    let fit = ew::Fit {
+        dtype: dt,
+        aligned: true,
+    };
     Ok(Some(match op {
         Op::MatMul { .. } | Op::Reshape { .. } => return Ok(None),
-        Op::Add => ew::plan_add(o(0), i(1)),
-        Op::Mul => ew::plan_mul(o(0), i(1)),
-        Op::Scale { factor } => ew::plan_scale(o(0), *factor),
-        Op::Fill { value, .. } => ew::plan_fill(o(0), *value),
-        Op::Gelu => ew::plan_gelu_forward(o(0)),
-        Op::GeluBackward => ew::plan_gelu_backward(o(0)),
-        Op::BiasGelu => ew::plan_bias_gelu_forward(o(0), i(1)),
-        Op::BiasGeluBackward => ew::plan_bias_gelu_backward(o(0), i(1)),
+        Op::Add => ew::plan_add(o(0), i(1), fit),
+        Op::Mul => ew::plan_mul(o(0), i(1), fit),
+        Op::Scale { factor } => ew::plan_scale(o(0), *factor, fit),
+        Op::Fill { value, .. } => ew::plan_fill(o(0), *value, fit),
+        Op::Gelu => ew::plan_gelu_forward(o(0), fit),
+        Op::GeluBackward => ew::plan_gelu_backward(o(0), fit),
+        Op::BiasGelu => ew::plan_bias_gelu_forward(o(0), i(1), fit),
+        Op::BiasGeluBackward => ew::plan_bias_gelu_backward(o(0), i(1), fit),
         Op::Cast { .. } => cast::plan_forward(ins[0].1, o(0))?,
         Op::Embedding => embedding::plan_forward(i(0), i(1)),
         Op::EmbeddingBackward { vocab } => embedding::plan_backward(i(0), i(1), *vocab),
-        Op::LayerNorm { eps } => layernorm::plan_forward(i(0), *eps),
-        Op::LayerNormBackward => layernorm::plan_backward(i(1)),
+        Op::LayerNorm { eps } => layernorm::plan_forward(i(0), *eps, dt, true),
+        Op::LayerNormBackward => layernorm::plan_backward(i(1), dt, true),
         Op::Softmax => softmax::plan_forward(i(0)),
         Op::SoftmaxBackward => softmax::plan_backward(i(0)),
         Op::CrossEntropy { classes } => cross_entropy::plan_forward(i(0), *classes),
@@ -73,8 +80,8 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
             let parts: Vec<_> = ins.iter().map(|m| m.0).collect();
             shape::plan_concat(o(0), &parts, *axis)
         }
-        Op::Sum { axes } => reduce::plan_sum(i(0), axes, false)?,
-        Op::Mean { axes } => reduce::plan_sum(i(0), axes, true)?,
+        Op::Sum { axes } => reduce::plan_sum(i(0), axes, false, dt, true)?,
+        Op::Mean { axes } => reduce::plan_sum(i(0), axes, true, dt, true)?,
         Op::Expand { axes, .. } => reduce::plan_expand(o(0), axes)?,
     }))
 }
@@ -151,7 +158,7 @@ pub fn launch_bytes(l: &Launch, ins: &[Meta], outs: &[Meta], workspace: u64) -> 
             }
             ("softmax_backward", Buf::In(0) | Buf::In(1)) => 2.0,
             // Read-modify-write.
-            ("accumulate", Buf::Out(0)) => 2.0,
+            ("accumulate" | "accumulate_vec", Buf::Out(0)) => 2.0,
             // Gathers: only the rows the ids pick.
             ("embedding_forward", Buf::In(1)) => {
                 total += size(Buf::Out(0));
