@@ -75,10 +75,14 @@ impl ParamState {
 pub fn param_casts(g: &Graph) -> Vec<(&str, Value, DType)> {
     g.nodes()
         .iter()
-        .filter_map(|n| match (&n.op, &g.info(n.inputs[0]).kind) {
-            (Op::Cast { to }, ValueKind::Param(name)) => Some((name.as_str(), n.outputs[0], *to)),
-            _ => None,
-        })
+        .filter_map(
+            |n| match (&n.op, n.inputs.first().map(|&v| &g.info(v).kind)) {
+                (Op::Cast { to }, Some(ValueKind::Param(name))) => {
+                    Some((name.as_str(), n.outputs[0], *to))
+                }
+                _ => None,
+            },
+        )
         .collect()
 }
 
