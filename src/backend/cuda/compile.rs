@@ -110,22 +110,51 @@ pub fn compile(file: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
 }
 
 /// [`compile`], once per process for each file, source and architecture:
-/// every backend opened later (tests open dozens) loads the same CUBIN.
+/// every backend opened later (tests open dozens) loads the same CUBIN, and
+/// a caller asking for a file another thread is compiling waits for it
+/// ([`prewarm`] compiles them all at once).
 pub fn compile_shared(file: &str, source: &str, arch: &str) -> Result<Arc<Vec<u8>>> {
-    type Compiled = HashMap<(String, String, u64), Arc<Vec<u8>>>;
-    static DONE: OnceLock<Mutex<Compiled>> = OnceLock::new();
+    type Once = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, String>>>;
+    type Compiled = Mutex<HashMap<(String, String, u64), Once>>;
+    static DONE: OnceLock<Compiled> = OnceLock::new();
     let key = (file.to_string(), arch.to_string(), source_hash(source));
-    let done = DONE.get_or_init(Default::default);
-    if let Some(c) = done.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(c.clone());
-    }
-    // Compiled outside the lock: two threads may both compile a file once,
-    // which costs time, never correctness.
-    let cubin = Arc::new(compile(file, source, arch)?);
-    done.lock()
+    let once = DONE
+        .get_or_init(Default::default)
+        .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(key, cubin.clone());
-    Ok(cubin)
+        .entry(key)
+        .or_default()
+        .clone();
+    // Outside the map's lock: other files compile meanwhile.
+    once.get_or_init(|| {
+        compile(file, source, arch)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|detail| Error::Kernel {
+        op: "nvrtc",
+        detail,
+    })
+}
+
+/// Compiles every kernel file for `arch` on threads of its own, so that the
+/// first step waits for the slowest file rather than for all of them in turn
+/// (NVRTC takes 10-20 s for all of them on one core).
+pub fn prewarm(arch: &str) {
+    for k in super::ops::FAMILIES {
+        let arch = arch.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("nvrtc-{}", k.file))
+            .spawn(move || {
+                if let Err(e) = compile_shared(k.file, k.source, &arch) {
+                    log::debug!("prewarming kernels/{}.cu: {e}", k.file);
+                }
+            });
+        if spawned.is_err() {
+            return; // compiled at first use instead
+        }
+    }
 }
 
 fn source_hash(source: &str) -> u64 {

@@ -92,6 +92,7 @@ impl CudaBackend {
             .map_err(|e| drv_err("cublas stream", e))?;
         let name = ctx.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
         log::info!("cuda device: {name} (sm_{major}{minor})");
+        compile::prewarm(&format!("sm_{major}{minor}"));
         let mem = CudaMemory::new(ctx.clone());
         Ok((
             CudaBackend {
