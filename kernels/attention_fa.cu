@@ -136,6 +136,34 @@ __device__ __forceinline__ void fa_load(T* dst, const T* src, u64 stride, unsign
     }
 }
 
+// The K/V stream of the forward and dq kernels: `sm` holds two buffers, each
+// the K tile [N][LD] followed by the V tile. Before the loop, `fa_kv_first`
+// starts tile 0; at step n, `fa_kv_next` starts tile n + 1 into the other
+// buffer (if there is one), waits for tile n and returns its K (V follows
+// at + N·LD). The caller syncs the block before reading it.
+template <int N, int HD, typename T>
+__device__ __forceinline__ void fa_kv_first(T* sm, const T* base, u64 c, u64 rs, unsigned t) {
+    constexpr int LD = FaTile<HD>::LD;
+    fa_load<N, HD>(sm, base + c, rs, 0, t);
+    fa_load<N, HD>(sm + N * LD, base + 2 * c, rs, 0, t);
+    cp_async_commit();
+}
+template <int N, int HD, typename T>
+__device__ __forceinline__ const T* fa_kv_next(T* sm, const T* base, u64 c, u64 rs,
+                                               unsigned n, unsigned tiles, unsigned t) {
+    constexpr int LD = FaTile<HD>::LD;
+    if (n + 1 < tiles) {
+        T* next = sm + (n + 1) % 2 * 2 * N * LD;
+        fa_load<N, HD>(next, base + c, rs, (n + 1) * N, t);
+        fa_load<N, HD>(next + N * LD, base + 2 * c, rs, (n + 1) * N, t);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    return sm + n % 2 * 2 * N * LD;
+}
+
 // A fragments of this warp's 16 rows (row 0 at `rows`) over all HD columns.
 template <int HD, typename T>
 __device__ __forceinline__ void fa_frags(unsigned (&f)[HD / 16][4], const T* rows, unsigned lane) {
@@ -239,22 +267,11 @@ __device__ void fa_forward(const T* qkv, T* out, float* lse, u64 t64, u64 c, u64
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     const float sl2 = scale * FA_LOG2E;
     const unsigned kend = i0 + FA_ROWS < t ? i0 + FA_ROWS : t, tiles = (kend + N - 1) / N;
-    fa_load<N, HD>(sm, base + c, rs, 0, t);
-    fa_load<N, HD>(sm + N * LD, base + 2 * c, rs, 0, t);
-    cp_async_commit();
+    fa_kv_first<N, HD>(sm, base, c, rs, t);
     for (unsigned n = 0; n < tiles; n++) {
         const unsigned j0 = n * N;
-        if (n + 1 < tiles) {
-            T* next = sm + (n + 1) % 2 * 2 * N * LD;
-            fa_load<N, HD>(next, base + c, rs, j0 + N, t);
-            fa_load<N, HD>(next + N * LD, base + 2 * c, rs, j0 + N, t);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        const T* ks = fa_kv_next<N, HD>(sm, base, c, rs, n, tiles, t);
         __syncthreads();
-        const T* ks = sm + n % 2 * 2 * N * LD;
         // Warp-uniform: a tile wholly above this warp's rows is skipped.
         if (j0 <= w0 + 15) {
             float s[N / 8][4];
@@ -361,22 +378,11 @@ __device__ void fa_backward_dq(const T* qkv, const T* out, const float* lse, con
         for (int e = 0; e < 4; e++) dq[nt][e] = 0.0f;
     const float sl2 = scale * FA_LOG2E;
     const unsigned kend = i0 + FA_ROWS < t ? i0 + FA_ROWS : t, tiles = (kend + N - 1) / N;
-    fa_load<N, HD>(sm, base + c, rs, 0, t);
-    fa_load<N, HD>(sm + N * LD, base + 2 * c, rs, 0, t);
-    cp_async_commit();
+    fa_kv_first<N, HD>(sm, base, c, rs, t);
     for (unsigned n = 0; n < tiles; n++) {
         const unsigned j0 = n * N;
-        if (n + 1 < tiles) {
-            T* next = sm + (n + 1) % 2 * 2 * N * LD;
-            fa_load<N, HD>(next, base + c, rs, j0 + N, t);
-            fa_load<N, HD>(next + N * LD, base + 2 * c, rs, j0 + N, t);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        const T* ks = fa_kv_next<N, HD>(sm, base, c, rs, n, tiles, t);
         __syncthreads();
-        const T* ks = sm + n % 2 * 2 * N * LD;
         if (j0 <= w0 + 15) {
             float s[N / 8][4], dp[N / 8][4];
             fa_abt<N, HD>(s, qf, ks, lane);          // S  = Q·Kᵀ

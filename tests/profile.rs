@@ -5,7 +5,7 @@ mod common;
 
 use headroom::{AdamW, Device, Gpt, Precision, TrainConfig, Trainer};
 
-fn trainer() -> Trainer<Gpt> {
+fn trainer_on(device: Device) -> Trainer<Gpt> {
     let cfg = TrainConfig {
         batch: 4,
         seq_len: 16,
@@ -14,12 +14,12 @@ fn trainer() -> Trainer<Gpt> {
         ..TrainConfig::default()
     };
     let model = Gpt::new(common::small()).unwrap();
-    Trainer::new(Device::cpu(), model, AdamW::new(1e-3), cfg).unwrap()
+    Trainer::new(device, model, AdamW::new(1e-3), cfg).unwrap()
 }
 
 #[test]
 fn a_profile_counts_every_op_of_the_steps_it_covers() {
-    let mut t = trainer();
+    let mut t = trainer_on(Device::cpu());
     let batches = common::batches(1, 3, 4, 16);
     t.step(&batches[0]).unwrap();
     assert!(
@@ -71,15 +71,7 @@ fn a_profile_counts_every_op_of_the_steps_it_covers() {
 fn a_backend_without_a_timer_gives_no_profile() {
     // The simulated device keeps no timer, as wgpu does not; its steps run
     // every op (on no data).
-    let cfg = TrainConfig {
-        batch: 4,
-        seq_len: 16,
-        steps: 10,
-        precision: Precision::F32,
-        ..TrainConfig::default()
-    };
-    let model = Gpt::new(common::small()).unwrap();
-    let mut t = Trainer::new(Device::simulated(1 << 30), model, AdamW::new(1e-3), cfg).unwrap();
+    let mut t = trainer_on(Device::simulated(1 << 30));
     t.device_mut().start_profile();
     t.step(&common::batches(1, 1, 4, 16)[0]).unwrap();
     assert!(t.device_mut().take_profile().unwrap().is_none());
