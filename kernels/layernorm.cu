@@ -112,9 +112,10 @@ __device__ void ln_forward_rows(const T* x, const T* w, const T* b, TY* y, float
 // a row each at a time (rpb a multiple of G). Each row's dx is written at once;
 // each thread adds its columns' dw, db terms in row order in registers, then
 // the groups add theirs in group order, giving the block's f32 partials [2][C]
-// at partial + b·2C, which the finish kernel adds in block order.
-template <typename T, int W>
-__device__ void ln_backward_rows(const T* dy, const T* x, const T* w, const float* mean,
+// at partial + b·2C, which the finish kernel adds in block order. dy may be of
+// a narrower type TD.
+template <typename TD, typename T, int W>
+__device__ void ln_backward_rows(const TD* dy, const T* x, const T* w, const float* mean,
                                  const float* rstd, T* dx, float* partial, unsigned rows,
                                  unsigned c, unsigned tpr, unsigned rpb) {
     unsigned G = blockDim.x / tpr, g = threadIdx.x / tpr, t = threadIdx.x % tpr;
