@@ -233,47 +233,83 @@ __device__ void ln_backward_dwdb_finish(const float* partial, T* dw, T* db, u64 
     st(dw, j, gw); st(db, j, gb);
 }
 
-// The kernels of one op-level pair of types: x, w, b (and dx, dw, db) of T;
-// y (and dy) of TY. N names them: S for one storage type, mixed_S for f32
-// T with f16/bf16 TY = S.
-#define LAYERNORM_KERNELS(N, T, TY)                                                                \
-extern "C" __global__ void layernorm_forward_rows_vec_##N(const T* x, const T* w, const T* b,      \
-        TY* y, float* mean, float* rstd, unsigned rows, unsigned c, unsigned tpr, float eps) {     \
-    ln_forward_rows<T, TY, 16 / sizeof(T)>(x, w, b, y, mean, rstd, rows, c, tpr, eps);             \
+// The kernels of one storage type S (every tensor T but the f32 statistics),
+// and the mixed ones named mixed_S: x, w, b (and dx, dw, db) f32 with y (and
+// dy) of the low type S.
+#define LAYERNORM(S, T)                                                                            \
+extern "C" __global__ void layernorm_forward_rows_vec_##S(const T* x, const T* w, const T* b,      \
+        T* y, float* mean, float* rstd, unsigned rows, unsigned c, unsigned tpr, float eps) {      \
+    ln_forward_rows<T, T, 16 / sizeof(T)>(x, w, b, y, mean, rstd, rows, c, tpr, eps);              \
 }                                                                                                  \
-extern "C" __global__ void layernorm_forward_rows_##N(const T* x, const T* w, const T* b, TY* y,   \
+extern "C" __global__ void layernorm_forward_rows_##S(const T* x, const T* w, const T* b, T* y,    \
         float* mean, float* rstd, unsigned rows, unsigned c, unsigned tpr, float eps) {            \
-    ln_forward_rows<T, TY, 1>(x, w, b, y, mean, rstd, rows, c, tpr, eps);                          \
+    ln_forward_rows<T, T, 1>(x, w, b, y, mean, rstd, rows, c, tpr, eps);                           \
 }                                                                                                  \
-extern "C" __global__ void layernorm_backward_rows_vec_##N(const TY* dy, const T* x, const T* w,   \
+extern "C" __global__ void layernorm_backward_rows_vec_##S(const T* dy, const T* x, const T* w,    \
         const float* mean, const float* rstd, T* dx, float* partial, unsigned rows, unsigned c,    \
         unsigned tpr, unsigned rpb) {                                                              \
-    ln_backward_rows<TY, T, 16 / sizeof(T)>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb); \
+    ln_backward_rows<T, T, 16 / sizeof(T)>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb);  \
 }                                                                                                  \
-extern "C" __global__ void layernorm_backward_rows_##N(const TY* dy, const T* x, const T* w,       \
+extern "C" __global__ void layernorm_backward_rows_##S(const T* dy, const T* x, const T* w,        \
         const float* mean, const float* rstd, T* dx, float* partial, unsigned rows, unsigned c,    \
         unsigned tpr, unsigned rpb) {                                                              \
-    ln_backward_rows<TY, T, 1>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb);              \
+    ln_backward_rows<T, T, 1>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb);               \
 }                                                                                                  \
-extern "C" __global__ void layernorm_forward_##N(const T* x, const T* w, const T* b, TY* y,        \
+extern "C" __global__ void layernorm_forward_##S(const T* x, const T* w, const T* b, T* y,         \
                                                   float* mean, float* rstd, u64 c, float eps) {    \
-    ln_forward_wide<T, TY>(x, w, b, y, mean, rstd, c, eps);                                        \
+    ln_forward_wide<T, T>(x, w, b, y, mean, rstd, c, eps);                                         \
 }                                                                                                  \
-extern "C" __global__ void layernorm_backward_dx_##N(const TY* dy, const T* x, const T* w,         \
+extern "C" __global__ void layernorm_backward_dx_##S(const T* dy, const T* x, const T* w,          \
         const float* mean, const float* rstd, T* dx, u64 c) {                                      \
-    ln_backward_dx_wide<TY, T>(dy, x, w, mean, rstd, dx, c);                                       \
+    ln_backward_dx_wide<T, T>(dy, x, w, mean, rstd, dx, c);                                        \
 }                                                                                                  \
-extern "C" __global__ void layernorm_backward_dwdb_##N(const TY* dy, const T* x, const float* mean, \
+extern "C" __global__ void layernorm_backward_dwdb_##S(const T* dy, const T* x, const float* mean, \
         const float* rstd, float* partial, u64 rows, u64 c, u64 chunks) {                          \
-    ln_backward_dwdb_wide<TY, T>(dy, x, mean, rstd, partial, rows, c, chunks);                     \
+    ln_backward_dwdb_wide<T, T>(dy, x, mean, rstd, partial, rows, c, chunks);                      \
 }                                                                                                  \
-extern "C" __global__ void layernorm_backward_dwdb_finish_##N(const float* partial, T* dw, T* db,  \
+extern "C" __global__ void layernorm_backward_dwdb_finish_##S(const float* partial, T* dw, T* db,  \
                                                                u64 c, u64 chunks) {                \
     ln_backward_dwdb_finish<T>(partial, dw, db, c, chunks);                                        \
 }
 
-#define LAYERNORM(S, T) LAYERNORM_KERNELS(S, T, T)
 FOR_EACH_DTYPE(LAYERNORM)
-#define LAYERNORM_MIXED(S, T) LAYERNORM_KERNELS(mixed_##S, float, T)
+
+// f32's vector width, 4, sets the mixed kernels' (8-byte loads and stores of TY).
+#define LAYERNORM_MIXED(S, TY)                                                                     \
+extern "C" __global__ void layernorm_forward_rows_vec_mixed_##S(const float* x, const float* w, const float* b, \
+        TY* y, float* mean, float* rstd, unsigned rows, unsigned c, unsigned tpr, float eps) {     \
+    ln_forward_rows<float, TY, 4>(x, w, b, y, mean, rstd, rows, c, tpr, eps);                      \
+}                                                                                                  \
+extern "C" __global__ void layernorm_forward_rows_mixed_##S(const float* x, const float* w, const float* b, TY* y, \
+        float* mean, float* rstd, unsigned rows, unsigned c, unsigned tpr, float eps) {            \
+    ln_forward_rows<float, TY, 1>(x, w, b, y, mean, rstd, rows, c, tpr, eps);                      \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_rows_vec_mixed_##S(const TY* dy, const float* x, const float* w, \
+        const float* mean, const float* rstd, float* dx, float* partial, unsigned rows, unsigned c, \
+        unsigned tpr, unsigned rpb) {                                                              \
+    ln_backward_rows<TY, float, 4>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb);          \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_rows_mixed_##S(const TY* dy, const float* x, const float* w, \
+        const float* mean, const float* rstd, float* dx, float* partial, unsigned rows, unsigned c, \
+        unsigned tpr, unsigned rpb) {                                                              \
+    ln_backward_rows<TY, float, 1>(dy, x, w, mean, rstd, dx, partial, rows, c, tpr, rpb);          \
+}                                                                                                  \
+extern "C" __global__ void layernorm_forward_mixed_##S(const float* x, const float* w, const float* b, TY* y, \
+                                                  float* mean, float* rstd, u64 c, float eps) {    \
+    ln_forward_wide<float, TY>(x, w, b, y, mean, rstd, c, eps);                                    \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_dx_mixed_##S(const TY* dy, const float* x, const float* w, \
+        const float* mean, const float* rstd, float* dx, u64 c) {                                  \
+    ln_backward_dx_wide<TY, float>(dy, x, w, mean, rstd, dx, c);                                   \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_dwdb_mixed_##S(const TY* dy, const float* x, const float* mean, \
+        const float* rstd, float* partial, u64 rows, u64 c, u64 chunks) {                          \
+    ln_backward_dwdb_wide<TY, float>(dy, x, mean, rstd, partial, rows, c, chunks);                 \
+}                                                                                                  \
+extern "C" __global__ void layernorm_backward_dwdb_finish_mixed_##S(const float* partial, float* dw, float* db, \
+                                                               u64 c, u64 chunks) {                \
+    ln_backward_dwdb_finish<float>(partial, dw, db, c, chunks);                                    \
+}
+
 LAYERNORM_MIXED(f16, __half)
 LAYERNORM_MIXED(bf16, __nv_bfloat16)
