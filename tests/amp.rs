@@ -202,7 +202,8 @@ fn the_backward_casts_only_the_mixed_adds_gradients() {
                 casts += 1;
                 let from = g.dtype(n.inputs[0]);
                 assert!(
-                    (from, to) == (DType::F32, DType::BF16) || (from, to) == (DType::BF16, DType::F32),
+                    (from, to) == (DType::F32, DType::BF16)
+                        || (from, to) == (DType::BF16, DType::F32),
                     "{from} -> {to}"
                 );
             }

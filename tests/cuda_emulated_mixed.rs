@@ -51,12 +51,42 @@ fn mixed_layernorm_matches_cpu() {
     type Case = (&'static [usize], bool, &'static str, &'static str);
     let cases: [Case; 6] = [
         // C a multiple of f32's 4: 16-byte f32 loads, 8-byte low ones.
-        (&[5, 768], true, "layernorm_forward_rows_vec", "layernorm_backward_rows_vec"),
-        (&[600, 40], true, "layernorm_forward_rows_vec", "layernorm_backward_rows_vec"),
-        (&[4, 10, 37], true, "layernorm_forward_rows", "layernorm_backward_rows"),
-        (&[7, 300], false, "layernorm_forward_rows", "layernorm_backward_rows"),
-        (&[3, 1100], true, "layernorm_forward_rows_vec", "layernorm_backward_rows_vec"),
-        (&[2, 8200], true, "layernorm_forward", "layernorm_backward_dx"),
+        (
+            &[5, 768],
+            true,
+            "layernorm_forward_rows_vec",
+            "layernorm_backward_rows_vec",
+        ),
+        (
+            &[600, 40],
+            true,
+            "layernorm_forward_rows_vec",
+            "layernorm_backward_rows_vec",
+        ),
+        (
+            &[4, 10, 37],
+            true,
+            "layernorm_forward_rows",
+            "layernorm_backward_rows",
+        ),
+        (
+            &[7, 300],
+            false,
+            "layernorm_forward_rows",
+            "layernorm_backward_rows",
+        ),
+        (
+            &[3, 1100],
+            true,
+            "layernorm_forward_rows_vec",
+            "layernorm_backward_rows_vec",
+        ),
+        (
+            &[2, 8200],
+            true,
+            "layernorm_forward",
+            "layernorm_backward_dx",
+        ),
     ];
     let mut worst = [(0f64, 0f64); 2];
     for (k, &(shape, aligned, fwd, bwd)) in cases.iter().enumerate() {
@@ -84,11 +114,27 @@ fn mixed_layernorm_matches_cpu() {
             let (xs, ws, bs) = (io("x", f, r * c), io("w", f, c), io("b", f, c));
             let forward = layernorm::plan_for(&sh, eps, (DType::F32, dt), dt, aligned);
             let backward = layernorm::plan_backward_for(&sh, (dt, DType::F32), dt, aligned);
-            assert_eq!(kernels(&forward, dt), [format!("{fwd}_mixed_{name}")], "{sh}");
-            assert_eq!(kernels(&backward, dt)[0], format!("{bwd}_mixed_{name}"), "{sh}");
+            assert_eq!(
+                kernels(&forward, dt),
+                [format!("{fwd}_mixed_{name}")],
+                "{sh}"
+            );
+            assert_eq!(
+                kernels(&backward, dt)[0],
+                format!("{bwd}_mixed_{name}"),
+                "{sh}"
+            );
             let finish = kernels(&backward, dt).last().cloned().unwrap();
-            assert_eq!(finish, format!("layernorm_backward_dwdb_finish_mixed_{name}"));
-            d.replay(&forward, dt, &[xs, ws, bs], &[io("y", Ty::T, r * c), mean, rstd]);
+            assert_eq!(
+                finish,
+                format!("layernorm_backward_dwdb_finish_mixed_{name}")
+            );
+            d.replay(
+                &forward,
+                dt,
+                &[xs, ws, bs],
+                &[io("y", Ty::T, r * c), mean, rstd],
+            );
             let ins = [io("dy", Ty::T, r * c), xs, ws, mean, rstd];
             let outs = [io("dx", f, r * c), io("dw", f, c), io("db", f, c)];
             d.replay(&backward, dt, &ins, &outs);
@@ -110,7 +156,9 @@ fn mixed_layernorm_matches_cpu() {
     }
     for (j, (_, name, _)) in LOW.iter().enumerate() {
         let (y, rest) = worst[j];
-        println!("mixed layernorm, worst {name} y: {y:.2e}; f32 mean, rstd, dx, dw, db: {rest:.2e}");
+        println!(
+            "mixed layernorm, worst {name} y: {y:.2e}; f32 mean, rstd, dx, dw, db: {rest:.2e}"
+        );
     }
 }
 
@@ -147,7 +195,11 @@ fn mixed_add_matches_cpu() {
             for aligned in [true, false] {
                 let fit = ew::Fit { dtype: dt, aligned };
                 let plan = ew::plan_add_for(&sa, &sb, (DType::F32, dt), fit);
-                let stem = if aligned { "add_mixed_vec" } else { "add_mixed" };
+                let stem = if aligned {
+                    "add_mixed_vec"
+                } else {
+                    "add_mixed"
+                };
                 assert_eq!(kernels(&plan, dt), [format!("{stem}_{name}")]);
                 let ins = [io("a", Ty::F32, n), io("b", Ty::T, nb)];
                 d.replay(&plan, dt, &ins, &[io("out", Ty::F32, n)]);

@@ -59,9 +59,7 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
         Op::LayerNorm { eps, .. } => {
             layernorm::plan_for(i(0), *eps, (ins[0].1, outs[0].1), dt, true)
         }
-        Op::LayerNormBackward => {
-            layernorm::plan_backward_for(i(1), (ins[0].1, ins[1].1), dt, true)
-        }
+        Op::LayerNormBackward => layernorm::plan_backward_for(i(1), (ins[0].1, ins[1].1), dt, true),
         Op::Softmax => softmax::plan_forward(i(0)),
         Op::SoftmaxBackward => softmax::plan_backward(i(0)),
         Op::CrossEntropy { classes } => cross_entropy::plan_forward(i(0), *classes),

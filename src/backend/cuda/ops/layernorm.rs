@@ -218,7 +218,13 @@ fn backward(x: &Shape, wide: DType, aligned: bool, k: &Kernels) -> OpPlan {
 
 /// The plan of `Op::LayerNorm { eps }` from x [R, C] and y [R, C] of dtypes
 /// `x_dt` and `y_dt` (mixed where they differ); `dt` names the kernels.
-pub fn plan_for(x: &Shape, eps: f64, (x_dt, y_dt): (DType, DType), dt: DType, aligned: bool) -> OpPlan {
+pub fn plan_for(
+    x: &Shape,
+    eps: f64,
+    (x_dt, y_dt): (DType, DType),
+    dt: DType,
+    aligned: bool,
+) -> OpPlan {
     if x_dt != y_dt {
         plan_forward_mixed(x, eps, aligned)
     } else {
@@ -228,7 +234,12 @@ pub fn plan_for(x: &Shape, eps: f64, (x_dt, y_dt): (DType, DType), dt: DType, al
 
 /// The plan of `Op::LayerNormBackward` from dy [R, C] and x [R, C] of dtypes
 /// `dy_dt` and `x_dt` (mixed where they differ); `dt` names the kernels.
-pub fn plan_backward_for(x: &Shape, (dy_dt, x_dt): (DType, DType), dt: DType, aligned: bool) -> OpPlan {
+pub fn plan_backward_for(
+    x: &Shape,
+    (dy_dt, x_dt): (DType, DType),
+    dt: DType,
+    aligned: bool,
+) -> OpPlan {
     if dy_dt != x_dt {
         plan_backward_mixed(x, aligned)
     } else {
