@@ -49,6 +49,55 @@ __device__ void ew_vec(T* out, unsigned n, const T* a, const T* b, unsigned nb, 
     }
 }
 
+// The residual add of a low-precision projection to the f32 stream: out (f32)
+// = a (f32) + b (TB = f16/bf16, period nb), b widened as it is read. Laid out
+// as ew_vec for f32 (W = 4: 16-byte loads of a, stores of out); b's 4 elements
+// one 8-byte load where they are contiguous and aligned.
+template <typename TB>
+struct alignas(4 * sizeof(TB)) Pack4 {
+    TB v[4];
+};
+template <typename TB>
+__device__ void add_mixed_vec(const float* a, const TB* b, float* out, unsigned n, unsigned nb) {
+    constexpr unsigned W = 4;
+    unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) * W;
+    if (i >= n) return;
+    unsigned j = i % nb;
+    if (i + W <= n) {
+        float va[W], vb[W];
+        load_pack(a + i, va);
+        if (j % W == 0 && j + W <= nb) {
+            Pack4<TB> q = *reinterpret_cast<const Pack4<TB>*>(b + j);
+#pragma unroll
+            for (unsigned e = 0; e < W; e++) vb[e] = ld(q.v, e);
+        } else {
+#pragma unroll
+            for (unsigned e = 0; e < W; e++) { vb[e] = ld(b, j); if (++j == nb) j = 0; }
+        }
+        Pack16<float> o;
+#pragma unroll
+        for (unsigned e = 0; e < W; e++) o.v[e] = va[e] + vb[e];
+        st16(out + i, o);
+    } else {
+        for (unsigned k = i; k < n; k++) {
+            out[k] = a[k] + ld(b, j);
+            if (++j == nb) j = 0;
+        }
+    }
+}
+
+// The mixed add's kernels, named by b's dtype S: f32 a and out.
+#define ADD_MIXED(S, T)                                                                           \
+extern "C" __global__ void add_mixed_vec_##S(const float* a, const T* b, float* out, unsigned n,  \
+                                             unsigned nb) {                                       \
+    add_mixed_vec<T>(a, b, out, n, nb);                                                           \
+}                                                                                                 \
+extern "C" __global__ void add_mixed_##S(const float* a, const T* b, float* out, u64 n, u64 nb) { \
+    u64 i = tid(); if (i < n) out[i] = a[i] + ld(b, i % nb);                                       \
+}
+ADD_MIXED(f16, __half)
+ADD_MIXED(bf16, __nv_bfloat16)
+
 __device__ __forceinline__ float gelu(float v) {
     return 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
 }

@@ -2,7 +2,7 @@
 //! casts, and the planner seeing the smaller activations.
 
 use headroom::data::Batch;
-use headroom::graph::{Graph, Op, ValueKind};
+use headroom::graph::{autodiff, Graph, Op, ValueKind};
 use headroom::memory::caching::MIN_BLOCK;
 use headroom::nn::Model;
 use headroom::scaler::LossScaler;
@@ -138,13 +138,84 @@ fn autocast_records_one_low_precision_copy_per_weight() {
             }
         }
         if let Op::LayerNorm { .. } = n.op {
-            assert_eq!(g.dtype(n.inputs[0]), DType::F32, "layernorm runs in f32");
+            for &v in &n.inputs {
+                assert_eq!(g.dtype(v), DType::F32, "layernorm computes from f32");
+            }
+            assert_eq!(g.dtype(n.outputs[0]), DType::BF16, "and writes bf16");
+            assert_eq!(g.dtype(n.outputs[1]), DType::F32, "its statistics stay f32");
         }
     }
+    // The forward casts weights only: no LayerNorm output, no projection
+    // joining the residual stream goes through a Cast node.
+    let activation_casts: Vec<_> = g
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Cast { .. }))
+        .filter(|n| !matches!(g.info(n.inputs[0]).kind, ValueKind::Param(_)))
+        .map(|n| g.producer(n.inputs[0]).map(|p| g.node(p).op.name()))
+        .collect();
+    assert!(activation_casts.is_empty(), "{activation_casts:?}");
+    // The residual adds take the bf16 projections as they are and give f32.
+    let mixed_adds = g
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Add))
+        .filter(|n| g.dtype(n.inputs[0]) == DType::F32 && g.dtype(n.inputs[1]) == DType::BF16)
+        .inspect(|n| assert_eq!(g.dtype(n.outputs[0]), DType::F32))
+        .count();
+    assert_eq!(mixed_adds, 2 * small().n_layer, "two residual adds a block");
     // wte feeds the embedding (f32) and the tied output matmul (one bf16 copy).
     assert_eq!(casts_of.get("wte.weight"), Some(&1));
     assert!(casts_of.values().all(|&n| n == 1), "{casts_of:?}");
     assert_eq!(g.dtype(logits), DType::BF16);
+}
+
+#[test]
+fn the_backward_casts_only_the_mixed_adds_gradients() {
+    let model = Gpt::new(small()).unwrap();
+    let mut g = Graph::new();
+    g.set_autocast(Some(DType::BF16));
+    let tokens = g.input("tokens", [2, 8], DType::I32).unwrap();
+    let targets = g.input("targets", [2, 8], DType::I32).unwrap();
+    let logits = model.forward(&mut g, tokens).unwrap();
+    let loss = g.cross_entropy(logits, targets).unwrap();
+    g.set_autocast(None);
+    let params = g.params().to_vec();
+    let forward = g.nodes().len();
+    let grads = autodiff::backward(&mut g, loss, &params).unwrap();
+    for (&p, &d) in params.iter().zip(&grads) {
+        assert_eq!(g.dtype(p), g.dtype(d), "a gradient has its value's dtype");
+    }
+    let mut casts = 0;
+    for n in &g.nodes()[forward..] {
+        match n.op {
+            // LayerNorm's backward takes the bf16 gradient of its bf16 output
+            // and gives f32 gradients of its f32 operands.
+            Op::LayerNormBackward => {
+                assert_eq!(g.dtype(n.inputs[0]), DType::BF16);
+                assert!(n.outputs.iter().all(|&o| g.dtype(o) == DType::F32));
+            }
+            // The only casts left: the f32 stream's gradient rounded for the
+            // bf16 projection of each residual add, and the weights' bf16
+            // gradients widened for their f32 masters.
+            Op::Cast { to } => {
+                casts += 1;
+                let from = g.dtype(n.inputs[0]);
+                assert!(
+                    (from, to) == (DType::F32, DType::BF16)
+                        || (from, to) == (DType::BF16, DType::F32),
+                    "{from} -> {to}"
+                );
+            }
+            _ => {}
+        }
+    }
+    let down = g.nodes()[forward..]
+        .iter()
+        .filter(|n| matches!(n.op, Op::Cast { to: DType::BF16 }))
+        .count();
+    assert_eq!(down, 2 * small().n_layer, "one per residual add");
+    assert!(casts > down);
 }
 
 #[test]

@@ -13,6 +13,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::ops::mixed;
+use super::Op;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
@@ -90,12 +92,32 @@ pub enum CastRule {
     Low,
     /// Numerically sensitive ops: operands in f32.
     F32,
+    /// Norms: operands in f32 (the statistics need it), the output in low
+    /// precision, written by the kernel for the matmul that reads it, so no
+    /// cast follows ([`with_low_output`] sets it on the op).
+    F32LowOut,
     /// Elementwise ops: the other operands follow the first (the activation), so a
     /// bias add after a low-precision matmul stays low while the f32 residual
     /// stream stays f32.
     FollowFirst,
+    /// The residual add: as `FollowFirst`, except that a low-precision second
+    /// operand next to an f32 first stays low (the kernel widens it; the
+    /// result is f32), so a projection joins the f32 stream with no cast.
+    Residual,
     /// Leave the operands alone.
     Keep,
+}
+
+/// `op` writing its main output in `low`, as [`CastRule::F32LowOut`] asks; ops
+/// of other rules unchanged.
+pub(crate) fn with_low_output(op: Op, low: DType) -> Op {
+    match op {
+        Op::LayerNorm { eps, .. } => Op::LayerNorm {
+            eps,
+            out: Some(low),
+        },
+        op => op,
+    }
 }
 
 /// The dtype each float operand should have under `rule`, given the operands'
@@ -110,8 +132,12 @@ pub fn target_dtypes(rule: CastRule, dtypes: &[DType], low: DType) -> Vec<Option
             }
             let want = match rule {
                 CastRule::Low => low,
-                CastRule::F32 => DType::F32,
+                CastRule::F32 | CastRule::F32LowOut => DType::F32,
                 CastRule::FollowFirst => first_float.unwrap_or(d),
+                CastRule::Residual => match first_float {
+                    Some(f) if mixed(f, d) => d,
+                    f => f.unwrap_or(d),
+                },
                 CastRule::Keep => d,
             };
             (want != d).then_some(want)
@@ -122,7 +148,6 @@ pub fn target_dtypes(rule: CastRule, dtypes: &[DType], low: DType) -> Vec<Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::Op;
 
     fn rule(op: &Op) -> CastRule {
         op.cast_rule()
@@ -147,26 +172,40 @@ mod tests {
             target_dtypes(mm, &[F32, F32], BF16),
             vec![Some(BF16), Some(BF16)]
         );
-        let ln = rule(&Op::LayerNorm { eps: 1e-5 });
+        let ln = Op::LayerNorm {
+            eps: 1e-5,
+            out: None,
+        };
         assert_eq!(
-            target_dtypes(ln, &[BF16, F32, F32], BF16),
+            target_dtypes(rule(&ln), &[BF16, F32, F32], BF16),
             vec![Some(F32), None, None]
         );
+        assert_eq!(
+            with_low_output(ln, BF16),
+            Op::LayerNorm {
+                eps: 1e-5,
+                out: Some(BF16)
+            }
+        );
+        // A bias after a low matmul follows it; a low projection added to the
+        // f32 residual stream stays low (the add widens it).
         let add = rule(&Op::Add);
         assert_eq!(
             target_dtypes(add, &[BF16, F32], BF16),
             vec![None, Some(BF16)]
         );
+        assert_eq!(target_dtypes(add, &[F32, BF16], BF16), vec![None, None]);
+        assert_eq!(target_dtypes(add, &[F32, F16], F16), vec![None, None]);
         assert_eq!(
-            target_dtypes(add, &[F32, BF16], BF16),
+            target_dtypes(add, &[F64, BF16], BF16),
+            vec![None, Some(F64)]
+        );
+        let mul = rule(&Op::Mul);
+        assert_eq!(
+            target_dtypes(mul, &[F32, BF16], BF16),
             vec![None, Some(F32)]
         );
         let ce = rule(&Op::CrossEntropy { classes: 1 });
         assert_eq!(target_dtypes(ce, &[F16, I32], F16), vec![None, None]);
-        let ln = rule(&Op::LayerNorm { eps: 1e-5 });
-        assert_eq!(
-            target_dtypes(ln, &[BF16, F32, F32], BF16),
-            vec![Some(F32), None, None]
-        );
     }
 }

@@ -266,7 +266,13 @@ impl Graph {
             _ => return self.record(op, inputs),
         };
         let dtypes: Vec<DType> = inputs.iter().map(|&v| self.dtype(v)).collect();
-        let targets = amp::target_dtypes(op.cast_rule(), &dtypes, low);
+        let rule = op.cast_rule();
+        let targets = amp::target_dtypes(rule, &dtypes, low);
+        let op = if rule == amp::CastRule::F32LowOut {
+            amp::with_low_output(op, low)
+        } else {
+            op
+        };
         let mut cast = Vec::with_capacity(inputs.len());
         for (&v, t) in inputs.iter().zip(targets) {
             cast.push(match t {
@@ -362,8 +368,9 @@ impl Graph {
     }
     /// LayerNorm over the last dim. Returns the normalised output only; the saved
     /// mean and reciprocal std are outputs of the node for the backward pass.
+    /// Under autocast the operands are f32 and the output is in the low dtype.
     pub fn layernorm(&mut self, x: Value, w: Value, b: Value, eps: f64) -> Result<Value> {
-        self.apply1(Op::LayerNorm { eps }, &[x, w, b])
+        self.apply1(Op::LayerNorm { eps, out: None }, &[x, w, b])
     }
     /// Causal self-attention: `qkv [B, T, 3C]` → `[B, T, C]`, one op with its own backward.
     pub fn attention(&mut self, qkv: Value, n_head: usize) -> Result<Value> {

@@ -17,4 +17,9 @@
     ENTRY(gelu_backward_vec_##S) ENTRY(bias_gelu_forward_vec_##S)                                \
     ENTRY(bias_gelu_backward_vec_##S)
 
-int main(int argc, char** argv) { return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES)}); }
+// The mixed residual add (f32 a and out, low b), named by b's dtype.
+#define MIXED(S, T) ENTRY(add_mixed_##S) ENTRY(add_mixed_vec_##S)
+
+int main(int argc, char** argv) {
+    return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES) MIXED(f16, __half) MIXED(bf16, __nv_bfloat16)});
+}

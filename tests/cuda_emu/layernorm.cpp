@@ -15,4 +15,9 @@
     ENTRY(layernorm_forward_##S) ENTRY(layernorm_backward_dx_##S)                                \
     ENTRY(layernorm_backward_dwdb_##S) ENTRY(layernorm_backward_dwdb_finish_##S)
 
-int main(int argc, char** argv) { return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES)}); }
+// The mixed kernels (f32 x, w, b with low y and dy), named by the low dtype.
+#define MIXED(S, T) ENTRIES(mixed_##S, T)
+
+int main(int argc, char** argv) {
+    return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES) MIXED(f16, __half) MIXED(bf16, __nv_bfloat16)});
+}

@@ -180,7 +180,7 @@ impl CudaBackend {
             Op::EmbeddingBackward { vocab } => {
                 embedding::embedding_backward(self, dt, i, o, *vocab)
             }
-            Op::LayerNorm { eps } => layernorm::layernorm_forward(self, dt, i, o, *eps),
+            Op::LayerNorm { eps, .. } => layernorm::layernorm_forward(self, dt, i, o, *eps),
             Op::LayerNormBackward => layernorm::layernorm_backward(self, dt, i, o),
             Op::Softmax => softmax::softmax_forward(self, dt, i, o),
             Op::SoftmaxBackward => softmax::softmax_backward(self, dt, i, o),

@@ -45,7 +45,7 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
     };
     Ok(Some(match op {
         Op::MatMul { .. } | Op::Reshape { .. } => return Ok(None),
-        Op::Add => ew::plan_add(o(0), i(1), fit),
+        Op::Add => ew::plan_add_for(o(0), i(1), (ins[0].1, ins[1].1), fit),
         Op::Mul => ew::plan_mul(o(0), i(1), fit),
         Op::Scale { factor } => ew::plan_scale(o(0), *factor, fit),
         Op::Fill { value, .. } => ew::plan_fill(o(0), *value, fit),
@@ -56,8 +56,10 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
         Op::Cast { .. } => cast::plan_forward(ins[0].1, o(0))?,
         Op::Embedding => embedding::plan_forward(i(0), i(1)),
         Op::EmbeddingBackward { vocab } => embedding::plan_backward(i(0), i(1), *vocab),
-        Op::LayerNorm { eps } => layernorm::plan_forward(i(0), *eps, dt, true),
-        Op::LayerNormBackward => layernorm::plan_backward(i(1), dt, true),
+        Op::LayerNorm { eps, .. } => {
+            layernorm::plan_for(i(0), *eps, (ins[0].1, outs[0].1), dt, true)
+        }
+        Op::LayerNormBackward => layernorm::plan_backward_for(i(1), (ins[0].1, ins[1].1), dt, true),
         Op::Softmax => softmax::plan_forward(i(0)),
         Op::SoftmaxBackward => softmax::plan_backward(i(0)),
         Op::CrossEntropy { classes } => cross_entropy::plan_forward(i(0), *classes),

@@ -128,8 +128,9 @@ impl WgpuBackend {
         )))
     }
 
-    /// Checks the dtypes and picks the variant: the storage type of the first
-    /// float operand (saved statistics stay f32 in every variant).
+    /// Checks the dtypes and picks the variant: `graph::ops::storage_dtype`
+    /// (saved statistics stay f32 in every variant; a mixed op's family sets
+    /// its (in, out) variant itself).
     fn select(&mut self, op: &'static str, ts: &[&TensorRef]) -> Result<()> {
         for t in ts {
             let ok = match t.dtype {
@@ -182,7 +183,7 @@ impl Backend for WgpuBackend {
             Op::BiasGeluBackward => elementwise::bias_gelu_backward(self, ins, outs),
             Op::Fill { value, .. } => elementwise::fill_forward(self, outs, *value),
             Op::Cast { to } => cast::cast_forward(self, ins, outs, *to),
-            Op::LayerNorm { eps } => layernorm::layernorm_forward(self, ins, outs, *eps),
+            Op::LayerNorm { eps, .. } => layernorm::layernorm_forward(self, ins, outs, *eps),
             Op::LayerNormBackward => layernorm::layernorm_backward(self, ins, outs),
             Op::Attention { n_head } => attention::attention_forward(self, ins, outs, *n_head),
             Op::AttentionBackward { n_head } => {

@@ -1,6 +1,6 @@
 //! Elementwise ops: broadcast add and mul (bias, positions, residual), scale, GELU.
 
-use super::{same_float, Meta};
+use super::{mixed, same_float, Meta};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, Value};
 use crate::tensor::{DType, Shape};
@@ -41,6 +41,18 @@ pub fn infer_broadcast(op: &'static str, ins: &[Meta]) -> Result<Vec<(Shape, DTy
     Ok(vec![(a.clone(), dt)])
 }
 
+/// [`infer_broadcast`], but the residual add also takes a low-precision `b`
+/// next to an f32 `a` (a projection added to the f32 stream): the result is
+/// f32 and the kernel widens `b` as it reads it, so no cast of `b` is stored.
+pub fn infer_add(ins: &[Meta]) -> Result<Vec<(Shape, DType)>> {
+    let (a, b) = (ins[0].1, ins[1].1);
+    if a == b || !mixed(a, b) {
+        return infer_broadcast("add", ins);
+    }
+    let widened = [ins[0], (ins[1].0, a)];
+    infer_broadcast("add", &widened)
+}
+
 fn is_suffix(b: &Shape, a: &Shape) -> bool {
     b.rank() <= a.rank() && a.dims()[a.rank() - b.rank()..] == *b.dims()
 }
@@ -55,10 +67,16 @@ fn unbroadcast(g: &mut Graph, grad: Value, to: &Shape) -> Result<Value> {
     g.sum(grad, &axes)
 }
 
-/// `da = dy`; `db = dy` summed over the leading dims `b` was broadcast across.
+/// `da = dy`; `db = dy` summed over the leading dims `b` was broadcast across,
+/// in `b`'s dtype (a low `b` of a mixed add gets its gradient rounded, as the
+/// cast autocast would otherwise have recorded would give it).
 pub fn vjp_add(g: &mut Graph, ins: &[Value], dy: Value) -> Result<Vec<Option<Value>>> {
     let bs = g.shape(ins[1]).clone();
-    let db = unbroadcast(g, dy, &bs)?;
+    let mut db = unbroadcast(g, dy, &bs)?;
+    let bt = g.dtype(ins[1]);
+    if g.dtype(db) != bt {
+        db = g.cast(db, bt)?;
+    }
     Ok(vec![Some(dy), Some(db)])
 }
 

@@ -82,9 +82,15 @@ pub enum Op {
     LayerNorm {
         /// Added to the variance before its reciprocal square root is taken.
         eps: f64,
+        /// `y`'s dtype where it is not `x`'s: autocast sets its low dtype, so
+        /// the norm computes from f32 operands and the matmul after it reads
+        /// its output with no cast between (only f32 `x` with f16/bf16 `y`,
+        /// [`mixed`]'s one mix).
+        out: Option<DType>,
     },
     /// `dy [.., C]`, `x [.., C]`, `w [C]`, `mean [..]`, `rstd [..]` →
-    /// `dx [.., C]`, `dw [C]`, `db [C]`.
+    /// `dx [.., C]`, `dw [C]`, `db [C]` in `x`'s and `w`'s dtype; `dy` may be
+    /// f16/bf16 next to f32 `x` (the gradient of a low-precision `y`).
     LayerNormBackward,
     /// Causal self-attention: `qkv [B, T, 3C]` → `out [B, T, C]`, `lse [B, H, T]`
     /// (each query row's log-sum-exp, saved for the backward; f32, or f64 in f64
@@ -254,17 +260,34 @@ pub(crate) fn same_float(op: &'static str, ins: &[Meta]) -> Result<DType> {
     Ok(dt)
 }
 
-/// The dtype saved statistics (LayerNorm mean/rstd, attention log-sum-exp) are kept
-/// The dtype an op's kernels store in: its first float operand's (saved
-/// statistics aside, which stay f32); f32 when none is a float. Every GPU host
-/// picks its kernel variant by this one rule.
+/// The dtype an op's kernels are named and picked by: its first f16/bf16
+/// tensor's, else its first float tensor's; f32 when none is a float. Saved
+/// statistics stay f32 and so never decide it, and an op mixing f32 with a
+/// low dtype ([`mixed`]) is named by the low one, whichever operand comes
+/// first. Every GPU host picks its kernel variant by this one rule.
 pub fn storage_dtype(dtypes: impl IntoIterator<Item = DType>) -> DType {
-    dtypes
-        .into_iter()
-        .find(|d| d.is_float())
-        .unwrap_or(DType::F32)
+    let mut first = None;
+    for d in dtypes {
+        if matches!(d, DType::F16 | DType::BF16) {
+            return d;
+        }
+        if d.is_float() && first.is_none() {
+            first = Some(d);
+        }
+    }
+    first.unwrap_or(DType::F32)
 }
 
+/// Whether an op may take `wide` where its other operands are `low`: the one
+/// mix of float dtypes ops allow is f32 with f16 or bf16 (a LayerNorm writing
+/// its output for the next matmul, a residual add of a low-precision
+/// projection to the f32 stream, and their backward ops). The shape rules ask
+/// it; the backends then tell a mixed op by its operands' dtypes differing.
+pub fn mixed(wide: DType, low: DType) -> bool {
+    wide == DType::F32 && matches!(low, DType::F16 | DType::BF16)
+}
+
+/// The dtype saved statistics (LayerNorm mean/rstd, attention log-sum-exp) are kept
 /// in: f64 in f64 graphs, otherwise f32 whatever the activations' dtype.
 pub(crate) fn stat_dtype(dt: DType) -> DType {
     if dt == DType::F64 {

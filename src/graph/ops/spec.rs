@@ -126,7 +126,7 @@ impl Op {
     /// by autodiff, never under autocast, so their rule is `Keep`.
     #[rustfmt::skip]
     pub fn spec(&self) -> OpSpec {
-        use CastRule::{FollowFirst, Keep, Low, F32};
+        use CastRule::{F32LowOut, FollowFirst, Keep, Low, Residual, F32};
         use Cost::{Gemm, PerInput, PerOutput, Rows};
         let attention = |n_head, backward| Cost::Attention { n_head, backward };
         match *self {
@@ -134,14 +134,14 @@ impl Op {
             Op::Embedding =>                op("embedding",              2, Keep,        Rows).costly().grad_only(1),
             Op::EmbeddingBackward { .. } => op("embedding_backward",     2, Keep,        Rows).costly(),
             Op::MatMul { ta, tb } =>        op("matmul",                 2, Low,         Gemm { ta, tb }).costly(),
-            Op::Add =>                      op("add",                    2, FollowFirst, PerOutput(1)),
+            Op::Add =>                      op("add",                    2, Residual,    PerOutput(1)),
             Op::Mul =>                      op("mul",                    2, FollowFirst, PerOutput(1)),
             Op::Scale { .. } =>             op("scale",                  1, Keep,        PerOutput(1)),
             Op::Gelu =>                     op("gelu",                   1, Keep,        PerOutput(11)),
             Op::GeluBackward =>             op("gelu_backward",          2, Keep,        PerOutput(11)),
             Op::BiasGelu =>                 op("bias_gelu",              2, FollowFirst, PerOutput(11)),
             Op::BiasGeluBackward =>         op("bias_gelu_backward",     3, Keep,        PerOutput(11)),
-            Op::LayerNorm { .. } =>         op("layernorm",              3, F32,         PerInput(8)),
+            Op::LayerNorm { .. } =>         op("layernorm",              3, F32LowOut,   PerInput(8)),
             Op::LayerNormBackward =>        op("layernorm_backward",     5, Keep,        PerInput(8)),
             Op::Attention { n_head } =>     op("attention",              1, Low,         attention(n_head, false)).costly(),
             Op::AttentionBackward { n_head } =>

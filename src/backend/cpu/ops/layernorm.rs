@@ -103,7 +103,7 @@ pub fn layernorm_backward<F: Real>(
 pub(super) fn run<F: Real>(op: &Op, a: &[In<F>], o: &mut [&mut [F]]) -> Result<()> {
     let n = op.name();
     match op {
-        Op::LayerNorm { eps } => {
+        Op::LayerNorm { eps, .. } => {
             let [y, mean, rstd] = o else {
                 return Err(Error::Internal("layernorm outputs".into()));
             };

@@ -4,6 +4,9 @@
 //! ([`Fit`]), the `_vec` kernels: a thread per 16 bytes (8 f16/bf16 or 4 f32),
 //! 32-bit indices, a scalar tail. Otherwise one thread per element, 64-bit
 //! indices. 256 threads a block either way.
+//!
+//! The residual add under autocast is mixed: f32 a and out, f16/bf16 b (the
+//! `add_mixed` entries, named by b's dtype, vectorised as f32's: 4 a thread).
 
 use crate::backend::cuda::launch::{family_kernels, grid, ptr, Entry, EVERY_DTYPE};
 use crate::backend::cuda::plan::{args, Arg, Buf::*, Launch, OpPlan};
@@ -33,8 +36,14 @@ family_kernels! {
         GELU_BACKWARD_VEC = "gelu_backward_vec" for EVERY_DTYPE,
         BIAS_GELU_FORWARD_VEC = "bias_gelu_forward_vec" for EVERY_DTYPE,
         BIAS_GELU_BACKWARD_VEC = "bias_gelu_backward_vec" for EVERY_DTYPE,
+        ADD_MIXED = "add_mixed" for LOW_DTYPES,
+        ADD_MIXED_VEC = "add_mixed_vec" for LOW_DTYPES,
     }
 }
+
+/// The low dtypes alone: the mixed kernels (f32 tensors with f16/bf16 ones)
+/// are instantiated for these and named by them.
+pub(crate) const LOW_DTYPES: &[DType] = &[DType::F16, DType::BF16];
 
 /// Whether every tensor's address is a multiple of 16 bytes. Allocator blocks
 /// start on 512-byte boundaries, so a whole tensor always is; a view at an
@@ -95,6 +104,29 @@ pub fn plan_add(out: &Shape, b: &Shape, fit: Fit) -> OpPlan {
     plan(fit, out, (ADD_VEC, ADD), |s| {
         args![In(0), In(1), Out(0), size(n, s), size(nb, s)]
     })
+}
+
+/// The launch of the mixed `Op::Add` to `out [N]`: ins a [N] f32, b [NB] of
+/// the low dtype `fit` names; outs out [N] = a + b, f32.
+pub fn plan_add_mixed(out: &Shape, b: &Shape, fit: Fit) -> OpPlan {
+    let (n, nb) = (out.numel(), b.numel());
+    let wide = Fit {
+        dtype: DType::F32,
+        ..fit
+    };
+    plan(wide, out, (ADD_MIXED_VEC, ADD_MIXED), |s| {
+        args![In(0), In(1), Out(0), size(n, s), size(nb, s)]
+    })
+}
+
+/// The plan of `Op::Add` on a and b of dtypes `(a, b)`: mixed where they
+/// differ.
+pub fn plan_add_for(out: &Shape, b: &Shape, (a_dt, b_dt): (DType, DType), fit: Fit) -> OpPlan {
+    if a_dt != b_dt {
+        plan_add_mixed(out, b, fit)
+    } else {
+        plan_add(out, b, fit)
+    }
 }
 
 /// The launch of `Op::Mul` to `out [N]`: ins a [N], b [NB]; outs out [N] = a · b.
@@ -174,14 +206,15 @@ fn fit(dt: DType, ins: &[&TensorRef], outs: &[&TensorRef]) -> Fit {
     }
 }
 
-/// `Op::Add`: [`plan_add`].
+/// `Op::Add`: [`plan_add_for`].
 pub(crate) fn add_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
-    let plan = plan_add(&outs[0].shape, &ins[1].shape, fit(dt, ins, outs));
+    let dts = (ins[0].dtype, ins[1].dtype);
+    let plan = plan_add_for(&outs[0].shape, &ins[1].shape, dts, fit(dt, ins, outs));
     cx.run_plan(dt, &plan, ins, outs)
 }
 

@@ -5,6 +5,7 @@
 
 use super::{Aliases, Kernel, Shader};
 use crate::backend::wgpu::dispatch::{f, groups_1d, u, Bind};
+use crate::backend::wgpu::pipeline::Variant;
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
@@ -27,7 +28,18 @@ const ELEMENTWISE: Shader = Shader {
     aliases: Aliases::T,
 };
 
-pub const SHADERS: &[Shader] = &[ELEMENTWISE];
+/// The residual add under autocast: f32 a and out, f16/bf16 b, compiled per
+/// (b, out) pair.
+const ELEMENTWISE_MIXED: Shader = Shader {
+    file: "elementwise_mixed",
+    source: include_str!("../../../../shaders/elementwise_mixed.wgsl"),
+    entries: &["add"],
+    aliases: Aliases::Cast,
+};
+
+pub const SHADERS: &[Shader] = &[ELEMENTWISE, ELEMENTWISE_MIXED];
+
+const ADD_MIXED: Kernel = ELEMENTWISE_MIXED.kernel("add");
 
 const ADD: Kernel = ELEMENTWISE.kernel("add");
 const MUL: Kernel = ELEMENTWISE.kernel("mul");
@@ -58,12 +70,17 @@ fn broadcast(
     )
 }
 
-/// `a [N]`, `b [Nb]` → `out [N] = a + b`.
+/// `a [N]`, `b [Nb]` → `out [N] = a + b`; f32 `a` with f16/bf16 `b`: the
+/// mixed shader.
 pub(crate) fn add_forward(
     gpu: &mut WgpuBackend,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
+    if ins[0].dtype != ins[1].dtype {
+        gpu.variant = Variant::Cast(ins[1].dtype, ins[0].dtype);
+        return broadcast(gpu, ADD_MIXED, ins, outs);
+    }
     broadcast(gpu, ADD, ins, outs)
 }
 

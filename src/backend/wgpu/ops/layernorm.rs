@@ -2,6 +2,7 @@
 
 use super::{Aliases, Kernel, Shader};
 use crate::backend::wgpu::dispatch::{f, groups_1d, u, Bind};
+use crate::backend::wgpu::pipeline::Variant;
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::TensorRef;
 use crate::error::Result;
@@ -21,14 +22,38 @@ const LAYERNORM_BACKWARD: Shader = Shader {
     aliases: Aliases::T,
 };
 
-pub const SHADERS: &[Shader] = &[LAYERNORM, LAYERNORM_BACKWARD];
+/// Under autocast: f32 x, w, b with f16/bf16 y, compiled per (in, out) pair.
+const LAYERNORM_MIXED: Shader = Shader {
+    file: "layernorm_mixed",
+    source: include_str!("../../../../shaders/layernorm_mixed.wgsl"),
+    entries: &["forward"],
+    aliases: Aliases::Cast,
+};
+
+/// Under autocast: f16/bf16 dy with f32 x, w and dx, dw, db.
+const LAYERNORM_BACKWARD_MIXED: Shader = Shader {
+    file: "layernorm_backward_mixed",
+    source: include_str!("../../../../shaders/layernorm_backward_mixed.wgsl"),
+    entries: &["dx", "dwdb"],
+    aliases: Aliases::Cast,
+};
+
+pub const SHADERS: &[Shader] = &[
+    LAYERNORM,
+    LAYERNORM_BACKWARD,
+    LAYERNORM_MIXED,
+    LAYERNORM_BACKWARD_MIXED,
+];
 
 const FORWARD: Kernel = LAYERNORM.kernel("forward");
 const DX: Kernel = LAYERNORM_BACKWARD.kernel("dx");
 const DWDB: Kernel = LAYERNORM_BACKWARD.kernel("dwdb");
+const MIXED_FORWARD: Kernel = LAYERNORM_MIXED.kernel("forward");
+const MIXED_DX: Kernel = LAYERNORM_BACKWARD_MIXED.kernel("dx");
+const MIXED_DWDB: Kernel = LAYERNORM_BACKWARD_MIXED.kernel("dwdb");
 
 /// `x [N, C]`, `w [C]`, `b [C]` → `y [N, C]`, `mean [N]`, `rstd [N]` (f32):
-/// one thread per row.
+/// one thread per row. `y` f16/bf16 next to f32 `x`: the mixed shader.
 pub(crate) fn layernorm_forward(
     gpu: &mut WgpuBackend,
     ins: &[&TensorRef],
@@ -46,12 +71,19 @@ pub(crate) fn layernorm_forward(
         (5, Bind::T(mean)),
         (6, Bind::T(rstd)),
     ];
-    gpu.dispatch(FORWARD, &[u(rows), u(c), f(eps)], &binds, groups_1d(rows))
+    let k = if x.dtype != y.dtype {
+        gpu.variant = Variant::Cast(x.dtype, y.dtype);
+        MIXED_FORWARD
+    } else {
+        FORWARD
+    };
+    gpu.dispatch(k, &[u(rows), u(c), f(eps)], &binds, groups_1d(rows))
 }
 
 /// `dy [N, C]`, `x [N, C]`, `w [C]`, `mean [N]`, `rstd [N]` → `dx [N, C]`,
 /// `dw [C]`, `db [C]`: dx one thread per row, then dw and db one thread per
-/// column with the rows summed in order (deterministic, no atomics).
+/// column with the rows summed in order (deterministic, no atomics). `dy`
+/// f16/bf16 next to f32 `x`: the mixed shader.
 pub(crate) fn layernorm_backward(
     gpu: &mut WgpuBackend,
     ins: &[&TensorRef],
@@ -60,6 +92,12 @@ pub(crate) fn layernorm_backward(
     let (dy, x, w, mean, rstd) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
     let (dx, dw, db) = (outs[0], outs[1], outs[2]);
     let RowDims { rows, cols: c } = RowDims::of(&x.shape);
+    let (dx_k, dwdb_k) = if dy.dtype != x.dtype {
+        gpu.variant = Variant::Cast(dy.dtype, x.dtype);
+        (MIXED_DX, MIXED_DWDB)
+    } else {
+        (DX, DWDB)
+    };
     let binds = [
         (1, Bind::T(dy)),
         (2, Bind::T(x)),
@@ -68,7 +106,7 @@ pub(crate) fn layernorm_backward(
         (5, Bind::T(rstd)),
         (6, Bind::T(dx)),
     ];
-    gpu.dispatch(DX, &[u(rows), u(c)], &binds, groups_1d(rows))?;
+    gpu.dispatch(dx_k, &[u(rows), u(c)], &binds, groups_1d(rows))?;
     let binds = [
         (1, Bind::T(dy)),
         (2, Bind::T(x)),
@@ -77,5 +115,5 @@ pub(crate) fn layernorm_backward(
         (6, Bind::T(dw)),
         (7, Bind::T(db)),
     ];
-    gpu.dispatch(DWDB, &[u(rows), u(c)], &binds, groups_1d(c))
+    gpu.dispatch(dwdb_k, &[u(rows), u(c)], &binds, groups_1d(c))
 }
