@@ -18,7 +18,7 @@ pub mod case;
 pub mod harness;
 
 use case::{f, ids, OpCase};
-use headroom::graph::Value;
+use headroom::graph::{Op, Value};
 use headroom::{DType, Result};
 
 /// Calls `$m! { test_name: Variant, ... }` with every op family: each
@@ -212,6 +212,7 @@ fn elementwise() -> Vec<OpCase> {
             one(g.gelu(s))
         }),
     ]);
+    c.push(residual_add_low());
     c
 }
 
@@ -232,7 +233,46 @@ fn layernorm() -> Vec<OpCase> {
         [f(&[3, 5, 16]), f(&[16]), f(&[16])],
         |g, v| one(g.layernorm(v[0], v[1], v[2], 1e-5)),
     ));
+    // Autocast's LayerNorm: f32 operands, the output in the low dtype (the
+    // case's own when it runs in f16/bf16; a plain LayerNorm in f32 and f64).
+    c.push(OpCase::new(
+        "layernorm_low_out",
+        [f(&[4, 6, 40]), f(&[40]), f(&[40])],
+        |g, v| {
+            let low = g.dtype(v[0]);
+            if !matches!(low, DType::F16 | DType::BF16) {
+                return one(g.layernorm(v[0], v[1], v[2], 1e-5));
+            }
+            let wide = v
+                .iter()
+                .map(|&x| g.cast(x, DType::F32))
+                .collect::<Result<Vec<_>>>()?;
+            let ln = Op::LayerNorm {
+                eps: 1e-5,
+                out: Some(low),
+            };
+            Ok(g.apply(ln, &wide)?[..1].to_vec())
+        },
+    ));
     c
+}
+
+/// The residual add of autocast: an f32 stream plus a low projection (the
+/// case's dtype in f16/bf16; plain in f32 and f64).
+fn residual_add_low() -> OpCase {
+    OpCase::new(
+        "residual_add_low",
+        [f(&[3, 7, 24]), f(&[3, 7, 24])],
+        |g, v| {
+            let low = g.dtype(v[1]);
+            let stream = if matches!(low, DType::F16 | DType::BF16) {
+                g.cast(v[0], DType::F32)?
+            } else {
+                v[0]
+            };
+            one(g.add(stream, v[1]))
+        },
+    )
 }
 
 fn attention() -> Vec<OpCase> {
