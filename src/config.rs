@@ -35,6 +35,11 @@ pub struct TrainConfig {
     /// Library workspace to reserve at setup (the device's own request when
     /// larger); the planner passes it to its simulations.
     pub workspace_bytes: u64,
+    /// Under autocast, keep a low-precision copy of each weight the forward
+    /// casts, rewritten by AdamW, so no weight is cast per step (2 bytes per
+    /// parameter held for the run). The planner turns it off where it costs
+    /// a cheaper plan or any plan at all.
+    pub weight_copies: bool,
 }
 
 impl Default for TrainConfig {
@@ -50,6 +55,7 @@ impl Default for TrainConfig {
             recover: true,
             precision: Precision::Auto,
             workspace_bytes: 0,
+            weight_copies: true,
         }
     }
 }

@@ -247,3 +247,59 @@ fn bf16_plans_need_less_memory() {
         .sum();
     assert_eq!(bf16p.breakdown.weights, f32p.breakdown.weights + copy_bytes);
 }
+
+/// Weight copies hold 2 bytes per parameter for the run: under a budget that
+/// fits the smallest plan only without them, the planner drops them (the
+/// weights are cast every step again), and the trainer places none, so the
+/// measured peak is still the predicted one.
+#[test]
+fn the_planner_drops_weight_copies_where_only_that_fits() {
+    use headroom::memory::Budget;
+    use headroom::schedule::{simulate, Choice, Recompute};
+    // Wide enough that the copies outgrow the allocator's 2 MiB segments.
+    let config = common::gpt(2, 16, 256);
+    let model = Gpt::new(config.clone()).unwrap();
+    let cfg = |copies| TrainConfig {
+        batch: 4,
+        seq_len: 16,
+        precision: Precision::Bf16,
+        weight_copies: copies,
+        ..TrainConfig::default()
+    };
+    let opt = AdamW::new(1e-3);
+    // The least any plan needs, with copies and without.
+    let need = |copies| {
+        let mut least = u64::MAX;
+        for micro_batch in [1, 2, 4] {
+            for recompute in Recompute::candidates(2) {
+                let choice = Choice {
+                    micro_batch,
+                    recompute,
+                };
+                let s = simulate(&model, opt, &cfg(copies), choice, None).unwrap();
+                least = least.min(s.peak_reserved);
+            }
+        }
+        least
+    };
+    let (with, without) = (need(true), need(false));
+    assert!(without < with, "copies cost memory: {without} vs {with}");
+    let budget = (with + without) / 2;
+    let p = plan(&model, opt, &cfg(true), budget, &[]).unwrap();
+    assert!(!p.weight_copies, "{p}");
+    assert!(p.predicted_peak_bytes <= budget);
+    let roomy = plan(&model, opt, &cfg(true), 1 << 34, &[]).unwrap();
+    assert!(roomy.weight_copies);
+
+    let mut dev = Device::cpu();
+    dev.set_budget(Some(Budget::Bytes(budget)));
+    let mut t = Trainer::new(dev, Gpt::new(config).unwrap(), opt, cfg(true)).unwrap();
+    let batch = common::batches(3, 1, 4, 16).remove(0);
+    t.step(&batch).unwrap();
+    t.step(&batch).unwrap();
+    assert_eq!(
+        t.memory_stats().peak_reserved_bytes,
+        t.plan().unwrap().predicted_peak_bytes,
+        "predicted = measured without copies"
+    );
+}

@@ -159,7 +159,11 @@ fn run_simulation(
     device.set_budget(budget.map(Budget::Bytes));
     device.start_trace();
     let workspace = cfg.workspace_bytes.max(device.workspace_bytes());
-    let shadows = compiler.low_copies(model);
+    let shadows = if cfg.weight_copies {
+        compiler.low_copies(model)
+    } else {
+        Default::default()
+    };
     let specs = model.param_specs();
     let state = ModelState::place(&mut device, specs, &shadows, None, workspace)?;
     let batch = Batch::shape_only(cfg.batch, cfg.seq_len);

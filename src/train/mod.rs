@@ -153,8 +153,17 @@ impl<M: Model> Trainer<M> {
         let mut rng = Rng::fork(cfg.seed, "init");
         let specs = model.param_specs();
         let rng = init.then_some(&mut rng);
+        // The plan says whether the weights' low-precision copies fit; every
+        // later plan (recovery, resume) simulates the state placed here.
+        if let Some(p) = &plan {
+            cfg.weight_copies = p.weight_copies;
+        }
         let mut compiler = StepCompiler::new(cfg.precision);
-        let shadows = compiler.low_copies(&model);
+        let shadows = if cfg.weight_copies {
+            compiler.low_copies(&model)
+        } else {
+            Default::default()
+        };
         let state = ModelState::place(&mut device, specs, &shadows, rng, cfg.workspace_bytes)?;
         Ok(Trainer {
             compiler,
