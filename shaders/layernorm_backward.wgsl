@@ -1,11 +1,13 @@
-// LayerNorm backward. p0 rows, p1 C.
-@group(0) @binding(1) var<storage, read_write> dy: array<T>;
-@group(0) @binding(2) var<storage, read_write> x: array<T>;
-@group(0) @binding(3) var<storage, read_write> w: array<T>;
+// LayerNorm backward: dy in TI; x, w and dx, dw, db in TO (under autocast dy
+// is the f16/bf16 gradient of a low-precision y and the rest f32; otherwise
+// all are the op's type). p0 rows, p1 C.
+@group(0) @binding(1) var<storage, read_write> dy: array<TI>;
+@group(0) @binding(2) var<storage, read_write> x: array<TO>;
+@group(0) @binding(3) var<storage, read_write> w: array<TO>;
 @group(0) @binding(4) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(5) var<storage, read_write> rstd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<T>;
-@group(0) @binding(7) var<storage, read_write> out2: array<T>;
+@group(0) @binding(6) var<storage, read_write> out: array<TO>;
+@group(0) @binding(7) var<storage, read_write> out2: array<TO>;
 
 // dx, one thread per row: out = dx.
 @compute @workgroup_size(64)
@@ -29,7 +31,7 @@ fn dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
     for (var j = 0u; j < c; j = j + 1u) {
         let nrm = (f32(x[base + j]) - mu) * rs;
         let dn = f32(w[j]) * f32(dy[base + j]);
-        out[base + j] = T((dn - dm - nrm * dnm) * rs);
+        out[base + j] = TO((dn - dm - nrm * dnm) * rs);
     }
 }
 
@@ -46,6 +48,6 @@ fn dwdb(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         gw = gw + (f32(x[r * c + j]) - mean[r]) * rstd[r] * g;
         gb = gb + g;
     }
-    out[j] = T(gw);
-    out2[j] = T(gb);
+    out[j] = TO(gw);
+    out2[j] = TO(gb);
 }

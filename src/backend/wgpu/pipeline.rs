@@ -64,21 +64,30 @@ impl Variant {
     /// The variants a shader with `aliases` is built for ahead of a run: f32
     /// and bf16 always, f16 where the adapter has it.
     pub(super) fn all(aliases: Aliases, f16: bool) -> Vec<Variant> {
-        let mut v = match aliases {
-            Aliases::T => vec![Variant::T(DType::F32), Variant::T(DType::BF16)],
-            Aliases::Cast => vec![
-                Variant::Cast(DType::F32, DType::BF16),
-                Variant::Cast(DType::BF16, DType::F32),
-            ],
+        let lows: &[DType] = if f16 {
+            &[DType::BF16, DType::F16]
+        } else {
+            &[DType::BF16]
         };
-        if f16 {
-            v.extend(match aliases {
-                Aliases::T => vec![Variant::T(DType::F16)],
-                Aliases::Cast => vec![
-                    Variant::Cast(DType::F32, DType::F16),
-                    Variant::Cast(DType::F16, DType::F32),
-                ],
-            });
+        let mut v = Vec::new();
+        for &low in lows {
+            match aliases {
+                Aliases::T => v.push(Variant::T(low)),
+                Aliases::Cast => v.extend([
+                    Variant::Cast(DType::F32, low),
+                    Variant::Cast(low, DType::F32),
+                ]),
+                Aliases::Pair => v.extend([
+                    Variant::Cast(low, low),
+                    Variant::Cast(DType::F32, low),
+                    Variant::Cast(low, DType::F32),
+                ]),
+            }
+        }
+        match aliases {
+            Aliases::T => v.insert(0, Variant::T(DType::F32)),
+            Aliases::Pair => v.insert(0, Variant::Cast(DType::F32, DType::F32)),
+            Aliases::Cast => {}
         }
         v
     }

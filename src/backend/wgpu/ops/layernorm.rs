@@ -8,52 +8,31 @@ use crate::backend::TensorRef;
 use crate::error::Result;
 use crate::graph::ops::softmax::RowDims;
 
+/// Compiled per (in, out) pair: under autocast f32 x, w, b with f16/bf16 y.
 const LAYERNORM: Shader = Shader {
     file: "layernorm",
     source: include_str!("../../../../shaders/layernorm.wgsl"),
     entries: &["forward"],
-    aliases: Aliases::T,
+    aliases: Aliases::Pair,
 };
 
+/// Compiled per (in, out) pair: under autocast f16/bf16 dy with f32 x, w and
+/// dx, dw, db.
 const LAYERNORM_BACKWARD: Shader = Shader {
     file: "layernorm_backward",
     source: include_str!("../../../../shaders/layernorm_backward.wgsl"),
     entries: &["dx", "dwdb"],
-    aliases: Aliases::T,
+    aliases: Aliases::Pair,
 };
 
-/// Under autocast: f32 x, w, b with f16/bf16 y, compiled per (in, out) pair.
-const LAYERNORM_MIXED: Shader = Shader {
-    file: "layernorm_mixed",
-    source: include_str!("../../../../shaders/layernorm_mixed.wgsl"),
-    entries: &["forward"],
-    aliases: Aliases::Cast,
-};
-
-/// Under autocast: f16/bf16 dy with f32 x, w and dx, dw, db.
-const LAYERNORM_BACKWARD_MIXED: Shader = Shader {
-    file: "layernorm_backward_mixed",
-    source: include_str!("../../../../shaders/layernorm_backward_mixed.wgsl"),
-    entries: &["dx", "dwdb"],
-    aliases: Aliases::Cast,
-};
-
-pub const SHADERS: &[Shader] = &[
-    LAYERNORM,
-    LAYERNORM_BACKWARD,
-    LAYERNORM_MIXED,
-    LAYERNORM_BACKWARD_MIXED,
-];
+pub const SHADERS: &[Shader] = &[LAYERNORM, LAYERNORM_BACKWARD];
 
 const FORWARD: Kernel = LAYERNORM.kernel("forward");
 const DX: Kernel = LAYERNORM_BACKWARD.kernel("dx");
 const DWDB: Kernel = LAYERNORM_BACKWARD.kernel("dwdb");
-const MIXED_FORWARD: Kernel = LAYERNORM_MIXED.kernel("forward");
-const MIXED_DX: Kernel = LAYERNORM_BACKWARD_MIXED.kernel("dx");
-const MIXED_DWDB: Kernel = LAYERNORM_BACKWARD_MIXED.kernel("dwdb");
 
 /// `x [N, C]`, `w [C]`, `b [C]` → `y [N, C]`, `mean [N]`, `rstd [N]` (f32):
-/// one thread per row. `y` f16/bf16 next to f32 `x`: the mixed shader.
+/// one thread per row; `y` may be f16/bf16 next to f32 `x` (autocast).
 pub(crate) fn layernorm_forward(
     gpu: &mut WgpuBackend,
     ins: &[&TensorRef],
@@ -71,19 +50,14 @@ pub(crate) fn layernorm_forward(
         (5, Bind::T(mean)),
         (6, Bind::T(rstd)),
     ];
-    let k = if x.dtype != y.dtype {
-        gpu.variant = Variant::Cast(x.dtype, y.dtype);
-        MIXED_FORWARD
-    } else {
-        FORWARD
-    };
-    gpu.dispatch(k, &[u(rows), u(c), f(eps)], &binds, groups_1d(rows))
+    gpu.variant = Variant::Cast(x.dtype, y.dtype);
+    gpu.dispatch(FORWARD, &[u(rows), u(c), f(eps)], &binds, groups_1d(rows))
 }
 
 /// `dy [N, C]`, `x [N, C]`, `w [C]`, `mean [N]`, `rstd [N]` → `dx [N, C]`,
 /// `dw [C]`, `db [C]`: dx one thread per row, then dw and db one thread per
 /// column with the rows summed in order (deterministic, no atomics). `dy`
-/// f16/bf16 next to f32 `x`: the mixed shader.
+/// may be f16/bf16 next to f32 `x` (autocast).
 pub(crate) fn layernorm_backward(
     gpu: &mut WgpuBackend,
     ins: &[&TensorRef],
@@ -92,12 +66,7 @@ pub(crate) fn layernorm_backward(
     let (dy, x, w, mean, rstd) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
     let (dx, dw, db) = (outs[0], outs[1], outs[2]);
     let RowDims { rows, cols: c } = RowDims::of(&x.shape);
-    let (dx_k, dwdb_k) = if dy.dtype != x.dtype {
-        gpu.variant = Variant::Cast(dy.dtype, x.dtype);
-        (MIXED_DX, MIXED_DWDB)
-    } else {
-        (DX, DWDB)
-    };
+    gpu.variant = Variant::Cast(dy.dtype, x.dtype);
     let binds = [
         (1, Bind::T(dy)),
         (2, Bind::T(x)),
@@ -106,7 +75,7 @@ pub(crate) fn layernorm_backward(
         (5, Bind::T(rstd)),
         (6, Bind::T(dx)),
     ];
-    gpu.dispatch(dx_k, &[u(rows), u(c)], &binds, groups_1d(rows))?;
+    gpu.dispatch(DX, &[u(rows), u(c)], &binds, groups_1d(rows))?;
     let binds = [
         (1, Bind::T(dy)),
         (2, Bind::T(x)),
@@ -115,5 +84,5 @@ pub(crate) fn layernorm_backward(
         (6, Bind::T(dw)),
         (7, Bind::T(db)),
     ];
-    gpu.dispatch(dwdb_k, &[u(rows), u(c)], &binds, groups_1d(c))
+    gpu.dispatch(DWDB, &[u(rows), u(c)], &binds, groups_1d(c))
 }

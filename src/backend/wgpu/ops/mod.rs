@@ -27,6 +27,9 @@ pub enum Aliases {
     T,
     /// `TI` in, `TO` out: compiled per pair of dtypes a cast converts between.
     Cast,
+    /// `TI` and `TO` for an op whose operands may have two storage types:
+    /// compiled per pair, one type twice included.
+    Pair,
 }
 
 /// One WGSL file of `shaders/` and the entry points the host may ask it for.
