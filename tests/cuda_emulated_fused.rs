@@ -15,14 +15,16 @@ mod replay;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
-use harness::{check, elementwise_case, normal, round, Driver, Reference, DTYPES};
+use harness::{
+    check, elementwise_case, normal, round, run_layernorm, Driver, Reference, DTYPES,
+    LAYERNORM_OUTPUTS,
+};
 use support::compiler;
 
 use replay::{io, Ty};
 
 use headroom::backend::cuda::ops::{layernorm, reduce};
 use headroom::backend::cuda::plan::OpPlan;
-use headroom::graph::Op;
 use headroom::rng::Rng;
 use headroom::{DType, Shape};
 
@@ -152,28 +154,7 @@ fn layernorm_row_groups_match_cpu() {
     let mut worst = [0f64; 3];
     for (k, &(shape, aligned, stem32, stem16)) in cases.iter().enumerate() {
         let sh = Shape::new(shape);
-        let (r, c) = (sh.rows(), sh.last());
-        let mut rng = Rng::new(1000 + k as u64);
-        let x = normal(&mut rng, r * c, 2.0, 0.7);
-        let w = normal(&mut rng, c, 0.5, 1.0);
-        let b = normal(&mut rng, c, 0.2, 0.0);
-        let dy = normal(&mut rng, r * c, 1.0, 0.0);
         for (j, (dt, name, tol)) in DTYPES.into_iter().enumerate() {
-            let (x, w, b, dy) = (round(&x, dt), round(&w, dt), round(&b, dt), round(&dy, dt));
-            let mut re = Reference::new();
-            let (xv, wv, bv) = (re.param(shape, &x), re.param(&[c], &w), re.param(&[c], &b));
-            let dyv = re.input(shape, &dy);
-            let o =
-                re.g.apply(Op::LayerNorm { eps, out: None }, &[xv, wv, bv])
-                    .unwrap();
-            let gr = re.grads(&[(o[0], dyv)], &[xv, wv, bv]);
-            let want = re.eval(&[o[0], o[1], o[2], gr[0], gr[1], gr[2]]);
-
-            for (f, v) in [("x", &x), ("w", &w), ("b", &b), ("dy", &dy)] {
-                d.write(f, v);
-            }
-            let (t, mean, rstd) = (Ty::T, io("mean", Ty::F32, r), io("rstd", Ty::F32, r));
-            let (xs, ws, bs) = (io("x", t, r * c), io("w", t, c), io("b", t, c));
             let forward = layernorm::plan_forward(&sh, eps, dt, aligned);
             let backward = layernorm::plan_backward(&sh, dt, aligned);
             let stem = if dt == DType::F32 { stem32 } else { stem16 };
@@ -186,17 +167,9 @@ fn layernorm_row_groups_match_cpu() {
                 "{sh}"
             );
             assert_eq!(kernels(&backward, dt)[0], format!("{stem}_{name}"), "{sh}");
-            let outs = [io("y", t, r * c), mean, rstd];
-            d.replay(&forward, dt, &[xs, ws, bs], &outs);
-            let ins = [io("dy", t, r * c), xs, ws, mean, rstd];
-            let outs = [io("dx", t, r * c), io("dw", t, c), io("db", t, c)];
-            d.replay(&backward, dt, &ins, &outs);
-            let got: Vec<Vec<f64>> = ["y", "mean", "rstd", "dx", "dw", "db"]
-                .iter()
-                .map(|f| d.read(f))
-                .collect();
-            let names = ["y", "mean", "rstd", "dx", "dw", "db"];
-            let outputs: Vec<(&str, &[f64], &[f64])> = names
+            let plans = (&forward, &backward);
+            let (want, got) = run_layernorm(&d, &sh, 1000 + k as u64, dt, plans);
+            let outputs: Vec<(&str, &[f64], &[f64])> = LAYERNORM_OUTPUTS
                 .iter()
                 .zip(want.iter().zip(&got))
                 .map(|(&f, (w, g))| (f, w.as_slice(), g.as_slice()))

@@ -21,15 +21,15 @@ mod replay;
 mod support;
 
 use harness::{
-    check, elementwise_case, normal, round, run_cross_entropy, run_embedding, s, Driver, Reference,
-    DTYPES,
+    check, elementwise_case, normal, round, run_cross_entropy, run_embedding, run_layernorm, s,
+    Driver, Reference, DTYPES, LAYERNORM_OUTPUTS,
 };
 use support::compiler;
 
 use replay::{io, Io, Ty};
 
 use headroom::backend::cuda::ops::{cast, layernorm, reduce, shape, softmax};
-use headroom::graph::{autodiff, Op, Value};
+use headroom::graph::{autodiff, Value};
 use headroom::rng::Rng;
 use headroom::{DType, Shape};
 
@@ -46,55 +46,18 @@ fn layernorm_kernels_match_cpu() {
     let shapes: [&[usize]; 4] = [&[5, 300], &[2, 3, 37], &[2, 513], &[600, 37]];
     for (k, &shape) in shapes.iter().enumerate() {
         let sh = Shape::new(shape);
-        let (r, c) = (sh.rows(), sh.last());
-        let mut rng = Rng::new(100 + k as u64);
-        let x = normal(&mut rng, r * c, 2.0, 0.7);
-        let w = normal(&mut rng, c, 0.5, 1.0);
-        let b = normal(&mut rng, c, 0.2, 0.0);
-        let dy = normal(&mut rng, r * c, 1.0, 0.0);
         for (dt, name, tol) in DTYPES {
-            let (x, w, b, dy) = (round(&x, dt), round(&w, dt), round(&b, dt), round(&dy, dt));
-            let mut re = Reference::new();
-            let (xv, wv, bv) = (re.param(shape, &x), re.param(&[c], &w), re.param(&[c], &b));
-            let dyv = re.input(shape, &dy);
-            let o =
-                re.g.apply(Op::LayerNorm { eps, out: None }, &[xv, wv, bv])
-                    .unwrap();
-            let gr = re.grads(&[(o[0], dyv)], &[xv, wv, bv]);
-            let want = re.eval(&[o[0], o[1], o[2], gr[0], gr[1], gr[2]]);
-
-            for (f, v) in [("x", &x), ("w", &w), ("b", &b), ("dy", &dy)] {
-                d.write(f, v);
-            }
-            let (t, mean, rstd) = (Ty::T, io("mean", Ty::F32, r), io("rstd", Ty::F32, r));
-            let (xs, ws, bs) = (io("x", t, r * c), io("w", t, c), io("b", t, c));
-            let outs = [io("y", t, r * c), mean, rstd];
-            d.replay(
+            let plans = (
                 &layernorm::plan_forward(&sh, eps, dt, true),
-                dt,
-                &[xs, ws, bs],
-                &outs,
+                &layernorm::plan_backward(&sh, dt, true),
             );
-            // The backward is fed the forward's own mean and rstd.
-            let ins = [io("dy", t, r * c), xs, ws, mean, rstd];
-            let outs = [io("dx", t, r * c), io("dw", t, c), io("db", t, c)];
-            d.replay(&layernorm::plan_backward(&sh, dt, true), dt, &ins, &outs);
-            let got: Vec<Vec<f64>> = ["y", "mean", "rstd", "dx", "dw", "db"]
+            let (want, got) = run_layernorm(&d, &sh, 100 + k as u64, dt, plans);
+            let outputs: Vec<(&str, &[f64], &[f64])> = LAYERNORM_OUTPUTS
                 .iter()
-                .map(|f| d.read(f))
+                .zip(want.iter().zip(&got))
+                .map(|(&f, (w, g))| (f, w.as_slice(), g.as_slice()))
                 .collect();
-            check(
-                &format!("layernorm {sh} {name}"),
-                tol,
-                &[
-                    ("y", &want[0], &got[0]),
-                    ("mean", &want[1], &got[1]),
-                    ("rstd", &want[2], &got[2]),
-                    ("dx", &want[3], &got[3]),
-                    ("dw", &want[4], &got[4]),
-                    ("db", &want[5], &got[5]),
-                ],
-            );
+            check(&format!("layernorm {sh} {name}"), tol, &outputs);
         }
     }
 }

@@ -367,3 +367,47 @@ pub fn elementwise_case(
     }
     results
 }
+
+/// The outputs of Op::LayerNorm and Op::LayerNormBackward, in order.
+pub const LAYERNORM_OUTPUTS: [&str; 6] = ["y", "mean", "rstd", "dx", "dw", "db"];
+
+/// One LayerNorm case on `sh` in `dt`: inputs drawn from `seed`, the host's
+/// `forward` and `backward` plans replayed (the backward fed the forward's own
+/// mean and rstd), and the cpu reference; `(want, got)` of
+/// [`LAYERNORM_OUTPUTS`].
+pub fn run_layernorm(
+    d: &Driver,
+    sh: &Shape,
+    seed: u64,
+    dt: DType,
+    (forward, backward): (&OpPlan, &OpPlan),
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let (shape, r, c) = (sh.dims(), sh.rows(), sh.last());
+    let mut rng = Rng::new(seed);
+    let x = round(&normal(&mut rng, r * c, 2.0, 0.7), dt);
+    let w = round(&normal(&mut rng, c, 0.5, 1.0), dt);
+    let b = round(&normal(&mut rng, c, 0.2, 0.0), dt);
+    let dy = round(&normal(&mut rng, r * c, 1.0, 0.0), dt);
+    let mut re = Reference::new();
+    let (xv, wv, bv) = (re.param(shape, &x), re.param(&[c], &w), re.param(&[c], &b));
+    let dyv = re.input(shape, &dy);
+    let ln = headroom::graph::Op::LayerNorm {
+        eps: 1e-5,
+        out: None,
+    };
+    let o = re.g.apply(ln, &[xv, wv, bv]).unwrap();
+    let gr = re.grads(&[(o[0], dyv)], &[xv, wv, bv]);
+    let want = re.eval(&[o[0], o[1], o[2], gr[0], gr[1], gr[2]]);
+
+    for (f, v) in [("x", &x), ("w", &w), ("b", &b), ("dy", &dy)] {
+        d.write(f, v);
+    }
+    let (t, mean, rstd) = (Ty::T, io("mean", Ty::F32, r), io("rstd", Ty::F32, r));
+    let (xs, ws, bs) = (io("x", t, r * c), io("w", t, c), io("b", t, c));
+    d.replay(forward, dt, &[xs, ws, bs], &[io("y", t, r * c), mean, rstd]);
+    let ins = [io("dy", t, r * c), xs, ws, mean, rstd];
+    let outs = [io("dx", t, r * c), io("dw", t, c), io("db", t, c)];
+    d.replay(backward, dt, &ins, &outs);
+    let got = LAYERNORM_OUTPUTS.iter().map(|f| d.read(f)).collect();
+    (want, got)
+}
