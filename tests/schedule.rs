@@ -410,8 +410,7 @@ fn library_workspace_is_planned_for_and_allocated() {
 #[test]
 fn cross_entropy_backward_reuses_the_dying_logits() {
     use headroom::graph::{autodiff, Graph};
-    use headroom::memory::timeline::EventKind;
-    use headroom::schedule::{execute, lower, Mode};
+    use headroom::schedule::lower;
     use headroom::{DType, Shape};
     use std::collections::HashMap;
 
@@ -441,22 +440,14 @@ fn cross_entropy_backward_reuses_the_dying_logits() {
             .upload(&HostTensor::from_i32(Shape::new(&[n]), &ts).unwrap())
             .unwrap();
         let bind: HashMap<_, _> = [(x, tx.view()), (t, tt.view())].into_iter().collect();
-        dev.start_trace();
-        let res = execute(&mut dev, &g, &prog, &bind, Mode::Train).unwrap();
-        let events = dev.take_trace().unwrap();
-        let ce_allocs = events
-            .iter()
-            .filter(|e| e.kind == EventKind::Alloc && e.op == "cross_entropy_backward")
-            .count();
-        let peak = events.iter().map(|e| e.allocated).max().unwrap();
-        let vals: Vec<Vec<f64>> = res[..2]
-            .iter()
-            .map(|r| dev.download(r.view()).unwrap().to_f64_vec())
-            .collect();
-        for r in res {
-            dev.free(r);
-        }
-        results.push((ce_allocs, peak, vals));
+        results.push(traced_run(
+            &mut dev,
+            &g,
+            &prog,
+            &bind,
+            "cross_entropy_backward",
+            0,
+        ));
     }
     let (donated, kept) = (&results[0], &results[1]);
     assert_eq!(donated.0, 0, "dlogits took the logits' block");
@@ -555,8 +546,7 @@ fn the_fused_loss_runs_once_as_the_last_reader_of_the_logits() {
 #[test]
 fn the_fused_loss_reuses_the_dying_logits() {
     use headroom::graph::{Graph, Op};
-    use headroom::memory::timeline::EventKind;
-    use headroom::schedule::{execute, lower, Mode};
+    use headroom::schedule::lower;
     use headroom::{DType, Shape};
     use std::collections::HashMap;
 
@@ -589,23 +579,15 @@ fn the_fused_loss_reuses_the_dying_logits() {
         let bind: HashMap<_, _> = [(x, tx.view()), (t, tt.view()), (s, tsd.view())]
             .into_iter()
             .collect();
-        dev.start_trace();
-        let res = execute(&mut dev, &g, &prog, &bind, Mode::Train).unwrap();
-        let events = dev.take_trace().unwrap();
-        let big_allocs = events
-            .iter()
-            .filter(|e| e.kind == EventKind::Alloc && e.op == "cross_entropy_fused")
-            .filter(|e| e.bytes >= (n * v * 4) as u64)
-            .count();
-        let peak = events.iter().map(|e| e.allocated).max().unwrap();
-        let vals: Vec<Vec<f64>> = res[..2]
-            .iter()
-            .map(|r| dev.download(r.view()).unwrap().to_f64_vec())
-            .collect();
-        for r in res {
-            dev.free(r);
-        }
-        results.push((big_allocs, peak, vals));
+        let logits_bytes = (n * v * 4) as u64;
+        results.push(traced_run(
+            &mut dev,
+            &g,
+            &prog,
+            &bind,
+            "cross_entropy_fused",
+            logits_bytes,
+        ));
     }
     let (donated, kept) = (&results[0], &results[1]);
     assert_eq!(donated.0, 0, "dlogits took the logits' block");
@@ -619,4 +601,34 @@ fn the_fused_loss_reuses_the_dying_logits() {
     );
     let logits_bytes = (n * v * 4) as u64;
     assert_eq!(kept.1 - donated.1, logits_bytes, "peak lower by the logits");
+}
+
+/// Runs `prog` on `dev` with a memory trace: how many allocations `op` made of
+/// at least `min_bytes`, the peak allocated bytes, and the first two outputs.
+fn traced_run(
+    dev: &mut Device,
+    g: &headroom::graph::Graph,
+    prog: &headroom::schedule::Program,
+    bind: &headroom::schedule::Bindings,
+    op: &str,
+    min_bytes: u64,
+) -> (usize, u64, Vec<Vec<f64>>) {
+    use headroom::memory::timeline::EventKind;
+    use headroom::schedule::{execute, Mode};
+    dev.start_trace();
+    let res = execute(dev, g, prog, bind, Mode::Train).unwrap();
+    let events = dev.take_trace().unwrap();
+    let allocs = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Alloc && e.op == op && e.bytes >= min_bytes)
+        .count();
+    let peak = events.iter().map(|e| e.allocated).max().unwrap();
+    let vals: Vec<Vec<f64>> = res[..2]
+        .iter()
+        .map(|r| dev.download(r.view()).unwrap().to_f64_vec())
+        .collect();
+    for r in res {
+        dev.free(r);
+    }
+    (allocs, peak, vals)
 }
