@@ -20,6 +20,9 @@ pub enum DType {
     F64,
     /// 32-bit signed integer: token ids and targets.
     I32,
+    /// Raw bytes: the codes of 8-bit optimizer state
+    /// ([`crate::optim::quant`]). No graph op reads or writes it.
+    U8,
 }
 
 impl DType {
@@ -29,12 +32,13 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 => 4,
             DType::F64 => 8,
+            DType::U8 => 1,
         }
     }
 
-    /// True for every dtype but `I32`.
+    /// True for every dtype but `I32` and `U8`.
     pub fn is_float(self) -> bool {
-        !matches!(self, DType::I32)
+        !matches!(self, DType::I32 | DType::U8)
     }
 
     /// Lower-case name as messages print it (`f32`, `bf16`, `i32`, ...).
@@ -45,6 +49,7 @@ impl DType {
             DType::BF16 => "bf16",
             DType::F64 => "f64",
             DType::I32 => "i32",
+            DType::U8 => "u8",
         }
     }
 }

@@ -186,6 +186,7 @@ pub fn load_f64(dtype: DType, bytes: &[u8]) -> Vec<f64> {
             .into_iter()
             .map(|x| x as f64)
             .collect(),
+        DType::U8 => bytes.iter().map(|&x| x as f64).collect(),
     }
 }
 
@@ -210,7 +211,7 @@ pub fn store_f64(dtype: DType, v: &[f64], out: &mut [u8]) -> Result<()> {
         DType::BF16 => {
             chunks.for_each(|(o, &x)| o.copy_from_slice(&bf16::from_f64(x).to_ne_bytes()))
         }
-        DType::I32 => return Err(Error::dtype("store", "a float dtype", dtype)),
+        DType::I32 | DType::U8 => return Err(Error::dtype("store", "a float dtype", dtype)),
     }
     Ok(())
 }

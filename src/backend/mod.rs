@@ -103,6 +103,56 @@ impl AdamWSlot<'_> {
     }
 }
 
+/// One parameter's tensors for the 8-bit AdamW update
+/// ([`crate::optim::quant`]): the moments are bytes with one f32 scale per
+/// block of [`Q8_BLOCK`](crate::optim::quant::Q8_BLOCK) elements.
+pub struct AdamWQ8Slot<'a> {
+    /// The master weights `[n]` f32, updated in place.
+    pub param: &'a TensorRef,
+    /// The gradient `[n]` f32, read only.
+    pub grad: &'a TensorRef,
+    /// The first moment's codes `[n]` u8, rewritten.
+    pub m: &'a TensorRef,
+    /// The second moment's codes `[n]` u8, rewritten.
+    pub v: &'a TensorRef,
+    /// The blocks' scales `[2 · blocks(n)]` f32: `m`'s, then `v`'s; rewritten.
+    pub scales: &'a TensorRef,
+    /// Whether weight decay applies.
+    pub decay: bool,
+    /// As [`AdamWSlot::shadow`].
+    pub shadow: Option<&'a TensorRef>,
+}
+
+impl AdamWQ8Slot<'_> {
+    /// [`Error::DType`] / [`Error::Shape`] unless the slot's tensors have the
+    /// dtypes and sizes the 8-bit update reads.
+    pub fn check(&self) -> Result<()> {
+        let n = self.param.shape.numel();
+        let nb = crate::optim::quant::blocks(n);
+        for (r, dt, len) in [
+            (self.param, DType::F32, n),
+            (self.grad, DType::F32, n),
+            (self.m, DType::U8, n),
+            (self.v, DType::U8, n),
+            (self.scales, DType::F32, 2 * nb),
+        ] {
+            if r.dtype != dt {
+                return Err(Error::dtype("adamw_q8", dt.name(), r.dtype));
+            }
+            if r.shape.numel() != len {
+                return Err(Error::shape(
+                    "adamw_q8",
+                    format!(
+                        "a tensor of {} elements where {len} are needed",
+                        r.shape.numel()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a device must do to run a program: run each op on tensors whose memory
 /// the [`Device`]'s allocator handed out, copy bytes to and from the host, and
 /// run the optimizer's own kernels. Ops never allocate their outputs: the executor
@@ -144,6 +194,22 @@ pub trait Backend {
     /// AdamW with decoupled weight decay, updating params and moments in place
     /// and writing each slot's `shadow` from its updated params.
     fn adamw(&mut self, slots: &[AdamWSlot], step: &AdamWStep) -> Result<()>;
+    /// AdamW over 8-bit state: each block's moments decoded with `codebook`
+    /// (`[CODEBOOK_LEN]` f32, [`crate::optim::quant::codebook`]), advanced and
+    /// applied in f32, and encoded again under the block's new scales, as
+    /// [`crate::optim::quant`]'s reference does.
+    fn adamw_q8(
+        &mut self,
+        _slots: &[AdamWQ8Slot],
+        _step: &AdamWStep,
+        _codebook: &TensorRef,
+    ) -> Result<()> {
+        Err(Error::Unsupported {
+            backend: self.name(),
+            what: "8-bit optimizer state".into(),
+            hint: "use --optimizer-state f32",
+        })
+    }
     /// Queues a timestamp after the work queued so far and returns its index
     /// among those since the last [`Backend::take_timestamps`], for profiles;
     /// `None` where the backend keeps no timer.

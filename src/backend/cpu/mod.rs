@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 pub use memory::{host_available_bytes, CpuMemory};
 
-use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
+use super::{AdamWQ8Slot, AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::{Error, Result};
 use crate::graph::ops::Op;
 use crate::tensor::{load_f64, store_f64, DType};
@@ -147,6 +147,59 @@ impl Backend for CpuBackend {
                     let mhat = *m / bc1;
                     let vhat = *v / bc2;
                     *p = *p * decay - lr * mhat / (vhat.sqrt() + eps);
+                });
+            if let Some(shadow) = slot.shadow {
+                self.run(&Op::Cast { to: shadow.dtype }, &[slot.param], &[shadow])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn adamw_q8(
+        &mut self,
+        slots: &[AdamWQ8Slot],
+        s: &AdamWStep,
+        codebook: &TensorRef,
+    ) -> Result<()> {
+        use crate::optim::quant::{self, Q8_BLOCK};
+        let book: &[f32] = &load::<f32>(codebook);
+        let (bc1, bc2) = s.bias_corrections();
+        let (lr, b1, b2, eps, gs) = (
+            s.lr as f32,
+            s.beta1 as f32,
+            s.beta2 as f32,
+            s.eps as f32,
+            s.grad_scale as f32,
+        );
+        let (bc1, bc2) = (bc1 as f32, bc2 as f32);
+        for slot in slots {
+            slot.check()?;
+            let decay = s.decay_factor(slot.decay) as f32;
+            let p = bytemuck_cast_mut::<f32>(bytes_mut(slot.param));
+            let g = bytemuck_cast::<f32>(bytes(slot.grad));
+            let mq = bytes_mut(slot.m);
+            let vq = bytes_mut(slot.v);
+            let scales = bytemuck_cast_mut::<f32>(bytes_mut(slot.scales));
+            let nb = scales.len() / 2;
+            let (sm, sv) = scales.split_at_mut(nb);
+            // One block at a time: its new scales need all its new moments.
+            p.par_chunks_mut(Q8_BLOCK)
+                .zip(g.par_chunks(Q8_BLOCK))
+                .zip(mq.par_chunks_mut(Q8_BLOCK).zip(vq.par_chunks_mut(Q8_BLOCK)))
+                .zip(sm.par_iter_mut().zip(sv.par_iter_mut()))
+                .for_each(|(((p, g), (mq, vq)), (sm, sv))| {
+                    let mut m = [0f32; Q8_BLOCK];
+                    let mut v = [0f32; Q8_BLOCK];
+                    let n = p.len();
+                    for i in 0..n {
+                        let gr = g[i] * gs;
+                        let mo = quant::decode_m(book, mq[i], *sm);
+                        let vo = quant::decode_v(book, vq[i], *sv);
+                        m[i] = b1 * mo + (1.0 - b1) * gr;
+                        v[i] = b2 * vo + (1.0 - b2) * gr * gr;
+                        p[i] = p[i] * decay - lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
+                    }
+                    (*sm, *sv) = quant::encode_block(book, &m[..n], &v[..n], mq, vq);
                 });
             if let Some(shadow) = slot.shadow {
                 self.run(&Op::Cast { to: shadow.dtype }, &[slot.param], &[shadow])?;

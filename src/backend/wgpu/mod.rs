@@ -136,7 +136,8 @@ impl WgpuBackend {
             let ok = match t.dtype {
                 DType::F32 | DType::I32 | DType::BF16 => true,
                 DType::F16 => self.f16,
-                DType::F64 => false,
+                // Bytes are the optimizer's own (8-bit state); no op reads them.
+                DType::F64 | DType::U8 => false,
             };
             if !ok {
                 return Err(unsupported(format!("{} tensors (in {op})", t.dtype)));
@@ -156,6 +157,7 @@ impl Backend for WgpuBackend {
         match dtype {
             DType::F32 | DType::I32 | DType::BF16 => true,
             DType::F16 => self.f16,
+            DType::U8 => true,
             DType::F64 => false,
         }
     }

@@ -1,4 +1,7 @@
-//! AdamW (decoupled weight decay), global-norm clipping and the LR schedule.
+//! AdamW (decoupled weight decay), global-norm clipping and the LR schedule;
+//! `quant` holds the 8-bit form of its state.
+
+pub mod quant;
 
 use serde::{Deserialize, Serialize};
 
