@@ -128,6 +128,7 @@ fn main() -> Result<()> {
         let choice = Choice {
             micro_batch: batch,
             recompute: pol,
+            levers: Default::default(),
         };
         let sim = simulate(&model, opt, &cfg, choice, None)?;
         let mut t = Trainer::with_plan(

@@ -41,6 +41,7 @@ fn main() -> Result<()> {
         },
         recompute: Some(Recompute::None),
         accumulate: false,
+        release: false,
     };
     let (sg, program) = sc.program(&model, key)?;
     let g = &sg.graph;

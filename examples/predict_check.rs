@@ -51,6 +51,7 @@ fn main() -> Result<()> {
             let choice = Choice {
                 micro_batch: mb,
                 recompute: pol,
+                levers: Default::default(),
             };
             let model = Gpt::new(config.clone())?;
             let predicted = simulate(&model, opt, &cfg, choice, None)?.peak_reserved;

@@ -100,10 +100,12 @@ pub fn main() -> Result<()> {
     let full = Choice {
         micro_batch: batch,
         recompute: Recompute::None,
+        levers: Default::default(),
     };
     let every = Choice {
         micro_batch: batch,
         recompute: Recompute::Every(1),
+        levers: Default::default(),
     };
     // The device's own low precision; bf16 storage where it has none (cpu).
     let low_p = match Precision::Auto.resolve(Device::by_name(&backend)?.preferred_low_precision())

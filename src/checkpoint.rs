@@ -2,7 +2,8 @@
 //!
 //! A checkpoint is a directory `step-00000040/` holding `model.safetensors`
 //! (the weights, under GPT-2's names, readable from Python as they are),
-//! `optimizer.safetensors` (AdamW moments, `<name>.exp_avg` / `.exp_avg_sq`) and
+//! `optimizer.safetensors` (AdamW moments, `<name>.exp_avg` / `.exp_avg_sq`:
+//! f32, or u8 codes with `<name>.exp_avg_scales` for 8-bit state) and
 //! `manifest.json` (everything else, and a SHA-256 per file). It is written into
 //! a temporary directory beside its final name, every file and the directory are
 //! fsynced, and only then renamed into place: a checkpoint is complete and valid
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::graph::amp::Precision;
 use crate::optim::{AdamW, LrSchedule};
 use crate::scaler::LossScaler;
+use crate::schedule::state::SavedMoments;
 use crate::schedule::Choice;
 use crate::tensor::{DType, HostTensor, Shape};
 
@@ -115,8 +117,8 @@ pub struct Checkpoint {
     pub manifest: Manifest,
     /// The weights by parameter name, all f32.
     pub params: Vec<(String, HostTensor)>,
-    /// Each parameter's AdamW moments, `(exp_avg, exp_avg_sq)`, by parameter name.
-    pub moments: HashMap<String, (HostTensor, HostTensor)>,
+    /// Each parameter's AdamW moments, by parameter name.
+    pub moments: HashMap<String, SavedMoments>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -149,18 +151,17 @@ pub fn name_for(step: u64) -> String {
 fn safetensors_bytes(tensors: &[(String, &HostTensor)]) -> Result<Vec<u8>> {
     let mut views = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        if t.dtype != DType::F32 {
-            return Err(Error::Internal(format!(
-                "checkpoint tensor {name} is {}",
-                t.dtype
-            )));
-        }
-        let v = safetensors::tensor::TensorView::new(
-            safetensors::Dtype::F32,
-            t.shape.dims().to_vec(),
-            &t.data,
-        )
-        .map_err(|e| Error::Internal(format!("safetensors view of {name}: {e}")))?;
+        let dtype = match t.dtype {
+            DType::F32 => safetensors::Dtype::F32,
+            DType::U8 => safetensors::Dtype::U8,
+            other => {
+                return Err(Error::Internal(format!(
+                    "checkpoint tensor {name} is {other}"
+                )))
+            }
+        };
+        let v = safetensors::tensor::TensorView::new(dtype, t.shape.dims().to_vec(), &t.data)
+            .map_err(|e| Error::Internal(format!("safetensors view of {name}: {e}")))?;
         views.push((name.clone(), v));
     }
     safetensors::tensor::serialize(views, None)
@@ -181,7 +182,7 @@ pub fn save(
     path: &Path,
     mut manifest: Manifest,
     params: &[(String, HostTensor)],
-    moments: &[(String, HostTensor, HostTensor)],
+    moments: &[(String, SavedMoments)],
 ) -> Result<()> {
     let parent = path
         .parent()
@@ -209,9 +210,12 @@ pub fn save(
             params.iter().map(|(n, t)| (n.clone(), t)).collect();
         let model_sum = write_synced(&tmp.join(MODEL_FILE), &safetensors_bytes(&model)?)?;
         let mut opt: Vec<(String, &HostTensor)> = Vec::new();
-        for (n, m, v) in moments {
-            opt.push((format!("{n}.exp_avg"), m));
-            opt.push((format!("{n}.exp_avg_sq"), v));
+        for (n, sm) in moments {
+            opt.push((format!("{n}.exp_avg"), &sm.m));
+            opt.push((format!("{n}.exp_avg_sq"), &sm.v));
+            if let Some(sc) = &sm.scales {
+                opt.push((format!("{n}.exp_avg_scales"), sc));
+            }
         }
         let opt_sum = write_synced(&tmp.join(OPTIMIZER_FILE), &safetensors_bytes(&opt)?)?;
         manifest.files = BTreeMap::from([
@@ -252,17 +256,22 @@ fn read_tensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, HostTensor)>> 
         .map_err(|e| corrupt(path, format!("not safetensors: {e}")))?;
     let mut out = Vec::new();
     for (name, v) in st.tensors() {
-        if v.dtype() != safetensors::Dtype::F32 {
-            return Err(corrupt(
-                path,
-                format!("{name} is {:?}, expected F32", v.dtype()),
-            ));
-        }
+        let dtype = match v.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            // 8-bit optimizer state's codes.
+            safetensors::Dtype::U8 => DType::U8,
+            other => {
+                return Err(corrupt(
+                    path,
+                    format!("{name} is {other:?}, expected F32 (or U8 codes)"),
+                ))
+            }
+        };
         out.push((
             name,
             HostTensor {
                 shape: Shape::new(v.shape()),
-                dtype: DType::F32,
+                dtype,
                 data: v.data().to_vec(),
             },
         ));
@@ -316,9 +325,10 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     for (name, _) in &params {
         let m = opt.remove(&format!("{name}.exp_avg"));
         let v = opt.remove(&format!("{name}.exp_avg_sq"));
+        let scales = opt.remove(&format!("{name}.exp_avg_scales"));
         match (m, v) {
             (Some(m), Some(v)) => {
-                moments.insert(name.clone(), (m, v));
+                moments.insert(name.clone(), SavedMoments { m, v, scales });
             }
             _ => {
                 return Err(corrupt(

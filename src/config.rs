@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::graph::amp::Precision;
 use crate::memory::format_bytes;
+pub use crate::schedule::levers::OptimizerState;
 
 /// The most tokens one step may hold (2^31). GPT-2's largest published step is
 /// 2^19 tokens; a step past this is a typo, and its token and target batches
@@ -40,6 +41,23 @@ pub struct TrainConfig {
     /// parameter held for the run). The planner turns it off where it costs
     /// a cheaper plan or any plan at all.
     pub weight_copies: bool,
+    /// The AdamW moments' precision: f32, 8-bit, or the planner's choice
+    /// (8-bit only where no f32 plan fits).
+    pub optimizer_state: OptimizerState,
+    /// The planner may keep AdamW's moments in the host pool when that is
+    /// what makes a plan fit (or the fastest that fits).
+    pub offload: bool,
+    /// The planner may update each parameter inside the backward and free
+    /// its gradient at once, where that is legal
+    /// ([`crate::schedule::levers::release_blocked`]).
+    pub gradient_release: bool,
+    /// Bytes the host pool (offloaded state) may hold; `None`:
+    /// [`crate::memory::host::DEFAULT_HOST_SHARE`] of the host memory
+    /// available when planned.
+    pub host_budget_bytes: Option<u64>,
+    /// The GPU the time model prices plans for ([`crate::schedule::gpus`]);
+    /// `None`: the device's own where known, else a default.
+    pub gpu: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -56,11 +74,24 @@ impl Default for TrainConfig {
             precision: Precision::Auto,
             workspace_bytes: 0,
             weight_copies: true,
+            optimizer_state: OptimizerState::F32,
+            offload: true,
+            gradient_release: true,
+            host_budget_bytes: None,
+            gpu: None,
         }
     }
 }
 
 impl TrainConfig {
+    /// The host pool's budget in bytes: [`TrainConfig::host_budget_bytes`],
+    /// or the default share of what the host has available now.
+    pub fn host_budget(&self) -> Option<u64> {
+        Some(self.host_budget_bytes.unwrap_or_else(|| {
+            crate::memory::host::default_host_budget(crate::backend::cpu::host_available_bytes())
+        }))
+    }
+
     /// [`Error::InvalidArgument`] naming the setting, for a zero batch,
     /// sequence, step count or eval batch count, a sequence longer than
     /// `block_size`, or a step of more than [`MAX_TOKENS_PER_STEP`] tokens.

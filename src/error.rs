@@ -160,6 +160,18 @@ pub enum Error {
         device_free: u64,
     },
 
+    /// The host pool (offloaded state) could not provide memory within its
+    /// budget or the host's memory.
+    #[error("host memory for offloaded state ran out: {} requested with {} in use{}. Raise --host-budget (Device::set_host_budget), or use fewer offload levers.", crate::memory::format_bytes(*requested), crate::memory::format_bytes(*allocated), budget.map_or(String::new(), |b| format!(" under a host budget of {}", crate::memory::format_bytes(b))))]
+    HostOutOfMemory {
+        /// Bytes the failed allocation asked for.
+        requested: u64,
+        /// Bytes held by live host tensors at the time.
+        allocated: u64,
+        /// The host budget, `None` when none was set.
+        budget: Option<u64>,
+    },
+
     /// The planner found no plan within the budget (before any step ran).
     #[error("no plan fits the budget of {}: {detail}. Raise the budget (Device::set_budget) to at least {}, or lower TrainConfig::batch / TrainConfig::seq_len.", crate::memory::format_bytes(*budget), crate::memory::format_bytes(*needed))]
     NoPlanFits {

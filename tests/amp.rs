@@ -275,6 +275,7 @@ fn the_planner_drops_weight_copies_where_only_that_fits() {
                 let choice = Choice {
                     micro_batch,
                     recompute,
+                    levers: Default::default(),
                 };
                 let s = simulate(&model, opt, &cfg(copies), choice, None).unwrap();
                 least = least.min(s.peak_reserved);

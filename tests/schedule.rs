@@ -58,6 +58,7 @@ fn recompute_gives_bit_identical_training() {
         Choice {
             micro_batch: 4,
             recompute: Recompute::None,
+            levers: Default::default(),
         },
         &c,
         &data,
@@ -67,6 +68,7 @@ fn recompute_gives_bit_identical_training() {
             Choice {
                 micro_batch: 4,
                 recompute: *pol,
+                levers: Default::default(),
             },
             &c,
             &data,
@@ -92,6 +94,7 @@ fn recompute_lowers_the_simulated_peak() {
             Choice {
                 micro_batch: 16,
                 recompute: pol,
+                levers: Default::default(),
             },
             None,
         )
@@ -117,6 +120,7 @@ fn micro_batches_match_the_full_batch() {
         Choice {
             micro_batch: 4,
             recompute: Recompute::None,
+            levers: Default::default(),
         },
         &c,
         &data,
@@ -127,6 +131,7 @@ fn micro_batches_match_the_full_batch() {
                 Choice {
                     micro_batch: mb,
                     recompute: pol,
+                    levers: Default::default(),
                 },
                 &c,
                 &data,
@@ -163,6 +168,7 @@ fn check_predictions(gc: GptConfig, c: TrainConfig) -> f64 {
             let choice = Choice {
                 micro_batch: mb,
                 recompute: pol,
+                levers: Default::default(),
             };
             let model = Gpt::new(gc.clone()).unwrap();
             let predicted = simulate(&model, AdamW::new(1e-3), &c, choice, None)
@@ -346,6 +352,7 @@ fn a_device_that_shrinks_mid_run_gets_a_new_plan() {
         Choice {
             micro_batch: 1,
             recompute: Recompute::Every(1),
+            levers: Default::default(),
         },
         None,
     )
@@ -467,6 +474,7 @@ fn every_recompute_policy_lowers_the_same_traced_graph() {
         let choice = Choice {
             micro_batch: 2,
             recompute,
+            levers: Default::default(),
         };
         flops.push(compiler.step_flops(&model, 4, 32, choice).unwrap());
     }
@@ -503,6 +511,7 @@ fn the_fused_loss_runs_once_as_the_last_reader_of_the_logits() {
             graph,
             recompute: Some(recompute),
             accumulate: false,
+            release: false,
         };
         let (sg, p) = compiler.program(&model, key).unwrap();
         let g = &sg.graph;

@@ -10,7 +10,9 @@ pub mod wgpu;
 use crate::error::{Error, Result};
 use crate::graph::Op;
 use crate::memory::timeline::Event;
-use crate::memory::{Block, Budget, CachingAllocator, MemoryStats, RawMemory, Tag};
+use crate::memory::{
+    Block, Budget, CachingAllocator, HostBuf, HostPool, MemoryStats, RawMemory, Tag,
+};
 use crate::tensor::{DType, HostTensor, Shape};
 
 /// A non-owning view of a tensor in device memory.
@@ -251,7 +253,14 @@ impl DeviceTensor {
 pub struct Device {
     backend: Box<dyn Backend>,
     memory: CachingAllocator<Box<dyn RawMemory>>,
+    /// Host memory for offloaded tensors (see [`HostPool`]).
+    host: HostPool,
     profile: Option<profile::Recorder>,
+}
+
+/// The host pool of a device whose tensors hold data.
+fn host_pool() -> HostPool {
+    HostPool::new(Box::new(cpu::CpuMemory::default()), true)
 }
 
 impl Device {
@@ -267,6 +276,7 @@ impl Device {
         Device {
             backend: Box::new(backend),
             memory: CachingAllocator::new(Box::new(wrap(raw))),
+            host: host_pool(),
             profile: None,
         }
     }
@@ -277,6 +287,7 @@ impl Device {
         Device {
             backend: Box::new(null::NullBackend),
             memory: CachingAllocator::new(Box::new(crate::memory::SimMemory::new(capacity))),
+            host: HostPool::new(Box::new(crate::memory::SimMemory::new(u64::MAX / 4)), false),
             profile: None,
         }
     }
@@ -292,6 +303,7 @@ impl Device {
         Ok(Device {
             backend: Box::new(backend),
             memory: CachingAllocator::new(Box::new(raw)),
+            host: host_pool(),
             profile: None,
         })
     }
@@ -310,6 +322,7 @@ impl Device {
             wgpu::WgpuBackend::open(allow_cpu)?.map(|(backend, raw)| Device {
                 backend: Box::new(backend),
                 memory: CachingAllocator::new(Box::new(raw)),
+                host: host_pool(),
                 profile: None,
             }),
         )
@@ -460,14 +473,17 @@ impl Device {
         self.memory.budget()
     }
 
-    /// Returns cached, unused segments to the device.
+    /// Returns cached, unused segments to the device and the host.
     pub fn empty_cache(&mut self) {
-        self.memory.empty_cache()
+        self.memory.empty_cache();
+        self.host.empty_cache()
     }
 
-    /// Starts a new high-water mark (see [`CachingAllocator::reset_peak_stats`]).
+    /// Starts a new high-water mark in both pools (see
+    /// [`CachingAllocator::reset_peak_stats`]).
     pub fn reset_peak_stats(&mut self) {
-        self.memory.reset_peak_stats()
+        self.memory.reset_peak_stats();
+        self.host.reset_peak_stats()
     }
 
     /// Fault injection for tests: the `n`-th allocation from now fails with
@@ -476,9 +492,54 @@ impl Device {
         self.memory.fail_allocation_in(n)
     }
 
-    /// Tags the allocations that follow, for the memory timeline.
+    /// Tags the allocations that follow (in both pools), for the memory timeline.
     pub fn set_tag(&mut self, tag: Tag) {
-        self.memory.set_tag(tag)
+        self.memory.set_tag(tag);
+        self.host.set_tag(tag)
+    }
+
+    /// A tensor's worth of bytes in the host pool, zeroed.
+    pub fn host_alloc(&mut self, shape: Shape, dtype: DType) -> Result<HostBuf> {
+        self.host.alloc(shape, dtype)
+    }
+
+    /// Gives host-pool bytes back.
+    pub fn host_free(&mut self, h: HostBuf) {
+        self.host.free(h)
+    }
+
+    /// The host pool itself (counters, budget, bytes).
+    pub fn host(&mut self) -> &mut HostPool {
+        &mut self.host
+    }
+
+    /// The host pool's counters.
+    pub fn host_stats(&self) -> MemoryStats {
+        self.host.stats()
+    }
+
+    /// Copies elements `[from, from + n)` of `src` in the host pool into
+    /// `dst` (`n` elements of the same dtype). Nothing moves on a simulated
+    /// device.
+    pub fn copy_in(&mut self, src: &HostBuf, from: usize, dst: &TensorRef) -> Result<()> {
+        let w = src.dtype.size_in_bytes();
+        let n = dst.byte_size() as usize;
+        match self.host.bytes(src) {
+            Some(b) => self.backend.write(dst, &b[from * w..from * w + n]),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies `src` into elements `[from, ..)` of `dst` in the host pool.
+    pub fn copy_out(&mut self, src: &TensorRef, dst: &HostBuf, from: usize) -> Result<()> {
+        if self.host.bytes(dst).is_none() {
+            return Ok(());
+        }
+        let data = self.backend.read(src)?;
+        let w = dst.dtype.size_in_bytes();
+        let b = self.host.bytes_mut(dst).expect("checked real above");
+        b[from * w..from * w + data.len()].copy_from_slice(&data);
+        Ok(())
     }
 
     /// Sets the training step recorded in the memory events that follow.

@@ -37,4 +37,12 @@ impl Backend for NullBackend {
     fn adamw(&mut self, _slots: &[AdamWSlot], _step: &AdamWStep) -> Result<()> {
         Ok(())
     }
+    fn adamw_q8(
+        &mut self,
+        _slots: &[super::AdamWQ8Slot],
+        _step: &AdamWStep,
+        _codebook: &TensorRef,
+    ) -> Result<()> {
+        Ok(())
+    }
 }

@@ -18,9 +18,12 @@ pub struct PlanArgs {
     /// Tokens per sequence (default: the model's context).
     #[arg(long)]
     pub seq: Option<usize>,
-    /// Memory budget: 24GiB, 512MiB, 1.5GB, 90% (of --backend's memory) or bytes.
-    #[arg(long, default_value = "90%")]
-    pub budget: String,
+    /// Memory budget: 24GiB, 512MiB, 1.5GB, 90% (of --gpu's or --backend's
+    /// memory, the default) or bytes.
+    #[arg(long)]
+    pub budget: Option<String>,
+    #[command(flatten)]
+    pub levers: super::LeverArgs,
     /// f32, bf16, f16 or auto (resolved for --backend).
     #[arg(long, default_value = "auto")]
     pub precision: String,
@@ -40,11 +43,15 @@ pub struct PlanArgs {
 }
 
 pub fn plan(a: PlanArgs) -> Result<()> {
+    if a.levers.gpu.as_deref() == Some("list") {
+        print!("{}", super::gpu_list());
+        return Ok(());
+    }
     let config = GptConfig::preset(&a.model)?;
     let seq = a.seq.unwrap_or(config.block_size);
     let mut device = Device::by_name(&a.backend)?;
     let precision: Precision = a.precision.parse()?;
-    let cfg = step_config(
+    let mut cfg = step_config(
         &device,
         TrainConfig {
             batch: a.batch,
@@ -54,20 +61,22 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         },
     );
     cfg.validate(config.block_size)?;
-    let budget_bytes = resolve_budget(&mut device, &a.budget)?;
+    let mut opt = AdamW::new(config.default_lr());
+    let gpu = a.levers.apply(&mut cfg, &mut opt)?;
+    let budget_text = a.budget.as_deref().unwrap_or("90%");
+    let budget_bytes = match gpu {
+        Some(g) => super::resolve_gpu_budget(&mut device, budget_text, g)?,
+        None => resolve_budget(&mut device, budget_text)?,
+    };
     if let Some(p) = &a.memory_trace {
         headroom::output::preflight(p, "--memory-trace", &[])?;
     }
     let model = Gpt::new(config.clone())?;
-    let opt = AdamW::new(config.default_lr());
     let start = Instant::now();
     let r = headroom::schedule::plan(&model, opt, &cfg, budget_bytes, &[]);
     let secs = start.elapsed().as_secs_f64();
     if let (Ok(p), Some(path)) = (&r, &a.memory_trace) {
-        let choice = headroom::schedule::Choice {
-            micro_batch: p.micro_batch,
-            recompute: p.recompute,
-        };
+        let choice = p.choice();
         let trace = headroom::schedule::planner::simulated_trace(
             &model,
             opt,
@@ -86,6 +95,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
             v["model"] = json!(a.model);
             v["params"] = json!(model.num_params());
             v["plan_seconds"] = json!(secs);
+            v["predicted_tokens_per_s"] = json!(p.predicted_tokens_per_s());
             println!("{v}");
             Ok(())
         }

@@ -53,6 +53,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let inference = headroom::schedule::Choice {
         micro_batch: 1,
         recompute: headroom::schedule::Recompute::None,
+        levers: Default::default(),
     };
     let mut trainer = Trainer::with_plan(
         Device::by_name(&a.backend)?,

@@ -86,6 +86,8 @@ pub struct TrainArgs {
     /// Print every candidate plan, the untried ones too.
     #[arg(long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub levers: super::LeverArgs,
 }
 
 /// The metrics file: one JSON line per step and per evaluation.
@@ -270,7 +272,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let config = GptConfig::preset(&a.model)?;
     let seq = a.seq.unwrap_or(config.block_size);
     let precision: Precision = a.precision.parse()?;
-    let asked = TrainConfig {
+    let mut asked = TrainConfig {
         batch: a.batch,
         seq_len: seq,
         steps: a.steps,
@@ -291,7 +293,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     data.check_seq(seq)?;
     let mut device = headroom::Device::by_name(&a.backend)?;
-    let budget_bytes = resolve_budget(&mut device, a.budget.as_deref().unwrap_or("90%"))?;
+    let lr = a.lr.unwrap_or(config.default_lr());
+    let mut opt = AdamW::new(lr);
+    let gpu = a.levers.apply(&mut asked, &mut opt)?;
+    let budget_text = a.budget.as_deref().unwrap_or("90%");
+    let budget_bytes = match gpu {
+        Some(g) => super::resolve_gpu_budget(&mut device, budget_text, g)?,
+        None => resolve_budget(&mut device, budget_text)?,
+    };
     let model = Gpt::new(config.clone())?;
     let mut inputs: Vec<Input> = a
         .data
@@ -358,7 +367,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
     }
 
-    let lr = a.lr.unwrap_or(config.default_lr());
     let cfg = step_config(&device, asked);
     log::info!("memory budget {}", format_bytes(budget_bytes));
     if a.memory_trace.is_some() {
@@ -375,7 +383,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     // Plans before it places a weight: a budget nothing fits fails here, with
     // what it would take.
-    let mut trainer = Trainer::new(device, model, AdamW::new(lr), cfg)?;
+    let mut trainer = Trainer::new(device, model, opt, cfg)?;
     let plan = trainer.plan()?;
     print!("{}", plan_text(plan, a.verbose));
     let resumed_at = match resumed {

@@ -57,6 +57,20 @@ pub struct Block {
     slot: u32,
 }
 
+impl Block {
+    /// The `bytes` at `offset` within this block, as a view for an op to
+    /// read or write (a chunk of a tensor); never to be freed itself.
+    pub fn part(&self, offset: u64, bytes: u64) -> Block {
+        debug_assert!(offset + bytes <= self.bytes);
+        Block {
+            handle: self.handle,
+            offset: self.offset + offset,
+            bytes,
+            slot: self.slot,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Info {
     handle: u64,

@@ -5,12 +5,14 @@
 
 pub mod budget;
 pub mod caching;
+pub mod host;
 pub mod sim;
 pub mod stats;
 pub mod timeline;
 
 pub use budget::{format_bytes, Budget};
 pub use caching::{Block, CachingAllocator};
+pub use host::{HostBuf, HostPool};
 pub use sim::{Faults, FaultyMemory, SimMemory};
 pub use stats::MemoryStats;
 pub use timeline::{MemPhase, Tag, TensorKind, Trace};

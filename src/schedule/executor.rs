@@ -41,6 +41,15 @@ pub fn execute(
     execute_into(dev, g, p, bind, mode, &[])
 }
 
+/// What an `Accumulate` instruction does with its value.
+pub enum Sink<'a> {
+    /// Adds it into the caller's tensor of its slot (gradient accumulation).
+    Add(&'a [&'a TensorRef]),
+    /// Hands it to the caller with its slot, before it is freed (gradient
+    /// release: the caller updates the slot's parameter with it).
+    Apply(&'a mut dyn FnMut(&mut Device, usize, &TensorRef) -> Result<()>),
+}
+
 /// Like [`execute`], adding each `Accumulate` value into `sinks[slot]`.
 pub fn execute_into(
     dev: &mut Device,
@@ -50,8 +59,20 @@ pub fn execute_into(
     mode: Mode,
     sinks: &[&TensorRef],
 ) -> Result<Vec<DeviceTensor>> {
+    execute_with(dev, g, p, bind, mode, Sink::Add(sinks))
+}
+
+/// Like [`execute`], each `Accumulate` value going to `sink`.
+pub fn execute_with(
+    dev: &mut Device,
+    g: &Graph,
+    p: &Program,
+    bind: &Bindings,
+    mode: Mode,
+    mut sink: Sink<'_>,
+) -> Result<Vec<DeviceTensor>> {
     let mut slots: Vec<Option<Slot>> = (0..g.num_values()).map(|_| None).collect();
-    match run(dev, g, p, bind, mode, sinks, &mut slots) {
+    match run(dev, g, p, bind, mode, &mut sink, &mut slots) {
         Ok(()) => {
             let mut outs = Vec::with_capacity(p.outputs.len());
             for &o in &p.outputs {
@@ -137,7 +158,7 @@ fn run(
     p: &Program,
     bind: &Bindings,
     mode: Mode,
-    sinks: &[&TensorRef],
+    sink: &mut Sink<'_>,
     slots: &mut [Option<Slot>],
 ) -> Result<()> {
     for (&v, r) in bind {
@@ -162,15 +183,21 @@ fn run(
     for (pc, &instr) in p.instrs.iter().enumerate() {
         match instr {
             Instr::Accumulate { value, slot } => {
-                let (Some(s), Some(dst)) = (slots[value.index()].as_ref(), sinks.get(slot)) else {
-                    return Err(Error::Internal(format!(
+                let missing = || {
+                    Error::Internal(format!(
                         "accumulate of value {} into missing slot {slot}",
                         value.0
-                    )));
+                    ))
                 };
-                let src = s.r.clone();
-                let span = Span::new(MemPhase::Backward, "accumulate", "accumulate");
-                dev.timed(span, |b| b.accumulate(dst, &src))?;
+                let src = slots[value.index()].as_ref().ok_or_else(missing)?.r.clone();
+                match sink {
+                    Sink::Add(sinks) => {
+                        let dst = sinks.get(slot).ok_or_else(missing)?;
+                        let span = Span::new(MemPhase::Backward, "accumulate", "accumulate");
+                        dev.timed(span, |b| b.accumulate(dst, &src))?;
+                    }
+                    Sink::Apply(f) => f(dev, slot, &src)?,
+                }
             }
             Instr::Run(ni) | Instr::Recompute(ni) => {
                 let recompute = matches!(instr, Instr::Recompute(_));

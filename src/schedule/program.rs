@@ -42,6 +42,11 @@ pub struct LowerOptions {
     pub accumulate: Vec<Value>,
     /// Values that are gradients (returned or accumulated), for memory tags.
     pub gradients: Vec<Value>,
+    /// Per accumulator slot, values that must all have been read before the
+    /// slot's `Accumulate` runs: under gradient release the accumulate
+    /// updates a parameter, which no later node may then read (the
+    /// parameter itself, its casts, their views).
+    pub hold: Vec<Vec<Value>>,
 }
 
 /// A graph lowered for one run: the instructions, and what the executor needs
@@ -194,6 +199,9 @@ pub fn lower_with(g: &Graph, outputs: &[Value], opts: &LowerOptions) -> Result<P
             instrs.push(Instr::Free(v));
         }
     }
+    if !opts.hold.is_empty() {
+        instrs = hold_accumulates(g, &root, instrs, &opts.hold);
+    }
     Ok(Program {
         instrs,
         outputs: outputs.to_vec(),
@@ -202,6 +210,59 @@ pub fn lower_with(g: &Graph, outputs: &[Value], opts: &LowerOptions) -> Result<P
         recomputed,
         gradients: opts.gradients.iter().copied().collect(),
     })
+}
+
+/// `instrs` with each `Accumulate` of slot `k` (and the `Free` after it)
+/// moved to just after the last node that reads a value whose storage is one
+/// of `hold[k]`'s, where that node comes later.
+fn hold_accumulates(
+    g: &Graph,
+    root: &[Value],
+    instrs: Vec<Instr>,
+    hold: &[Vec<Value>],
+) -> Vec<Instr> {
+    let mut held: HashMap<Value, Vec<usize>> = HashMap::new();
+    for (k, vs) in hold.iter().enumerate() {
+        for &v in vs {
+            held.entry(root[v.index()]).or_default().push(k);
+        }
+    }
+    let mut last_read = vec![0usize; hold.len()];
+    for (i, x) in instrs.iter().enumerate() {
+        if let Instr::Run(ni) | Instr::Recompute(ni) = x {
+            for &u in &g.node(*ni).inputs {
+                for &k in held.get(&root[u.index()]).into_iter().flatten() {
+                    last_read[k] = i;
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(instrs.len());
+    let mut deferred: Vec<(usize, Instr, Option<Instr>)> = Vec::new();
+    let mut i = 0;
+    while i < instrs.len() {
+        let x = instrs[i];
+        if let Instr::Accumulate { value, slot } = x {
+            let free =
+                (instrs.get(i + 1) == Some(&Instr::Free(value))).then_some(Instr::Free(value));
+            let skip = 1 + free.is_some() as usize;
+            if slot < last_read.len() && last_read[slot] > i {
+                deferred.push((last_read[slot], x, free));
+                i += skip;
+                continue;
+            }
+        }
+        out.push(x);
+        // Deferred accumulates go right after their last reader (before its frees).
+        let (due, rest): (Vec<_>, Vec<_>) = deferred.drain(..).partition(|d| d.0 == i);
+        deferred = rest;
+        for (_, a, f) in due {
+            out.push(a);
+            out.extend(f);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Node runs in order: every live node once, and before a backward node, the

@@ -10,16 +10,15 @@
 
 use std::collections::HashMap;
 
+pub use super::state::{param_casts, ModelState, ParamState};
 use super::step::{Choice, GraphKey, GraphKind, ProgramKey, StepCompiler};
-use super::{execute_into, Bindings, Mode, Recompute};
-use crate::backend::{Device, DeviceTensor, TensorRef};
+use super::{execute_with, Bindings, Mode, Recompute, Sink};
+use crate::backend::profile::Span;
+use crate::backend::{AdamWStep, Device, DeviceTensor, TensorRef};
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::graph::ops::Op;
-use crate::graph::{Graph, Value, ValueKind};
 use crate::memory::{MemPhase, Tag, TensorKind};
-use crate::nn::{Model, ParamSpec};
-use crate::rng::Rng;
+use crate::nn::Model;
 use crate::tensor::{DType, HostTensor, Shape};
 
 /// Device tensors freed together by one owner.
@@ -40,138 +39,6 @@ impl Owned {
     }
 }
 
-/// One parameter's tensors on the device, all f32 and of the parameter's shape.
-pub struct ParamState {
-    /// What the model declared.
-    pub spec: ParamSpec,
-    /// The master weights.
-    pub value: DeviceTensor,
-    /// AdamW's first moment.
-    pub m: DeviceTensor,
-    /// AdamW's second moment.
-    pub v: DeviceTensor,
-    /// The low-precision copy autocast's forward reads instead of casting
-    /// the weights every step; AdamW keeps it current
-    /// ([`StepCompiler::low_copies`]).
-    pub shadow: Option<DeviceTensor>,
-}
-
-impl ParamState {
-    /// Rewrites the low-precision copy from the master weights, after they
-    /// were written other than by AdamW (at init, on resume).
-    pub fn refresh_shadow(&self, device: &mut Device) -> Result<()> {
-        if let Some(s) = &self.shadow {
-            let cast = Op::Cast { to: s.dtype() };
-            device
-                .backend_mut()
-                .run(&cast, &[self.value.view()], &[s.view()])?;
-        }
-        Ok(())
-    }
-}
-
-/// The parameters a graph casts to low precision, each with the cast's output
-/// value and dtype: the casts a shadow copy stands in for.
-pub fn param_casts(g: &Graph) -> Vec<(&str, Value, DType)> {
-    g.nodes()
-        .iter()
-        .filter_map(
-            |n| match (&n.op, n.inputs.first().map(|&v| &g.info(v).kind)) {
-                (Op::Cast { to }, Some(ValueKind::Param(name))) => {
-                    Some((name.as_str(), n.outputs[0], *to))
-                }
-                _ => None,
-            },
-        )
-        .collect()
-}
-
-/// Everything a model keeps on the device between steps.
-pub struct ModelState {
-    /// Every parameter, in `param_specs` order.
-    pub params: Vec<ParamState>,
-    /// The backend libraries' workspace, allocated once at setup; held so the
-    /// block lives as long as the state.
-    _workspace: Option<DeviceTensor>,
-}
-
-impl ModelState {
-    /// Places each parameter (weights, then its two moments) and then
-    /// `workspace_bytes` of library workspace. With `init`, weights are drawn
-    /// from it and moments are zero; without (a simulation), tensors are only
-    /// allocated.
-    pub fn place(
-        device: &mut Device,
-        specs: Vec<ParamSpec>,
-        shadows: &HashMap<String, DType>,
-        mut init: Option<&mut Rng>,
-        workspace_bytes: u64,
-    ) -> Result<ModelState> {
-        let weight = Tag::new(MemPhase::Setup, "param", TensorKind::Weight);
-        let low = Tag::new(MemPhase::Setup, "param_low_copy", TensorKind::Weight);
-        let state = Tag::new(MemPhase::Setup, "adamw_state", TensorKind::OptimizerState);
-        let mut params = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let values = init.as_deref_mut().map(|rng| spec.init_values(rng));
-            let value = place(device, &spec, values, weight)?;
-            let zeros = || {
-                init.is_some()
-                    .then(|| HostTensor::zeros(spec.shape.clone(), DType::F32))
-            };
-            let m = place(device, &spec, zeros(), state)?;
-            let v = place(device, &spec, zeros(), state)?;
-            let shadow = match shadows.get(&spec.name) {
-                Some(&dt) => {
-                    device.set_tag(low);
-                    Some(device.alloc(spec.shape.clone(), dt)?)
-                }
-                None => None,
-            };
-            let p = ParamState {
-                spec,
-                value,
-                m,
-                v,
-                shadow,
-            };
-            if init.is_some() {
-                p.refresh_shadow(device)?;
-            }
-            params.push(p);
-        }
-        let workspace = match workspace_bytes {
-            0 => None,
-            bytes => {
-                device.set_tag(Tag::new(
-                    MemPhase::Setup,
-                    "workspace",
-                    TensorKind::Workspace,
-                ));
-                let w = device.alloc(Shape::new(&[bytes.div_ceil(4) as usize]), DType::F32)?;
-                device.backend_mut().set_workspace(Some(w.view()))?;
-                Some(w)
-            }
-        };
-        Ok(ModelState {
-            params,
-            _workspace: workspace,
-        })
-    }
-}
-
-fn place(
-    device: &mut Device,
-    spec: &ParamSpec,
-    values: Option<HostTensor>,
-    tag: Tag,
-) -> Result<DeviceTensor> {
-    device.set_tag(tag);
-    match values {
-        Some(h) => device.upload(&h),
-        None => device.alloc(spec.shape.clone(), DType::F32),
-    }
-}
-
 /// Where a step runs: the device, the compiled graphs, the model and its state.
 pub struct Runner<'a> {
     /// The device every tensor lives on.
@@ -180,8 +47,9 @@ pub struct Runner<'a> {
     pub compiler: &'a mut StepCompiler,
     /// The model the graphs are traced from.
     pub model: &'a dyn Model,
-    /// Its parameters, bound by name into every graph.
-    pub params: &'a [ParamState],
+    /// Its state: parameters bound by name into every graph, and the
+    /// moments gradient release updates.
+    pub state: &'a ModelState,
 }
 
 /// A step's accumulated gradients and what it took to get them.
@@ -194,6 +62,18 @@ pub struct Accumulated {
     pub choice: Choice,
     /// Out-of-memory recoveries inside the step.
     pub recoveries: u32,
+    /// Under gradient release: Σg² over the gradients applied (the update
+    /// already happened; `grads` is empty). `None`: not released.
+    pub released: Option<Released>,
+}
+
+/// What gradient release did inside the backward.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Released {
+    /// Σg² over every gradient (loss scale included).
+    pub sum_squares: f64,
+    /// A gradient was not finite: it and every later one were not applied.
+    pub stopped: bool,
 }
 
 /// Called when a micro-batch runs out of memory: `(device, error, the failed
@@ -215,6 +95,24 @@ impl Runner<'_> {
         loss_scale: f64,
         sinks: &[&TensorRef],
     ) -> Result<Vec<DeviceTensor>> {
+        self.run_with(kind, sub, batch, recompute, loss_scale, Sink::Add(sinks))
+    }
+
+    /// [`Runner::run`] with each gradient going to `sink`
+    /// ([`Sink::Apply`]: gradient release).
+    pub fn run_with(
+        &mut self,
+        kind: GraphKind,
+        sub: &Batch,
+        batch: usize,
+        recompute: Option<Recompute>,
+        loss_scale: f64,
+        sink: Sink<'_>,
+    ) -> Result<Vec<DeviceTensor>> {
+        let (accumulate, release) = match &sink {
+            Sink::Add(s) => (!s.is_empty(), false),
+            Sink::Apply(_) => (false, true),
+        };
         let key = ProgramKey {
             graph: GraphKey {
                 kind,
@@ -222,7 +120,8 @@ impl Runner<'_> {
                 seq: sub.seq,
             },
             recompute,
-            accumulate: !sinks.is_empty(),
+            accumulate,
+            release,
         };
         let (g, prog) = self.compiler.program(self.model, key)?;
         // tokens, targets, loss seed: uploaded in this order, freed in it.
@@ -233,13 +132,14 @@ impl Runner<'_> {
             for (v, i) in inputs {
                 bind.insert(v, uploads.0[i].view());
             }
-            for p in self.params {
+            for p in &self.state.params {
                 if let Some(v) = g.graph.lookup(&p.spec.name) {
                     bind.insert(v, p.value.view());
                 }
             }
             // Autocast's casts of the weights: the low-precision copies.
             let by_name: HashMap<&str, &ParamState> = self
+                .state
                 .params
                 .iter()
                 .map(|p| (p.spec.name.as_str(), p))
@@ -254,7 +154,7 @@ impl Runner<'_> {
                 GraphKind::Train => Mode::Train,
                 _ => Mode::Eval,
             };
-            execute_into(self.device, &g.graph, &prog, &bind, mode, sinks)
+            execute_with(self.device, &g.graph, &prog, &bind, mode, sink)
         });
         uploads.free(self.device);
         result
@@ -318,14 +218,38 @@ impl Runner<'_> {
     /// into them. On running out of memory, `recover` (when given) picks the
     /// plan the failed micro-batch re-runs under; gradients of the micro-batches
     /// already done stay.
+    ///
+    /// Under a plan with gradient release and one micro-batch, `release`
+    /// (the update's arguments) is applied to each parameter inside the
+    /// backward instead ([`Runner::release_step`]).
     pub fn accumulate(
         &mut self,
         batch: &Batch,
         mut choice: Choice,
         loss_scale: f64,
         mut recover: Option<&mut Recover<'_>>,
+        release: Option<&AdamWStep>,
     ) -> Result<Accumulated> {
         let b = batch.batch;
+        if let Some(args) = release.filter(|_| choice.levers.gradient_release) {
+            if choice.micro_batch == b {
+                match self.release_step(batch, choice, loss_scale, args) {
+                    Err(e @ Error::OutOfMemory { .. }) => {
+                        // Nothing was applied (release_step says so otherwise):
+                        // re-plan and take the step the ordinary way.
+                        let Some(r) = recover.as_deref_mut() else {
+                            return Err(e);
+                        };
+                        choice = r(self.device, &e, choice, false, 1)?;
+                        let mut acc =
+                            self.accumulate(batch, choice, loss_scale, Some(r), release)?;
+                        acc.recoveries += 1;
+                        return Ok(acc);
+                    }
+                    other => return other,
+                }
+            }
+        }
         let mut grads: Option<Owned> = None;
         let mut loss = 0f64;
         let (mut done, mut attempts, mut retried_same) = (0, 0u32, false);
@@ -361,6 +285,10 @@ impl Runner<'_> {
                 (Err(e @ Error::OutOfMemory { .. }), Some(recover)) => {
                     attempts += 1;
                     match recover(self.device, &e, choice, retried_same, attempts) {
+                        // A plan that moves the model state (offload) cannot
+                        // continue this step: the caller moves the state and
+                        // takes the step again (nothing was updated yet).
+                        Ok(c) if c.levers.placement() != self.state.placement => break Err(e),
                         Ok(c) => {
                             retried_same = c == choice;
                             choice = c;
@@ -377,6 +305,7 @@ impl Runner<'_> {
                 grads: grads.unwrap_or_default(),
                 choice,
                 recoveries: attempts,
+                released: None,
             }),
             Err(e) => {
                 if let Some(g) = grads {
@@ -384,6 +313,69 @@ impl Runner<'_> {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// The whole batch in one micro-batch, each parameter updated with
+    /// `args` as soon as its gradient is final and its last reader has run,
+    /// and the gradient freed. Σg² of each gradient is taken first: a
+    /// non-finite one stops the updates there. An out-of-memory error before
+    /// the first update is returned as it is (nothing changed, the caller
+    /// may re-plan); after it, as [`Error::RecoveryFailed`]: the parameters
+    /// are part-updated and only a checkpoint restores them.
+    pub fn release_step(
+        &mut self,
+        batch: &Batch,
+        choice: Choice,
+        loss_scale: f64,
+        args: &AdamWStep,
+    ) -> Result<Accumulated> {
+        let state: &ModelState = self.state;
+        let mut rel = Released {
+            sum_squares: 0.0,
+            stopped: false,
+        };
+        let mut applied = 0usize;
+        let mut apply = |dev: &mut Device, slot: usize, g: &TensorRef| -> Result<()> {
+            let span = Span::new(MemPhase::Optimizer, "optimizer", "sum_squares");
+            let ss = dev.timed(span, |b| b.sum_squares(&[g]))?;
+            rel.sum_squares += ss;
+            rel.stopped |= !ss.is_finite();
+            if rel.stopped {
+                return Ok(());
+            }
+            dev.set_tag(Tag::new(MemPhase::Optimizer, "adamw", TensorKind::Gradient));
+            super::update::apply(dev, state, &[slot], &[g], args)?;
+            applied += 1;
+            Ok(())
+        };
+        let b = batch.batch;
+        let sub = batch.slice(0, b);
+        let kind = GraphKind::Train;
+        let pol = Some(choice.recompute);
+        let ran = self
+            .run_with(kind, &sub, b, pol, loss_scale, Sink::Apply(&mut apply))
+            .and_then(|outs| self.scalar_and_rest(outs));
+        match ran {
+            Ok((l, rest)) => {
+                rest.free(self.device);
+                Ok(Accumulated {
+                    loss: l as f64,
+                    grads: Owned::default(),
+                    choice,
+                    recoveries: 0,
+                    released: Some(rel),
+                })
+            }
+            Err(e) if applied == 0 => Err(e),
+            Err(e) => Err(Error::RecoveryFailed {
+                step: 0,
+                attempts: 0,
+                last: format!(
+                    "{e}, under gradient release after {applied} of {} parameters were updated; resume from the last checkpoint (the planner uses release only where nothing else fits: give it more memory, or set TrainConfig::gradient_release false)",
+                    state.params.len()
+                ),
+            }),
         }
     }
 

@@ -35,6 +35,10 @@ pub struct Breakdown {
     pub workspace: u64,
     /// Reserved by the allocator but holding no tensor at the peak.
     pub allocator_slack: u64,
+    /// Host pool: peak reserved bytes (offloaded AdamW moments). Not part of
+    /// [`Breakdown::total`], which is the device's.
+    #[serde(default)]
+    pub host_optimizer_state: u64,
 }
 
 impl Breakdown {
@@ -71,12 +75,20 @@ impl Breakdown {
 
     /// The non-zero parts on one line ("weights 1.50 MiB, activations 3.00 MiB").
     pub fn summary(&self) -> String {
-        self.parts()
+        let mut s = self
+            .parts()
             .iter()
             .filter(|p| p.1 > 0)
             .map(|(n, b)| format!("{n} {}", format_bytes(*b)))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        if self.host_optimizer_state > 0 {
+            s += &format!(
+                "; host: optimizer state {}",
+                format_bytes(self.host_optimizer_state)
+            );
+        }
+        s
     }
 }
 
@@ -87,6 +99,8 @@ pub struct Simulated {
     pub peak_reserved: u64,
     /// Peak allocated bytes over the run.
     pub peak_allocated: u64,
+    /// Peak reserved bytes of the host pool over the run.
+    pub host_peak_reserved: u64,
     /// What memory held when allocated bytes first peaked, plus the slack.
     pub breakdown: Breakdown,
 }
@@ -114,12 +128,14 @@ pub(crate) fn simulate_with(
     choice: Choice,
     budget: Option<u64>,
 ) -> Result<Simulated> {
-    let (stats, events) = run_simulation(compiler, model, opt, cfg, choice, budget)?;
+    let (stats, host, events) = run_simulation(compiler, model, opt, cfg, choice, budget)?;
     let mut breakdown = breakdown_at_peak(&events);
     breakdown.allocator_slack = stats.peak_reserved_bytes - stats.peak_allocated_bytes;
+    breakdown.host_optimizer_state = host.peak_reserved_bytes;
     Ok(Simulated {
         peak_reserved: stats.peak_reserved_bytes,
         peak_allocated: stats.peak_allocated_bytes,
+        host_peak_reserved: host.peak_reserved_bytes,
         breakdown,
     })
 }
@@ -135,7 +151,7 @@ pub fn simulated_trace(
     budget: Option<u64>,
 ) -> Result<Trace> {
     let mut compiler = StepCompiler::new(cfg.precision);
-    let (_, events) = run_simulation(&mut compiler, model, opt, cfg, choice, budget)?;
+    let (_, _, events) = run_simulation(&mut compiler, model, opt, cfg, choice, budget)?;
     Ok(Trace {
         format: TRACE_FORMAT.to_string(),
         device: "simulated".to_string(),
@@ -151,12 +167,13 @@ fn run_simulation(
     cfg: &TrainConfig,
     choice: Choice,
     budget: Option<u64>,
-) -> Result<(MemoryStats, Vec<Event>)> {
+) -> Result<(MemoryStats, MemoryStats, Vec<Event>)> {
     check_divides(choice, cfg.batch)?;
     cfg.validate(model.block_size())?;
     opt.validate()?;
     let mut device = Device::simulated(u64::MAX / 4);
     device.set_budget(budget.map(Budget::Bytes));
+    device.host().set_budget(cfg.host_budget());
     device.start_trace();
     let workspace = cfg.workspace_bytes.max(device.workspace_bytes());
     let shadows = if cfg.weight_copies {
@@ -165,29 +182,38 @@ fn run_simulation(
         Default::default()
     };
     let specs = model.param_specs();
-    let state = ModelState::place(&mut device, specs, &shadows, None, workspace)?;
+    let at = choice.levers.placement();
+    let state = ModelState::place(&mut device, specs, &shadows, None, workspace, at)?;
     let batch = Batch::shape_only(cfg.batch, cfg.seq_len);
     let mut runner = Runner {
         device: &mut device,
         compiler,
         model,
-        params: &state.params,
+        state: &state,
     };
+    // The arguments do not matter: nothing computes.
+    let args = opt.step_args(opt.lr, 1, 1.0);
     for step in 1..=2 {
         runner.device.set_step(step);
-        let acc = runner.accumulate(&batch, choice, 1.0, None)?;
-        // The update reads the gradients in place and allocates nothing.
+        let acc = runner.accumulate(&batch, choice, 1.0, None, Some(&args))?;
+        // The update reads the gradients in place; offloaded moments pass
+        // through a window it allocates.
         runner
             .device
             .set_tag(Tag::new(MemPhase::Optimizer, "adamw", TensorKind::Gradient));
+        let views = acc.grads.views();
+        let all: Vec<usize> = (0..views.len()).collect();
+        let updated = super::update::apply(runner.device, &state, &all, &views, &args);
         acc.grads.free(runner.device);
+        updated?;
         if step == 1 {
             runner.mean_loss(&batch, choice.micro_batch)?;
         }
     }
     let stats = device.memory_stats();
+    let host = device.host_stats();
     let events = device.take_trace().unwrap_or_default();
-    Ok((stats, events))
+    Ok((stats, host, events))
 }
 
 /// [`Error::InvalidArgument`] unless `choice`'s micro-batch divides `batch`.

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::levers::Levers;
 use super::run::param_casts;
 use super::{lower_with, LowerOptions, Program, Recompute};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ pub struct Choice {
     pub micro_batch: usize,
     /// The recompute policy every micro-batch is lowered with.
     pub recompute: Recompute,
+    /// Where the model state lives and when it is updated.
+    #[serde(default)]
+    pub levers: Levers,
 }
 
 /// What a step graph computes.
@@ -63,6 +67,9 @@ pub struct ProgramKey {
     /// Gradients add into tensors the caller passes (every micro-batch but
     /// the first) instead of being returned.
     pub accumulate: bool,
+    /// Gradient release: each gradient goes to the caller (which updates its
+    /// parameter) once final and once its parameter is read for the last time.
+    pub release: bool,
 }
 
 /// A traced step graph and the values a runner binds and reads.
@@ -81,6 +88,8 @@ pub struct StepGraph {
     pub out: Value,
     /// Train graphs: the gradient of each parameter, in `param_specs` order.
     pub grads: Vec<Value>,
+    /// Train graphs: each parameter's value, in `param_specs` order.
+    pub params: Vec<Value>,
 }
 
 /// Traces and lowers a model's step graphs on demand, each distinct graph and
@@ -161,7 +170,7 @@ impl StepCompiler {
         if let Some(p) = self.programs.get(&key) {
             return Ok((g, p.clone()));
         }
-        let p = Rc::new(lower(&g, key.recompute, key.accumulate)?);
+        let p = Rc::new(lower(&g, key.recompute, key.accumulate, key.release)?);
         self.programs.insert(key, p.clone());
         Ok((g, p))
     }
@@ -198,6 +207,7 @@ impl StepCompiler {
             },
             recompute: Some(choice.recompute),
             accumulate: false,
+            release: false,
         };
         let (_, p) = self.program(model, key)?;
         Ok(p.flops * (batch / choice.micro_batch) as u64)
@@ -232,6 +242,7 @@ fn trace(model: &dyn Model, key: GraphKey, precision: Precision) -> Result<StepG
             seed: None,
             out: logits,
             grads: vec![],
+            params: vec![],
         });
     }
     let targets = g.input("targets", [mb, t], DType::I32)?;
@@ -245,6 +256,7 @@ fn trace(model: &dyn Model, key: GraphKey, precision: Precision) -> Result<StepG
             seed: None,
             out: loss,
             grads: vec![],
+            params: vec![],
         });
     }
     let wrt = model
@@ -267,21 +279,47 @@ fn trace(model: &dyn Model, key: GraphKey, precision: Precision) -> Result<StepG
         seed: Some(s),
         out: loss,
         grads,
+        params: wrt,
     })
 }
 
-fn lower(g: &StepGraph, recompute: Option<Recompute>, accumulate: bool) -> Result<Program> {
+fn lower(
+    g: &StepGraph,
+    recompute: Option<Recompute>,
+    accumulate: bool,
+    release: bool,
+) -> Result<Program> {
+    let sunk = accumulate || release;
     let mut outputs = vec![g.out];
-    if !accumulate {
+    if !sunk {
         outputs.extend(&g.grads);
     }
+    // Under release a parameter changes at its gradient's accumulate: every
+    // read of it (and of its low-precision casts) must come first.
+    let hold = match release {
+        false => vec![],
+        true => {
+            g.params
+                .iter()
+                .map(|&p| {
+                    let casts = g.graph.nodes().iter().filter(|n| {
+                        matches!(n.op, Op::Cast { .. }) && n.inputs.first() == Some(&p)
+                    });
+                    std::iter::once(p)
+                        .chain(casts.flat_map(|n| n.outputs.iter().copied()))
+                        .collect()
+                })
+                .collect()
+        }
+    };
     lower_with(
         &g.graph,
         &outputs,
         &LowerOptions {
             recompute,
-            accumulate: if accumulate { g.grads.clone() } else { vec![] },
+            accumulate: if sunk { g.grads.clone() } else { vec![] },
             gradients: g.grads.clone(),
+            hold,
         },
     )
 }

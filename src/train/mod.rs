@@ -47,6 +47,8 @@ pub struct StepReport {
     pub micro_batch: usize,
     /// Recompute policy the step ran with (after any recovery).
     pub recompute: Recompute,
+    /// Levers the step ran with (after any recovery).
+    pub levers: crate::schedule::levers::Levers,
     /// The plan's simulated peak reserved bytes.
     pub predicted_peak_bytes: u64,
     /// Out-of-memory recoveries inside this step.
@@ -129,6 +131,9 @@ impl<M: Model> Trainer<M> {
             }
         }
         let scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
+        // Fixed once, so the device's host pool and every plan agree on it.
+        cfg.host_budget_bytes = cfg.host_budget();
+        device.host().set_budget(cfg.host_budget_bytes);
         cfg.workspace_bytes = cfg.workspace_bytes.max(device.workspace_bytes());
         opt.validate()?;
         let warmup = cfg.warmup.unwrap_or((cfg.steps / 10).clamp(1, 200));
@@ -158,13 +163,23 @@ impl<M: Model> Trainer<M> {
         if let Some(p) = &plan {
             cfg.weight_copies = p.weight_copies;
         }
+        // The moments' format is fixed for the run from here: later plans
+        // (recovery, resume) may move the moments, never requantise them.
+        let at = plan
+            .as_ref()
+            .map_or(forced.unwrap_or_else(default_choice).levers, |p| p.levers)
+            .placement();
+        cfg.optimizer_state = match at.q8 {
+            true => crate::schedule::levers::OptimizerState::Q8,
+            false => crate::schedule::levers::OptimizerState::F32,
+        };
         let mut compiler = StepCompiler::new(cfg.precision);
         let shadows = if cfg.weight_copies {
             compiler.low_copies(&model)
         } else {
             Default::default()
         };
-        let state = ModelState::place(&mut device, specs, &shadows, rng, cfg.workspace_bytes)?;
+        let state = ModelState::place(&mut device, specs, &shadows, rng, cfg.workspace_bytes, at)?;
         Ok(Trainer {
             compiler,
             sampler: Rng::fork(cfg.seed, "train-data"),
@@ -327,8 +342,28 @@ impl<M: Model> Trainer<M> {
             device: &mut self.device,
             compiler: &mut self.compiler,
             model: &self.model,
-            params: &self.state.params,
+            state: &self.state,
         }
+    }
+
+    /// Moves the AdamW moments where the current plan keeps them, when that
+    /// is not where they are (recovery escalated to offload).
+    fn place_state(&mut self, choice: Choice) -> Result<()> {
+        let want = choice.levers.placement();
+        if want == self.state.placement {
+            return Ok(());
+        }
+        if want.q8 != self.state.placement.q8 {
+            return Err(Error::Internal(
+                "a plan changed the optimizer state's format mid-run".into(),
+            ));
+        }
+        log::warn!(
+            "moving AdamW's moments to the {} for plan levers {}",
+            if want.host { "host pool" } else { "device" },
+            choice.levers
+        );
+        self.state.move_moments(&mut self.device, want.host)
     }
 
     /// A batch with data of its own shape; shapes only on a simulated device.
@@ -337,6 +372,16 @@ impl<M: Model> Trainer<M> {
             return Ok(());
         }
         batch.check()
+    }
+}
+
+/// The choice of a trainer without a plan or forced choice: never used to
+/// run, only to place the state before a plan exists.
+fn default_choice() -> Choice {
+    Choice {
+        micro_batch: 1,
+        recompute: Recompute::None,
+        levers: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::nn::Model;
 use crate::rng::Rng;
 use crate::schedule::planner::{self, Choice};
+use crate::schedule::state::SavedMoments;
 use crate::tensor::HostTensor;
 
 impl<M: Model> Trainer<M> {
@@ -22,8 +23,15 @@ impl<M: Model> Trainer<M> {
         let params: Vec<_> = (self.parameters()?.into_iter().zip(&specs))
             .map(|((n, t), s)| (n, s.strip(t)))
             .collect();
+        // 8-bit codes are flat over the padded tensor: saved as they are.
         let moments: Vec<_> = (self.optimizer_state()?.into_iter().zip(&specs))
-            .map(|((n, m, v), s)| (n, s.strip(m), s.strip(v)))
+            .map(|((n, mut sm), s)| {
+                if sm.scales.is_none() {
+                    sm.m = s.strip(sm.m);
+                    sm.v = s.strip(sm.v);
+                }
+                (n, sm)
+            })
             .collect();
         let manifest = Manifest {
             format: checkpoint::FORMAT.to_string(),
@@ -108,12 +116,17 @@ impl<M: Model> Trainer<M> {
             log::warn!("the learning-rate schedule differs from the checkpoint's (AdamW::lr or TrainConfig::steps changed); using this run's");
         }
         for p in &self.state.params {
-            let (mm, vv) = &ck.moments[&p.spec.name];
+            let mut sm = ck.moments[&p.spec.name].clone();
             let pad = |t: &HostTensor| p.spec.pad(t).map_err(|e| mismatch(e.to_string()));
             self.device
                 .write(&p.value, &pad(saved[p.spec.name.as_str()])?)?;
-            self.device.write(&p.m, &pad(mm)?)?;
-            self.device.write(&p.v, &pad(vv)?)?;
+            if sm.scales.is_none() {
+                sm.m = pad(&sm.m)?;
+                sm.v = pad(&sm.v)?;
+            }
+            p.moments
+                .write(&mut self.device, &sm)
+                .map_err(|e| mismatch(e.to_string()))?;
             p.refresh_shadow(&mut self.device)?;
         }
         self.step = m.step;
@@ -145,13 +158,11 @@ impl<M: Model> Trainer<M> {
         }
     }
 
-    /// AdamW moments by parameter name: (name, first moment, second moment).
-    pub fn optimizer_state(&mut self) -> Result<Vec<(String, HostTensor, HostTensor)>> {
+    /// AdamW moments by parameter name, wherever and however they are kept.
+    pub fn optimizer_state(&mut self) -> Result<Vec<(String, SavedMoments)>> {
         let mut out = Vec::new();
         for p in &self.state.params {
-            let m = self.device.download(p.m.view())?;
-            let v = self.device.download(p.v.view())?;
-            out.push((p.spec.name.clone(), m, v));
+            out.push((p.spec.name.clone(), p.moments.read(&mut self.device)?));
         }
         Ok(out)
     }

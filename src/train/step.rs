@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{StepReport, Trainer};
 use crate::backend::profile::Span;
-use crate::backend::{AdamWSlot, Device, DeviceTensor};
+use crate::backend::{Device, DeviceTensor};
 use crate::config::TrainConfig;
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -46,12 +46,27 @@ impl<M: Model> Trainer<M> {
         let start = Instant::now();
         self.device.set_step(self.step + 1);
         let choice = self.ensure_plan(batch.batch, batch.seq)?;
+        self.place_state(choice)?;
         let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
-        let acc = self.accumulate(batch, choice, scale)?;
+        let acc = match self.accumulate(batch, choice, scale) {
+            // Recovery escalated to a plan that moves the moments: move them
+            // and take the step again (no parameter changed yet).
+            Err(Error::OutOfMemory { .. }) if self.plan_moves_state() => {
+                let c = self.plan.as_ref().map(|p| p.choice()).unwrap_or(choice);
+                self.place_state(c)?;
+                let mut acc = self.accumulate(batch, c, scale)?;
+                acc.recoveries += 1;
+                acc
+            }
+            r => r?,
+        };
         let loss = acc.loss as f32;
         self.device
             .set_tag(Tag::new(MemPhase::Optimizer, "adamw", TensorKind::Gradient));
-        let update = self.update(&acc.grads, loss, scale);
+        let update = match acc.released {
+            Some(r) => Ok(self.released(r, loss, scale)),
+            None => self.update(&acc.grads, loss, scale),
+        };
         let memory = self.device.memory_stats();
         // The step's one owner of its gradients frees them, whatever happened.
         acc.grads.free(&mut self.device);
@@ -68,12 +83,39 @@ impl<M: Model> Trainer<M> {
             skipped,
             micro_batch: acc.choice.micro_batch,
             recompute: acc.choice.recompute,
+            levers: acc.choice.levers,
             predicted_peak_bytes: self.predicted_peak(),
             recoveries: acc.recoveries,
             precision: self.cfg.precision,
             loss_scale: scale,
             memory,
         })
+    }
+
+    /// Whether the plan now in force keeps the moments elsewhere than they are.
+    fn plan_moves_state(&self) -> bool {
+        self.plan
+            .as_ref()
+            .is_some_and(|p| p.levers.placement() != self.state.placement)
+    }
+
+    /// The report of an update gradient release already applied.
+    fn released(&mut self, r: crate::schedule::run::Released, loss: f32, scale: f64) -> Update {
+        let norm = r.sum_squares.sqrt() / scale;
+        let skipped = r.stopped || !loss.is_finite();
+        if skipped {
+            self.skipped_steps += 1;
+            log::warn!(
+                "step {}: loss {loss} / gradient norm {norm} is not finite under gradient release; {} (the run may be diverging: lower AdamW::lr)",
+                self.step + 1,
+                if r.stopped { "the updates stopped at the first non-finite gradient" } else { "the updates were applied" }
+            );
+        }
+        Update {
+            lr: self.schedule.at(self.step),
+            norm,
+            skipped,
+        }
     }
 
     /// The batch's gradients, with in-step recovery unless the plan is forced
@@ -112,14 +154,18 @@ impl<M: Model> Trainer<M> {
             *plan = Some(p);
             Ok(c)
         };
+        // Gradient release applies the update inside the backward: no
+        // clipping (release is legal only without it), the loss scale undone.
+        let lr = self.schedule.at(self.step);
+        let release = self.opt.step_args(lr, self.step + 1, 1.0 / scale);
         let mut runner = Runner {
             device: &mut self.device,
             compiler: &mut self.compiler,
             model: &self.model,
-            params: &self.state.params,
+            state: &self.state,
         };
         let hook: Option<&mut Recover<'_>> = if recover_on { Some(&mut replan) } else { None };
-        runner.accumulate(batch, choice, scale, hook)
+        runner.accumulate(batch, choice, scale, hook, Some(&release))
     }
 
     /// Clipping, the loss scaler and AdamW over `grads`; skipped (parameters
@@ -152,22 +198,8 @@ impl<M: Model> Trainer<M> {
         } else {
             let clip = self.opt.clip_scale(norm);
             let args = self.opt.step_args(lr, self.step + 1, clip / scale);
-            let slots: Vec<AdamWSlot> = self
-                .state
-                .params
-                .iter()
-                .zip(&views)
-                .map(|(p, g)| AdamWSlot {
-                    param: p.value.view(),
-                    grad: g,
-                    m: p.m.view(),
-                    v: p.v.view(),
-                    decay: p.spec.decays(),
-                    shadow: p.shadow.as_ref().map(|s| s.view()),
-                })
-                .collect();
-            let span = Span::new(MemPhase::Optimizer, "optimizer", "adamw");
-            self.device.timed(span, |b| b.adamw(&slots, &args))?;
+            let all: Vec<usize> = (0..self.state.params.len()).collect();
+            crate::schedule::update::apply(&mut self.device, &self.state, &all, &views, &args)?;
         }
         Ok(Update { lr, norm, skipped })
     }
