@@ -1,5 +1,5 @@
 //! How long `plan` takes for every preset (simulation only: no weights), at
-//! the batch and sequence of a typical run, under a 24 GiB budget, f32 and bf16.
+//! the batch and sequence of a typical run, under a 24 GiB budget and a 16 GiB host budget, f32 and bf16.
 //!
 //! cargo bench --bench planner
 
@@ -24,6 +24,8 @@ fn main() {
                 batch,
                 seq_len: seq,
                 precision,
+                // Fixed, so the table does not depend on this machine's free RAM.
+                host_budget_bytes: Some(16 << 30),
                 ..TrainConfig::default()
             };
             let t = Instant::now();
@@ -31,10 +33,12 @@ fn main() {
             let ms = t.elapsed().as_secs_f64() * 1e3;
             let result = match r {
                 Ok(p) => format!(
-                    "micro-batch {}, {}, {:.2} GiB",
+                    "micro-batch {}, {}, levers {}, {:.2} GiB (host {:.2} GiB)",
                     p.micro_batch,
                     p.recompute,
-                    p.predicted_peak_bytes as f64 / (1u64 << 30) as f64
+                    p.levers,
+                    p.predicted_peak_bytes as f64 / (1u64 << 30) as f64,
+                    p.host_peak_bytes as f64 / (1u64 << 30) as f64
                 ),
                 Err(Error::NoPlanFits { needed, .. }) => {
                     format!(
