@@ -89,6 +89,11 @@ pub fn program_seconds(g: &Graph, p: &Program, rates: &Rates) -> f64 {
                 t += bytes as f64 / rates.bandwidth + LAUNCH_S;
             }
             Instr::Free(_) => {}
+            Instr::Offload(v) | Instr::Fetch(v) => {
+                // Synchronous today: the copy adds to the step.
+                let bytes = g.shape(v).byte_size(g.dtype(v));
+                t += bytes as f64 / rates.host_link + LAUNCH_S;
+            }
         }
     }
     t

@@ -72,7 +72,13 @@ pub fn execute_with(
     mut sink: Sink<'_>,
 ) -> Result<Vec<DeviceTensor>> {
     let mut slots: Vec<Option<Slot>> = (0..g.num_values()).map(|_| None).collect();
-    match run(dev, g, p, bind, mode, &mut sink, &mut slots) {
+    let mut away = HashMap::new();
+    let ran = run(dev, g, p, bind, mode, &mut sink, &mut slots, &mut away);
+    // Activations still in the host pool (an error between offload and fetch).
+    for (_, (h, _)) in away.drain() {
+        dev.host_free(h);
+    }
+    match ran {
         Ok(()) => {
             let mut outs = Vec::with_capacity(p.outputs.len());
             for &o in &p.outputs {
@@ -144,6 +150,10 @@ fn donation(
         .then_some((i, o))
 }
 
+/// Offloaded activations: each root's bytes in the host pool, with the
+/// device block it left (views of it are re-pointed at the fetch).
+type Away = HashMap<Value, (crate::memory::HostBuf, Vec<usize>)>;
+
 fn release(dev: &mut Device, slots: &mut [Option<Slot>]) {
     for s in slots.iter_mut() {
         if let Some(Slot { r, owned: true }) = s.take() {
@@ -152,6 +162,9 @@ fn release(dev: &mut Device, slots: &mut [Option<Slot>]) {
     }
 }
 
+// The run's whole context: the program, its bindings and both its stores
+// (device slots, offloaded activations) are what it runs on.
+#[allow(clippy::too_many_arguments)]
 fn run(
     dev: &mut Device,
     g: &Graph,
@@ -160,6 +173,7 @@ fn run(
     mode: Mode,
     sink: &mut Sink<'_>,
     slots: &mut [Option<Slot>],
+    away: &mut Away,
 ) -> Result<()> {
     for (&v, r) in bind {
         if r.shape != *g.shape(v) || r.dtype != g.dtype(v) {
@@ -307,6 +321,80 @@ fn run(
             Instr::Free(v) => {
                 if let Some(Slot { r, owned: true }) = slots[v.index()].take() {
                     dev.free_block(r.block);
+                }
+            }
+            Instr::Offload(v) => {
+                let Some(Slot { r, owned: true }) = slots[v.index()].take() else {
+                    return Err(Error::Internal(format!(
+                        "offload of value {} not owned",
+                        v.0
+                    )));
+                };
+                dev.set_tag(Tag {
+                    phase: MemPhase::Forward,
+                    op: "offload",
+                    tensor: TensorKind::Activation,
+                    value: Some(v.0),
+                });
+                let h = match dev.host_alloc(r.shape.clone(), r.dtype) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        slots[v.index()] = Some(Slot { r, owned: true });
+                        return Err(e);
+                    }
+                };
+                let copied = dev.copy_out(&r, &h, 0);
+                if let Err(e) = copied {
+                    dev.host_free(h);
+                    slots[v.index()] = Some(Slot { r, owned: true });
+                    return Err(e);
+                }
+                // Its views, by slot: re-pointed at the fetch (by index, since
+                // the freed block may be handed to another tensor meanwhile).
+                let views: Vec<usize> = (0..slots.len())
+                    .filter(|&k| {
+                        slots[k]
+                            .as_ref()
+                            .is_some_and(|s| !s.owned && s.r.block == r.block)
+                    })
+                    .collect();
+                dev.free_block(r.block);
+                away.insert(v, (h, views));
+            }
+            Instr::Fetch(v) => {
+                let Some((h, views)) = away.remove(&v) else {
+                    return Err(Error::Internal(format!(
+                        "fetch of value {} not offloaded",
+                        v.0
+                    )));
+                };
+                dev.set_tag(Tag {
+                    phase: MemPhase::Backward,
+                    op: "fetch",
+                    tensor: TensorKind::Activation,
+                    value: Some(v.0),
+                });
+                let block = match dev.alloc_block(h.byte_size()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        away.insert(v, (h, views));
+                        return Err(e);
+                    }
+                };
+                let r = TensorRef {
+                    block,
+                    shape: h.shape.clone(),
+                    dtype: h.dtype,
+                };
+                let copied = dev.copy_in(&h, 0, &r);
+                dev.host_free(h);
+                slots[v.index()] = Some(Slot { r, owned: true });
+                copied?;
+                // Views made of it before the offload see the new block.
+                for k in views {
+                    if let Some(s) = slots[k].as_mut() {
+                        s.r.block = block;
+                    }
                 }
             }
         }

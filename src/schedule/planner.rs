@@ -321,8 +321,9 @@ fn plan_for(
         .map(|p| p.shape.numel())
         .collect();
     let mut cands: Vec<(usize, Candidate)> = Vec::new();
+    let policies = policies(cfg, n_blocks);
     for &mb in &mbs {
-        for pol in Recompute::candidates(n_blocks) {
+        for &pol in &policies {
             let choice = Choice {
                 micro_batch: mb,
                 recompute: pol,
@@ -433,6 +434,16 @@ fn plan_for(
             &sets,
         )?),
     }
+}
+
+/// The recompute policies a plan for `cfg` may use: activation offload
+/// only where offload is allowed.
+fn policies(cfg: &TrainConfig, n_blocks: usize) -> Vec<Recompute> {
+    let mut v = Recompute::candidates(n_blocks);
+    if cfg.offload {
+        v.extend(Recompute::offload_candidates());
+    }
+    v
 }
 
 /// Whether a simulation failed for want of memory (device or host).
@@ -579,7 +590,7 @@ fn no_plan_fits(
         .rfind(|l| !l.gradient_release || mb == cfg.batch)
         .unwrap_or_default();
     let mut best: Option<(Choice, Simulated)> = None;
-    for pol in Recompute::candidates(compiler.count_blocks(model, cfg.seq_len)?) {
+    for pol in policies(cfg, compiler.count_blocks(model, cfg.seq_len)?) {
         let choice = Choice {
             micro_batch: mb,
             recompute: pol,

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::recompute::{kept_values, saved_values, Recompute};
+use super::recompute::{kept_values, offloaded_values, saved_values, Recompute};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Phase, Value, ValueKind};
 
@@ -28,6 +28,11 @@ pub enum Instr {
     },
     /// Give a tensor's memory back (its storage root; views share it).
     Free(Value),
+    /// Copy a kept activation (a storage root) to the host pool and free its
+    /// device memory (activation offload).
+    Offload(Value),
+    /// Bring an offloaded activation back into device memory.
+    Fetch(Value),
 }
 
 /// What [`lower_with`] does beyond [`lower`]: a recompute policy and
@@ -129,13 +134,15 @@ pub fn lower_with(g: &Graph, outputs: &[Value], opts: &LowerOptions) -> Result<P
 
     // Which saved activations stay in memory.
     let saved = saved_values(g, &root, &live_node);
-    let mut dropped: HashSet<Value> = match opts.recompute {
+    let (mut dropped, mut offloaded): (HashSet<Value>, HashSet<Value>) = match opts.recompute {
         Some(p) => {
             let kept = kept_values(g, &root, &saved, p);
-            saved.difference(&kept).copied().collect()
+            let off = offloaded_values(g, &kept, p);
+            (saved.difference(&kept).copied().collect(), off)
         }
-        None => HashSet::new(),
+        None => (HashSet::new(), HashSet::new()),
     };
+    offloaded.retain(|v| !forever[v.index()]);
     dropped.retain(|v| !forever[v.index()]);
 
     // Step 1: the sequence of node runs, recomputes inserted where needed. When
@@ -199,6 +206,9 @@ pub fn lower_with(g: &Graph, outputs: &[Value], opts: &LowerOptions) -> Result<P
             instrs.push(Instr::Free(v));
         }
     }
+    if !offloaded.is_empty() {
+        instrs = insert_offloads(g, &root, instrs, &offloaded);
+    }
     if !opts.hold.is_empty() {
         instrs = hold_accumulates(g, &root, instrs, &opts.hold);
     }
@@ -210,6 +220,57 @@ pub fn lower_with(g: &Graph, outputs: &[Value], opts: &LowerOptions) -> Result<P
         recomputed,
         gradients: opts.gradients.iter().copied().collect(),
     })
+}
+
+/// `instrs` with an `Offload` of each of `offloaded` after its last reader
+/// before the backward pass, and a `Fetch` just before its first reader in it.
+fn insert_offloads(
+    g: &Graph,
+    root: &[Value],
+    instrs: Vec<Instr>,
+    offloaded: &HashSet<Value>,
+) -> Vec<Instr> {
+    let node_of = |x: &Instr| match *x {
+        Instr::Run(ni) | Instr::Recompute(ni) => Some(ni),
+        _ => None,
+    };
+    let backward_from = instrs
+        .iter()
+        .position(|x| {
+            matches!(x, Instr::Recompute(_))
+                || node_of(x).is_some_and(|ni| g.node(ni).phase == Phase::Backward)
+        })
+        .unwrap_or(instrs.len());
+    let reads = |x: &Instr, v: Value| {
+        node_of(x).is_some_and(|ni| g.node(ni).inputs.iter().any(|&u| root[u.index()] == v))
+    };
+    let defines =
+        |x: &Instr, v: Value| node_of(x).is_some_and(|ni| g.node(ni).outputs.contains(&v));
+    let mut after: HashMap<usize, Vec<Instr>> = HashMap::new();
+    let mut before: HashMap<usize, Vec<Instr>> = HashMap::new();
+    let mut order: Vec<Value> = offloaded.iter().copied().collect();
+    order.sort_by_key(|v| v.0);
+    for v in order {
+        let Some(def) = instrs[..backward_from].iter().position(|x| defines(x, v)) else {
+            continue;
+        };
+        let Some(first) = (backward_from..instrs.len()).find(|&i| reads(&instrs[i], v)) else {
+            continue;
+        };
+        let last = (def..backward_from)
+            .filter(|&i| reads(&instrs[i], v))
+            .max()
+            .unwrap_or(def);
+        after.entry(last).or_default().push(Instr::Offload(v));
+        before.entry(first).or_default().push(Instr::Fetch(v));
+    }
+    let mut out = Vec::with_capacity(instrs.len() + 2 * offloaded.len());
+    for (i, x) in instrs.into_iter().enumerate() {
+        out.extend(before.remove(&i).unwrap_or_default());
+        out.push(x);
+        out.extend(after.remove(&i).unwrap_or_default());
+    }
+    out
 }
 
 /// `instrs` with each `Accumulate` of slot `k` (and the `Free` after it)

@@ -24,6 +24,10 @@ pub enum Recompute {
     /// Keep only the inputs of every k-th transformer block; recompute the rest
     /// from there (`Every(1)`: checkpoint every block).
     Every(u32),
+    /// As `Every(k)`, with the kept block inputs copied to the host pool after
+    /// their last forward reader and fetched back before the backward pass
+    /// (or its recompute) first reads them: activation offload.
+    Offload(u32),
 }
 
 impl Recompute {
@@ -37,6 +41,16 @@ impl Recompute {
         }
         v
     }
+
+    /// The activation-offload policies the planner may add to those.
+    pub fn offload_candidates() -> Vec<Recompute> {
+        vec![Recompute::Offload(1)]
+    }
+
+    /// Whether kept block inputs go to the host pool.
+    pub fn offloads(&self) -> bool {
+        matches!(self, Recompute::Offload(_))
+    }
 }
 
 impl fmt::Display for Recompute {
@@ -46,6 +60,8 @@ impl fmt::Display for Recompute {
             Recompute::Cheap => f.write_str("cheap"),
             Recompute::Every(1) => f.write_str("every-block"),
             Recompute::Every(k) => write!(f, "every-{k}-blocks"),
+            Recompute::Offload(1) => f.write_str("offload-every-block"),
+            Recompute::Offload(k) => write!(f, "offload-every-{k}-blocks"),
         }
     }
 }
@@ -56,13 +72,20 @@ impl FromStr for Recompute {
         let bad = || {
             Error::invalid(
                 "recompute policy",
-                format!("'{s}'; use none, cheap, every-block or every-K-blocks"),
+                format!(
+                    "'{s}'; use none, cheap, every-block, every-K-blocks or offload-every-block"
+                ),
             )
         };
         Ok(match s {
             "none" => Recompute::None,
             "cheap" => Recompute::Cheap,
             "every-block" => Recompute::Every(1),
+            "offload-every-block" => Recompute::Offload(1),
+            _ if s.starts_with("offload-") => match s["offload-".len()..].parse()? {
+                Recompute::Every(k) => Recompute::Offload(k),
+                _ => return Err(bad()),
+            },
             _ => {
                 let k = s
                     .strip_prefix("every-")
@@ -74,6 +97,22 @@ impl FromStr for Recompute {
             }
         })
     }
+}
+
+/// The kept values `policy` moves to the host pool between the passes: under
+/// [`Recompute::Offload`], those produced inside a block (the stream entering
+/// the next kept block); none otherwise.
+pub fn offloaded_values(g: &Graph, kept: &HashSet<Value>, policy: Recompute) -> HashSet<Value> {
+    if !policy.offloads() {
+        return HashSet::new();
+    }
+    kept.iter()
+        .copied()
+        .filter(|&v| {
+            g.producer(v)
+                .is_some_and(|p| g.node(p).phase == Phase::Forward && g.node(p).block.is_some())
+        })
+        .collect()
 }
 
 /// Forward values (storage roots) that backward nodes read.
@@ -144,7 +183,7 @@ pub fn kept_values(
                 })
                 .collect()
         }
-        Recompute::Every(k) => {
+        Recompute::Every(k) | Recompute::Offload(k) => {
             let k = k.max(1);
             let mut keep = HashSet::new();
             for n in g.nodes() {
