@@ -237,6 +237,67 @@ fn plan_answers_will_it_fit() {
     assert!(v["needed_bytes"].as_u64().unwrap() > 1 << 20);
 }
 
+/// GPT-2 XL on a 24 GB card: only with its AdamW state in host memory.
+#[test]
+fn plan_for_a_gpu_reaches_for_the_levers() {
+    let out = run_args(&["plan", "--gpu", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "h100-sxm",
+        "h200",
+        "a100-40gb",
+        "a100-80gb",
+        "l4",
+        "rtx4090",
+        "rtx4080",
+        "rtx3090",
+        "rtx3060",
+    ] {
+        assert!(list.contains(name), "{name} in {list}");
+    }
+    let args = [
+        "plan",
+        "--model",
+        "gpt2-1558m",
+        "--batch",
+        "16",
+        "--seq",
+        "1024",
+        "--gpu",
+        "rtx4090",
+        "--precision",
+        "bf16",
+        "--host-budget",
+        "16GiB",
+        "--json",
+    ];
+    let out = run_args(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["levers"], serde_json::json!(["offload-optimizer"]), "{v}");
+    assert!(v["host_peak_bytes"].as_u64().unwrap() > 10 << 30);
+    assert!(v["predicted_step_ms"].as_f64().unwrap() > 0.0);
+    // 90% of the card's 24 GiB.
+    assert!(v["predicted_peak_bytes"].as_u64().unwrap() <= v["budget_bytes"].as_u64().unwrap());
+    assert_eq!(v["budget_bytes"].as_u64().unwrap(), (24u64 << 30) * 9 / 10);
+    for (flag, bad, needle) in [
+        ("--gpu", "rtx9090", "not in the catalog"),
+        ("--optimizer-state", "4bit", "use f32, 8bit or auto"),
+        ("--grad-clip", "nan", "--grad-clip"),
+    ] {
+        let out = run_args(&["plan", flag, bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{flag} {bad}: {err}"
+        );
+    }
+}
+
 #[test]
 fn cuda_without_a_driver_is_a_clear_error() {
     if headroom::backend::cuda::available() {
