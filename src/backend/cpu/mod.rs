@@ -34,6 +34,32 @@ impl CpuBackend {
     }
 }
 
+/// AdamW's hyper-parameters in the f32 the kernels compute in.
+struct Hyper {
+    lr: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    gs: f32,
+    bc1: f32,
+    bc2: f32,
+}
+
+impl Hyper {
+    fn of(s: &AdamWStep) -> Hyper {
+        let (bc1, bc2) = s.bias_corrections();
+        Hyper {
+            lr: s.lr as f32,
+            b1: s.beta1 as f32,
+            b2: s.beta2 as f32,
+            eps: s.eps as f32,
+            gs: s.grad_scale as f32,
+            bc1: bc1 as f32,
+            bc2: bc2 as f32,
+        }
+    }
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
@@ -122,21 +148,22 @@ impl Backend for CpuBackend {
     }
 
     fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
-        let (bc1, bc2) = s.bias_corrections();
         for slot in slots {
             slot.check_f32()?;
             let p = bytemuck_cast_mut::<f32>(bytes_mut(slot.param));
             let g = bytemuck_cast::<f32>(bytes(slot.grad));
             let m = bytemuck_cast_mut::<f32>(bytes_mut(slot.m));
             let v = bytemuck_cast_mut::<f32>(bytes_mut(slot.v));
-            let (lr, b1, b2, eps, gs) = (
-                s.lr as f32,
-                s.beta1 as f32,
-                s.beta2 as f32,
-                s.eps as f32,
-                s.grad_scale as f32,
-            );
-            let (bc1, bc2, decay) = (bc1 as f32, bc2 as f32, s.decay_factor(slot.decay) as f32);
+            let Hyper {
+                lr,
+                b1,
+                b2,
+                eps,
+                gs,
+                bc1,
+                bc2,
+            } = Hyper::of(s);
+            let decay = s.decay_factor(slot.decay) as f32;
             p.par_iter_mut()
                 .zip(g.par_iter())
                 .zip(m.par_iter_mut().zip(v.par_iter_mut()))
@@ -163,15 +190,15 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         use crate::optim::quant::{self, Q8_BLOCK};
         let book: &[f32] = &load::<f32>(codebook);
-        let (bc1, bc2) = s.bias_corrections();
-        let (lr, b1, b2, eps, gs) = (
-            s.lr as f32,
-            s.beta1 as f32,
-            s.beta2 as f32,
-            s.eps as f32,
-            s.grad_scale as f32,
-        );
-        let (bc1, bc2) = (bc1 as f32, bc2 as f32);
+        let Hyper {
+            lr,
+            b1,
+            b2,
+            eps,
+            gs,
+            bc1,
+            bc2,
+        } = Hyper::of(s);
         for slot in slots {
             slot.check()?;
             let decay = s.decay_factor(slot.decay) as f32;
