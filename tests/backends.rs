@@ -294,3 +294,150 @@ fn train_low(dev: Device, precision: headroom::Precision, tol: f32, head_dim: us
     );
 }
 test_device!(training_low_precision);
+
+/// The 8-bit AdamW kernel on each backend against cpu's on the same inputs:
+/// sizes with partial blocks and words, a zero block, magnitudes over 2^±12,
+/// a bf16 copy, three steps from zero state.
+fn adamw_q8_kernel(d: Dev) {
+    use headroom::backend::{AdamWQ8Slot, AdamWStep};
+    use headroom::optim::quant;
+    use headroom::Shape;
+    let Some(_) = open(d) else { return };
+    let run = |dev: &mut Device, n: usize| -> [Vec<f64>; 5] {
+        let mut rng = Rng::new(n as u64);
+        let up = |dev: &mut Device, v: &[f64], dt: DType| {
+            dev.upload(&HostTensor::from_f64_as(Shape::new(&[v.len()]), v, dt).unwrap())
+                .unwrap()
+        };
+        let w: Vec<f64> = (0..n).map(|_| rng.normal() * 0.05).collect();
+        let param = up(dev, &w, DType::F32);
+        let m = dev.alloc(Shape::new(&[n]), DType::U8).unwrap();
+        let v = dev.alloc(Shape::new(&[n]), DType::U8).unwrap();
+        let nb = quant::blocks(n);
+        let scales = up(dev, &vec![0.0; 2 * nb], DType::F32);
+        let zeros = HostTensor::zeros(Shape::new(&[n]), DType::U8);
+        dev.write(&m, &zeros).unwrap();
+        dev.write(&v, &zeros).unwrap();
+        let book: Vec<f64> = quant::codebook().iter().map(|&c| c as f64).collect();
+        let book = up(dev, &book, DType::F32);
+        let shadow = dev.alloc(Shape::new(&[n]), DType::BF16).unwrap();
+        for t in 1..=3u64 {
+            // Magnitudes from 2^-12 to 2^12 and exact zeros in the second block.
+            let g: Vec<f64> = (0..n)
+                .map(|i| {
+                    if (2048..4096).contains(&i) {
+                        0.0
+                    } else {
+                        rng.normal() * (2f64).powi((i % 25) as i32 - 12)
+                    }
+                })
+                .collect();
+            let grad = up(dev, &g, DType::F32);
+            let step = AdamWStep {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                t,
+                grad_scale: 0.5,
+            };
+            let slot = AdamWQ8Slot {
+                param: param.view(),
+                grad: grad.view(),
+                m: m.view(),
+                v: v.view(),
+                scales: scales.view(),
+                decay: true,
+                shadow: Some(shadow.view()),
+            };
+            dev.backend_mut()
+                .adamw_q8(&[slot], &step, book.view())
+                .unwrap();
+            dev.free(grad);
+        }
+        [
+            param.view(),
+            m.view(),
+            v.view(),
+            scales.view(),
+            shadow.view(),
+        ]
+        .map(|r| dev.download(r).unwrap().to_f64_vec())
+    };
+    for n in [4096, 2048 * 3 + 5, 10_003] {
+        let mut dev = open(d).unwrap();
+        let got = run(&mut dev, n);
+        let want = run(&mut Device::cpu(), n);
+        let close = |i: usize| {
+            got[i]
+                .iter()
+                .zip(&want[i])
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-30))
+                .fold(0f64, f64::max)
+        };
+        let differ = |i: usize| got[i].iter().zip(&want[i]).filter(|(a, b)| a != b).count();
+        let (p, s, sh) = (close(0), close(3), close(4));
+        let (dm, dv) = (differ(1), differ(2));
+        println!("{d:?} n {n}: param rel {p:.2e}, scales rel {s:.2e}, bf16 copy rel {sh:.2e}; m codes differ {dm}, v codes differ {dv} of {n}");
+        assert!(
+            p <= 1e-5 && s <= 1e-5 && sh <= 1e-2,
+            "n {n}: param {p}, scales {s}, copy {sh}"
+        );
+        // A code differs only where rounding puts a value at a code boundary.
+        assert!((dm + dv) * 1000 <= n, "n {n}: {dm} + {dv} codes differ");
+    }
+}
+test_device!(adamw_q8_kernel);
+
+/// The optimizer's levers change no bit on any backend: 8-bit state on the
+/// device against 8-bit state streamed from the host pool, and f32 state on
+/// the device against f32 state streamed, 3 steps each.
+fn optimizer_levers(d: Dev) {
+    use headroom::schedule::levers::{Levers, OptimizerState};
+    use headroom::schedule::{update, Choice, Recompute};
+    use headroom::{AdamW, Gpt, TrainConfig, Trainer};
+    let Some(_) = open(d) else { return };
+    // wte is 256 × 64: 8 quantised blocks, streamed in two chunks.
+    update::set_window_elems(8192);
+    let gc = common::gpt(2, 16, 64);
+    let data = common::batches(11, 3, 2, 16);
+    for q8 in [false, true] {
+        let cfg = TrainConfig {
+            batch: 2,
+            seq_len: 16,
+            optimizer_state: if q8 {
+                OptimizerState::Q8
+            } else {
+                OptimizerState::F32
+            },
+            ..TrainConfig::default()
+        };
+        let [mut on, mut off] = [false, true].map(|host| {
+            let choice = Choice {
+                micro_batch: 2,
+                recompute: Recompute::None,
+                levers: Levers {
+                    offload_optimizer: host,
+                    state_8bit: q8,
+                    gradient_release: false,
+                },
+            };
+            let gpt = Gpt::new(gc.clone()).unwrap();
+            Trainer::with_plan(open(d).unwrap(), gpt, AdamW::new(1e-2), cfg.clone(), choice)
+                .unwrap()
+        });
+        for b in &data {
+            assert_eq!(on.step(b).unwrap().loss, off.step(b).unwrap().loss);
+        }
+        assert!(
+            on.parameters().unwrap() == off.parameters().unwrap(),
+            "8-bit {q8}"
+        );
+        assert!(
+            on.optimizer_state().unwrap() == off.optimizer_state().unwrap(),
+            "8-bit {q8}"
+        );
+    }
+}
+test_device!(optimizer_levers);

@@ -563,7 +563,9 @@ impl Device {
         DeviceTensor { r }
     }
 
-    pub(crate) fn backend_mut(&mut self) -> &mut dyn Backend {
+    /// The backend itself, to run its kernels on tensors of this device
+    /// (parity tests of the optimizer's kernels do).
+    pub fn backend_mut(&mut self) -> &mut dyn Backend {
         self.backend.as_mut()
     }
 

@@ -232,4 +232,13 @@ impl Backend for WgpuBackend {
     fn adamw(&mut self, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
         optim::adamw(self, slots, s)
     }
+
+    fn adamw_q8(
+        &mut self,
+        slots: &[crate::backend::AdamWQ8Slot],
+        s: &AdamWStep,
+        codebook: &TensorRef,
+    ) -> Result<()> {
+        optim::adamw_q8(self, slots, s, codebook)
+    }
 }

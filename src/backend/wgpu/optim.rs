@@ -5,7 +5,7 @@ use super::dispatch::{f, groups_1d, u, Bind};
 use super::ops::{Aliases, Kernel, Shader};
 use super::pipeline::Variant;
 use super::{unsupported, WgpuBackend};
-use crate::backend::{AdamWSlot, AdamWStep, Backend, TensorRef};
+use crate::backend::{AdamWQ8Slot, AdamWSlot, AdamWStep, Backend, TensorRef};
 use crate::error::Result;
 use crate::graph::ops::Op;
 use crate::tensor::DType;
@@ -24,10 +24,18 @@ const SUM_SQUARES: Shader = Shader {
     aliases: Aliases::T,
 };
 
-pub const SHADERS: &[Shader] = &[OPTIM, SUM_SQUARES];
+const OPTIM_Q8: Shader = Shader {
+    file: "optim_q8",
+    source: include_str!("../../../shaders/optim_q8.wgsl"),
+    entries: &["adamw_q8"],
+    aliases: Aliases::T,
+};
+
+pub const SHADERS: &[Shader] = &[OPTIM, SUM_SQUARES, OPTIM_Q8];
 
 const ADAMW: Kernel = OPTIM.kernel("adamw");
 const SUM_SQUARES_MAIN: Kernel = SUM_SQUARES.kernel("main");
+const ADAMW_Q8: Kernel = OPTIM_Q8.kernel("adamw_q8");
 
 /// Σ x² of each tensor `t [n]` into its f32 slot of `result [ts.len()]`, one
 /// workgroup per tensor (deterministic); the host adds the slots.
@@ -92,6 +100,50 @@ pub(super) fn adamw(b: &mut WgpuBackend, slots: &[AdamWSlot], s: &AdamWStep) -> 
             (4, Bind::T(slot.v)),
         ];
         b.dispatch(ADAMW, &p, &binds, groups_1d(n))?;
+        if let Some(shadow) = slot.shadow {
+            b.run(&Op::Cast { to: shadow.dtype }, &[slot.param], &[shadow])?;
+        }
+    }
+    Ok(())
+}
+
+/// One 8-bit AdamW step per slot (see `crate::optim::quant`): one workgroup
+/// per block of 2048 elements of `param [n]`, its codes `m`, `v` `[n]` u8
+/// and scales `[2 · blocks]` rewritten; `codebook [384]` f32.
+pub(super) fn adamw_q8(
+    b: &mut WgpuBackend,
+    slots: &[AdamWQ8Slot],
+    s: &AdamWStep,
+    codebook: &TensorRef,
+) -> Result<()> {
+    let (bc1, bc2) = s.bias_corrections();
+    for slot in slots {
+        slot.check()?;
+        b.variant = Variant::T(DType::F32);
+        let n = slot.param.shape.numel();
+        let nb = crate::optim::quant::blocks(n);
+        let p = [
+            u(n),
+            f(s.lr),
+            f(s.beta1),
+            f(s.beta2),
+            f(s.eps),
+            f(s.decay_factor(slot.decay)),
+            f(bc1),
+            f(bc2),
+            f(s.grad_scale),
+            u(nb),
+        ];
+        let binds = [
+            (1, Bind::T(slot.grad)),
+            (2, Bind::T(slot.param)),
+            (3, Bind::T(slot.m)),
+            (4, Bind::T(slot.v)),
+            (5, Bind::T(slot.scales)),
+            (6, Bind::T(codebook)),
+        ];
+        let x = nb.clamp(1, 65535);
+        b.dispatch(ADAMW_Q8, &p, &binds, (x as u32, nb.div_ceil(x) as u32, 1))?;
         if let Some(shadow) = slot.shadow {
             b.run(&Op::Cast { to: shadow.dtype }, &[slot.param], &[shadow])?;
         }
