@@ -331,3 +331,192 @@ fn optim_kernels_match_reference() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The 8-bit AdamW kernel (kernels/optim.cu `adamw_q8_f32`) against the cpu
+/// backend's from the same state: sizes with partial blocks, a zero block,
+/// magnitudes over 2^±12, bf16 and f16 copies and none; state made by two
+/// cpu steps first, so codes and scales are not trivial.
+#[test]
+fn adamw_q8_kernel_matches_cpu() {
+    use headroom::backend::AdamWQ8Slot;
+    use headroom::optim::quant;
+    let Some(cxx) = compiler() else { return };
+    let dir = scratch("optim_q8");
+    let exe = build_driver(&cxx, &dir, "optim");
+    let sizes = [4096usize, 2048 * 3 + 5, 10_003];
+    let copies = [Some(DType::BF16), None, Some(DType::F16)];
+    let mut rng = Rng::new(21);
+    let step = |t| AdamWStep {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        t,
+        grad_scale: 0.5,
+    };
+    let grad = |rng: &mut Rng, n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|i| match i {
+                2048..4096 => 0.0,
+                _ => (rng.normal() * 2f64.powi((i % 25) as i32 - 12)) as f32 as f64,
+            })
+            .collect()
+    };
+    let mut cpu = Device::cpu();
+    let up = |d: &mut Device, v: &[f64], dt: DType| {
+        d.upload(&HostTensor::from_f64_as(Shape::new(&[v.len()]), v, dt).unwrap())
+            .unwrap()
+    };
+    let book: Vec<f64> = quant::codebook().iter().map(|&c| c as f64).collect();
+    let book_t = up(&mut cpu, &book, DType::F32);
+    write_f32(&dir.join("book.f32"), &book);
+    struct P {
+        p: headroom::backend::DeviceTensor,
+        m: headroom::backend::DeviceTensor,
+        v: headroom::backend::DeviceTensor,
+        s: headroom::backend::DeviceTensor,
+        low: Option<headroom::backend::DeviceTensor>,
+        g: Vec<f64>,
+    }
+    let mut ps = Vec::new();
+    for (k, &n) in sizes.iter().enumerate() {
+        let w: Vec<f64> = (0..n)
+            .map(|_| (rng.normal() * 0.05) as f32 as f64)
+            .collect();
+        let p = up(&mut cpu, &w, DType::F32);
+        let zeros = vec![0.0; n];
+        let (m, v) = (
+            up(&mut cpu, &zeros, DType::F32),
+            up(&mut cpu, &zeros, DType::F32),
+        );
+        // Codes are u8: zero bytes come from a fresh allocation's zeroing.
+        let (m, v) = {
+            cpu.free(m);
+            cpu.free(v);
+            let z = HostTensor::zeros(Shape::new(&[n]), DType::U8);
+            let (a, b) = (
+                cpu.alloc(Shape::new(&[n]), DType::U8).unwrap(),
+                cpu.alloc(Shape::new(&[n]), DType::U8).unwrap(),
+            );
+            cpu.write(&a, &z).unwrap();
+            cpu.write(&b, &z).unwrap();
+            (a, b)
+        };
+        let s = up(&mut cpu, &vec![0.0; 2 * quant::blocks(n)], DType::F32);
+        let low = copies[k].map(|d| cpu.alloc(Shape::new(&[n]), d).unwrap());
+        ps.push(P {
+            p,
+            m,
+            v,
+            s,
+            low,
+            g: vec![],
+        });
+    }
+    let run_cpu = |cpu: &mut Device, ps: &[P], grads: &[headroom::backend::DeviceTensor], t| {
+        let slots: Vec<AdamWQ8Slot> = ps
+            .iter()
+            .zip(grads)
+            .enumerate()
+            .map(|(k, (p, g))| AdamWQ8Slot {
+                param: p.p.view(),
+                grad: g.view(),
+                m: p.m.view(),
+                v: p.v.view(),
+                scales: p.s.view(),
+                decay: k != 1,
+                shadow: p.low.as_ref().map(|l| l.view()),
+            })
+            .collect();
+        cpu.backend_mut()
+            .adamw_q8(&slots, &step(t), book_t.view())
+            .unwrap();
+    };
+    // Two cpu steps make the state the kernel starts from.
+    for t in 1..=2 {
+        let grads: Vec<_> = sizes
+            .iter()
+            .map(|&n| up(&mut cpu, &grad(&mut rng, n), DType::F32))
+            .collect();
+        run_cpu(&mut cpu, &ps, &grads, t);
+    }
+    for (k, p) in ps.iter_mut().enumerate() {
+        p.g = grad(&mut rng, sizes[k]);
+        for (name, t) in [("p", &p.p), ("m", &p.m), ("v", &p.v), ("s", &p.s)] {
+            let h = cpu.download(t.view()).unwrap().to_f64_vec();
+            write_f32(&dir.join(format!("{name}{k}.f32")), &h);
+        }
+        write_f32(&dir.join(format!("g{k}.f32")), &p.g);
+    }
+    let params: Vec<optim::AdamWParam> = ps
+        .iter()
+        .enumerate()
+        .map(|(k, p)| optim::AdamWParam {
+            shape: p.p.shape(),
+            decay: k != 1,
+            shadow: copies[k],
+        })
+        .collect();
+    let plan = optim::plan_adamw_q8(&params, &step(3)).unwrap();
+    let names: Vec<[String; 5]> = (0..sizes.len())
+        .map(|k| ["p", "m", "v", "s", "low"].map(|f| format!("{f}{k}")))
+        .collect();
+    let gnames: Vec<String> = (0..sizes.len()).map(|k| format!("g{k}")).collect();
+    let mut ins: Vec<Io> = (0..sizes.len())
+        .map(|k| io(&gnames[k], Ty::F32, sizes[k]))
+        .collect();
+    ins.push(io("book", Ty::F32, quant::CODEBOOK_LEN));
+    let outs: Vec<Io> = (0..sizes.len())
+        .flat_map(|k| {
+            let n = sizes[k];
+            let nm = &names[k];
+            [
+                updated(&nm[0], Ty::F32, n),
+                updated(&nm[1], Ty::Of(DType::U8), n),
+                updated(&nm[2], Ty::Of(DType::U8), n),
+                updated(&nm[3], Ty::F32, 2 * quant::blocks(n)),
+                match copies[k] {
+                    Some(d) => io(&nm[4], Ty::Of(d), n),
+                    None => io(&nm[4], Ty::F32, 0),
+                },
+            ]
+        })
+        .collect();
+    write_plan(&dir, &plan, DType::F32, &ins, &outs);
+    replay(&exe, &dir);
+    let grads: Vec<_> = ps.iter().map(|p| up(&mut cpu, &p.g, DType::F32)).collect();
+    run_cpu(&mut cpu, &ps, &grads, 3);
+    for (k, p) in ps.iter().enumerate() {
+        let want: Vec<Vec<f64>> = [&p.p, &p.m, &p.v, &p.s]
+            .iter()
+            .map(|t| cpu.download(t.view()).unwrap().to_f64_vec())
+            .collect();
+        let got: Vec<Vec<f64>> = (0..4)
+            .map(|f| read_f32(&dir.join(format!("{}.f32", names[k][f]))))
+            .collect();
+        let err = rel_err(&want[0], &got[0]);
+        let scales = rel_err(&want[3], &got[3]);
+        let differ: usize = (1..3)
+            .map(|f| want[f].iter().zip(&got[f]).filter(|(a, b)| a != b).count())
+            .sum();
+        println!(
+            "adamw_q8 tensor {k} ({}): param rel err {err:.2e}, scales {scales:.2e}, {differ} of {} codes differ",
+            sizes[k],
+            2 * sizes[k]
+        );
+        assert!(err < 1e-6 && scales < 1e-6, "tensor {k}: {err} / {scales}");
+        assert!(
+            differ * 1000 <= sizes[k],
+            "tensor {k}: {differ} codes differ"
+        );
+        if let (Some(d), Some(low)) = (copies[k], &p.low) {
+            let want = cpu.download(low.view()).unwrap().to_f64_vec();
+            let got = read_f32(&dir.join(format!("{}.f32", names[k][4])));
+            let off = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+            println!("adamw_q8 {d} copy of tensor {k}: {off} elements differ");
+            assert_eq!(off, 0);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

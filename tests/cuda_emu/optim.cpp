@@ -12,5 +12,5 @@
 #define ENTRIES(S, T) ENTRY(sum_squares_multi_##S)
 
 int main(int argc, char** argv) {
-    return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES) ENTRY(adamw_multi_f32)});
+    return replay_main(argc, argv, {FOR_EACH_DTYPE(ENTRIES) ENTRY(adamw_multi_f32) ENTRY(adamw_q8_f32)});
 }

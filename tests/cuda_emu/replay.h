@@ -59,6 +59,7 @@ void with_type(const std::string& type, F f) {
     else if (type == "f16") f(__half{});
     else if (type == "bf16") f(__nv_bfloat16{});
     else if (type == "i32") f(int{});
+    else if (type == "u8") f((unsigned char){});
     else fail("no element type " + type);
 }
 
@@ -159,6 +160,11 @@ inline Buffer make_buffer(const std::string& dir, const std::string& role, const
         if constexpr (std::is_same_v<E, int>) {
             if (role != "in") fail("i32 buffer " + name + " is not an input");
             v = read_i32(dir + "/" + name + ".i32", len);
+        } else if constexpr (std::is_same_v<E, unsigned char>) {
+            // Codes of 8-bit optimizer state, travelling as f32 0..255.
+            std::vector<float> f = role != "out" ? read_f32(dir + "/" + name + ".f32", len)
+                                                 : std::vector<float>(len, 170.0f);
+            for (float x : f) v.push_back((unsigned char)(int)x);
         } else {
             v = role != "out" ? narrow<E>(read_f32(dir + "/" + name + ".f32", len)) : poisoned<E>(len);
         }
@@ -171,7 +177,10 @@ inline Buffer make_buffer(const std::string& dir, const std::string& role, const
 inline void write_buffer(const std::string& dir, const std::string& name, const Buffer& b) {
     with_type(b.type, [&](auto tag) {
         using E = decltype(tag);
-        if constexpr (!std::is_same_v<E, int>) {
+        if constexpr (std::is_same_v<E, unsigned char>) {
+            std::vector<float> f(b.bytes.begin(), b.bytes.end());
+            write_f32(dir + "/" + name + ".f32", f);
+        } else if constexpr (!std::is_same_v<E, int>) {
             std::vector<E> v(b.len);
             std::memcpy(v.data(), b.bytes.data(), b.bytes.size());
             write_out(dir, name.c_str(), v);

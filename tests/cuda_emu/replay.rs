@@ -58,6 +58,7 @@ fn type_name(ty: Ty, dt: DType) -> &'static str {
         (Ty::T, DType::F16) => "f16",
         (Ty::T, DType::BF16) => "bf16",
         (Ty::I32, _) => "i32",
+        (Ty::Of(DType::U8), _) => "u8",
         (Ty::Of(d), _) => type_name(Ty::T, d),
         (Ty::T, other) => panic!("no kernels for {other}"),
     }

@@ -108,6 +108,17 @@ impl Backend for CudaBackend {
         self.checked(r, "adamw", &[], &params)
     }
 
+    fn adamw_q8(
+        &mut self,
+        slots: &[crate::backend::AdamWQ8Slot],
+        s: &AdamWStep,
+        codebook: &TensorRef,
+    ) -> Result<()> {
+        let r = self.adamw_q8_multi(slots, s, codebook);
+        let params: Vec<&TensorRef> = slots.iter().map(|s| s.param).collect();
+        self.checked(r, "adamw_q8", &[], &params)
+    }
+
     fn timestamp(&mut self) -> Result<Option<usize>> {
         self.record_event().map(Some)
     }

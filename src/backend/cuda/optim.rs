@@ -7,7 +7,7 @@ use cudarc::driver::{result as drv, LaunchConfig};
 use super::context::{drv_err, unavailable, CudaBackend};
 use super::launch::{family_kernels, EVERY_DTYPE};
 use super::plan::{args, Buf::*, Field, Launch, OpPlan};
-use crate::backend::{AdamWSlot, AdamWStep, TensorRef};
+use crate::backend::{AdamWQ8Slot, AdamWSlot, AdamWStep, TensorRef};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Shape};
 
@@ -16,6 +16,7 @@ family_kernels! {
     pub const KERNELS = "optim" {
         SUM_SQUARES_MULTI = "sum_squares_multi" for EVERY_DTYPE,
         ADAMW_MULTI = "adamw_multi" for &[DType::F32],
+        ADAMW_Q8 = "adamw_q8" for &[DType::F32],
     }
 }
 
@@ -108,7 +109,91 @@ pub fn plan_adamw(params: &[AdamWParam], s: &AdamWStep) -> Result<OpPlan> {
     ))
 }
 
+/// The launch of one 8-bit AdamW step `s` over `params` (see
+/// `crate::optim::quant`): ins each parameter's gradient, then the code book
+/// `[384]` f32 (`In(params.len())`); outs each parameter, its m codes, its v
+/// codes, its scales and its copy (`Out(5k)` .. `Out(5k + 4)`). The table is
+/// the kernel's AdamQ8Slot per parameter; a grid row each, a block per
+/// 2048 elements.
+pub fn plan_adamw_q8(params: &[AdamWParam], s: &AdamWStep) -> Result<OpPlan> {
+    if params.len() > 65535 {
+        return Err(unavailable(format!(
+            "{} parameter tensors in one 8-bit AdamW launch",
+            params.len()
+        )));
+    }
+    let (bc1, bc2) = s.bias_corrections();
+    let (bc1, bc2) = (bc1 as f32, bc2 as f32);
+    let mut table = Vec::with_capacity(10 * params.len());
+    let mut most = 1u64;
+    for (k, p) in params.iter().enumerate() {
+        let n = p.shape.numel();
+        let nb = crate::optim::quant::blocks(n) as u64;
+        most = most.max(nb);
+        table.extend(
+            [
+                Out(5 * k),
+                In(k),
+                Out(5 * k + 1),
+                Out(5 * k + 2),
+                Out(5 * k + 3),
+            ]
+            .map(Field::Ptr),
+        );
+        table.extend([Field::U64(n as u64), Field::U64(nb)]);
+        let kind = match p.shadow {
+            None => 0,
+            Some(DType::F16) => 1,
+            Some(DType::BF16) => 2,
+            Some(other) => return Err(Error::dtype("adamw_q8", "an f16 or bf16 copy", other)),
+        };
+        table.push(match p.shadow {
+            Some(_) => Field::Ptr(Out(5 * k + 4)),
+            None => Field::U64(0),
+        });
+        table.extend([Field::F32(s.decay_factor(p.decay) as f32), Field::U32(kind)]);
+    }
+    let cfg = table_grid(most, params.len());
+    let (lr, b1, b2, eps) = (s.lr as f32, s.beta1 as f32, s.beta2 as f32, s.eps as f32);
+    let book = In(params.len());
+    let args = args![Table, book, lr, b1, b2, eps, bc1, bc2, s.grad_scale as f32];
+    Ok(OpPlan::one(
+        Launch::new(ADAMW_Q8, cfg, args).with_table(table),
+    ))
+}
+
 impl CudaBackend {
+    /// 8-bit AdamW over all parameters in one launch ([`plan_adamw_q8`]).
+    pub(super) fn adamw_q8_multi(
+        &mut self,
+        slots: &[AdamWQ8Slot],
+        s: &AdamWStep,
+        codebook: &TensorRef,
+    ) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        for slot in slots {
+            slot.check()?;
+        }
+        let params: Vec<AdamWParam> = slots
+            .iter()
+            .map(|k| AdamWParam {
+                shape: &k.param.shape,
+                decay: k.decay,
+                shadow: k.shadow.map(|t| t.dtype),
+            })
+            .collect();
+        let plan = plan_adamw_q8(&params, s)?;
+        let mut ins: Vec<&TensorRef> = slots.iter().map(|k| k.grad).collect();
+        ins.push(codebook);
+        let outs: Vec<&TensorRef> = slots
+            .iter()
+            .flat_map(|k| [k.param, k.m, k.v, k.scales, k.shadow.unwrap_or(k.param)])
+            .collect();
+        self.run_plan(DType::F32, &plan, &ins, &outs)
+    }
+
     /// Σx² over all tensors: one launch per dtype present ([`plan_sum_squares`]),
     /// the partial sums added here in a fixed order.
     pub(super) fn sum_squares_multi(&mut self, ts: &[&TensorRef]) -> Result<f64> {
