@@ -104,10 +104,12 @@ fn part(t: &TensorRef, from: usize, n: usize) -> TensorRef {
     }
 }
 
-/// The device window the streamed moments pass through: f32 `m`, `v` of
-/// `f32_len` elements, or 8-bit codes of `q8_len` with their scales.
+/// The device window the streamed moments pass through: f32 `m`, `v`, and
+/// 8-bit codes `m`, `v` with their scales, each where some parameter needs it.
+#[derive(Default)]
 struct Window {
-    tensors: Vec<DeviceTensor>,
+    f32: Option<[DeviceTensor; 2]>,
+    q8: Option<[DeviceTensor; 3]>,
 }
 
 impl Window {
@@ -117,33 +119,51 @@ impl Window {
             "adamw_window",
             TensorKind::OptimizerState,
         ));
-        let mut w = Window { tensors: vec![] };
         let mut shapes = vec![];
         if f32_len > 0 {
-            shapes.push((f32_len, DType::F32));
-            shapes.push((f32_len, DType::F32));
+            shapes.extend([(f32_len, DType::F32), (f32_len, DType::F32)]);
         }
         if q8_len > 0 {
-            shapes.push((q8_len, DType::U8));
-            shapes.push((q8_len, DType::U8));
-            shapes.push((2 * quant::blocks(q8_len), DType::F32));
+            let scales = (2 * quant::blocks(q8_len), DType::F32);
+            shapes.extend([(q8_len, DType::U8), (q8_len, DType::U8), scales]);
         }
+        let mut held = Vec::with_capacity(shapes.len());
         for (n, dt) in shapes {
             match device.alloc(Shape::new(&[n]), dt) {
-                Ok(t) => w.tensors.push(t),
+                Ok(t) => held.push(t),
                 Err(e) => {
-                    w.free(device);
+                    for t in held {
+                        device.free(t);
+                    }
                     return Err(e);
                 }
             }
         }
-        Ok(w)
+        let mut it = held.into_iter();
+        let mut next = || it.next().expect("allocated above");
+        Ok(Window {
+            f32: (f32_len > 0).then(|| [next(), next()]),
+            q8: (q8_len > 0).then(|| [next(), next(), next()]),
+        })
     }
 
     fn free(self, device: &mut Device) {
-        for t in self.tensors {
+        for t in self
+            .f32
+            .into_iter()
+            .flatten()
+            .chain(self.q8.into_iter().flatten())
+        {
             device.free(t);
         }
+    }
+
+    fn tensors(&self, q8: bool) -> Result<&[DeviceTensor]> {
+        let w: Option<&[DeviceTensor]> = match q8 {
+            false => self.f32.as_ref().map(|a| &a[..]),
+            true => self.q8.as_ref().map(|a| &a[..]),
+        };
+        w.ok_or_else(|| Error::Internal("no window for these moments".into()))
     }
 }
 
@@ -200,7 +220,7 @@ fn stream_chunk(
     let param = part(p.value.view(), a, k);
     let grad = part(g, a, k);
     let shadow = p.shadow.as_ref().map(|s| part(s.view(), a, k));
-    let w = &window.tensors;
+    let w = window.tensors(mo.is_q8())?;
     match &mo.scales {
         None => {
             let (wm, wv) = (part(w[0].view(), 0, k), part(w[1].view(), 0, k));
@@ -221,15 +241,14 @@ fn stream_chunk(
         }
         Some(s) => {
             let hs = host(s)?;
-            let base = if w.len() == 5 { 2 } else { 0 };
-            let (wm, wv) = (part(w[base].view(), 0, k), part(w[base + 1].view(), 0, k));
+            let (wm, wv) = (part(w[0].view(), 0, k), part(w[1].view(), 0, k));
             // The chunk's scales: m's at [0, cb), v's at [cb, 2·cb).
             let (cb, nb, b0) = (
                 quant::blocks(k),
                 quant::blocks(p.spec.shape.numel()),
                 a / quant::Q8_BLOCK,
             );
-            let ws = part(w[base + 2].view(), 0, 2 * cb);
+            let ws = part(w[2].view(), 0, 2 * cb);
             let (ws_m, ws_v) = (part(&ws, 0, cb), part(&ws, cb, cb));
             device.copy_in(hm, a, &wm)?;
             device.copy_in(hv, a, &wv)?;

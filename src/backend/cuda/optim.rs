@@ -67,6 +67,28 @@ pub struct AdamWParam<'a> {
     pub shadow: Option<DType>,
 }
 
+/// The tail both AdamW slot structs share: the copy's address (0 without
+/// one, `copy` with), the decay factor and the copy's type (0 none, 1 f16,
+/// 2 bf16).
+fn copy_fields(
+    p: &AdamWParam,
+    copy: super::plan::Buf,
+    s: &AdamWStep,
+    op: &'static str,
+) -> Result<[Field; 3]> {
+    let (addr, kind) = match p.shadow {
+        None => (Field::U64(0), 0),
+        Some(DType::F16) => (Field::Ptr(copy), 1),
+        Some(DType::BF16) => (Field::Ptr(copy), 2),
+        Some(other) => return Err(Error::dtype(op, "an f16 or bf16 copy", other)),
+    };
+    Ok([
+        addr,
+        Field::F32(s.decay_factor(p.decay) as f32),
+        Field::U32(kind),
+    ])
+}
+
 /// The launch of one AdamW step `s` over `params`: ins each parameter's
 /// gradient; outs each parameter, its m, its v and its copy (`Out(4k)` ..
 /// `Out(4k + 3)`; the copy's slot is unused without one), f32 but the copy,
@@ -89,17 +111,7 @@ pub fn plan_adamw(params: &[AdamWParam], s: &AdamWStep) -> Result<OpPlan> {
         let (w, m, v) = (Out(4 * k), Out(4 * k + 1), Out(4 * k + 2));
         table.extend([w, In(k), m, v].map(Field::Ptr));
         table.push(Field::U64(n));
-        let kind = match p.shadow {
-            None => 0,
-            Some(DType::F16) => 1,
-            Some(DType::BF16) => 2,
-            Some(other) => return Err(Error::dtype("adamw", "an f16 or bf16 copy", other)),
-        };
-        table.push(match p.shadow {
-            Some(_) => Field::Ptr(Out(4 * k + 3)),
-            None => Field::U64(0),
-        });
-        table.extend([Field::F32(s.decay_factor(p.decay) as f32), Field::U32(kind)]);
+        table.extend(copy_fields(p, Out(4 * k + 3), s, "adamw")?);
     }
     let cfg = table_grid(widest.div_ceil(256).clamp(1, 1024), params.len());
     let (lr, b1, b2, eps) = (s.lr as f32, s.beta1 as f32, s.beta2 as f32, s.eps as f32);
@@ -141,17 +153,7 @@ pub fn plan_adamw_q8(params: &[AdamWParam], s: &AdamWStep) -> Result<OpPlan> {
             .map(Field::Ptr),
         );
         table.extend([Field::U64(n as u64), Field::U64(nb)]);
-        let kind = match p.shadow {
-            None => 0,
-            Some(DType::F16) => 1,
-            Some(DType::BF16) => 2,
-            Some(other) => return Err(Error::dtype("adamw_q8", "an f16 or bf16 copy", other)),
-        };
-        table.push(match p.shadow {
-            Some(_) => Field::Ptr(Out(5 * k + 4)),
-            None => Field::U64(0),
-        });
-        table.extend([Field::F32(s.decay_factor(p.decay) as f32), Field::U32(kind)]);
+        table.extend(copy_fields(p, Out(5 * k + 4), s, "adamw_q8")?);
     }
     let cfg = table_grid(most, params.len());
     let (lr, b1, b2, eps) = (s.lr as f32, s.beta1 as f32, s.beta2 as f32, s.eps as f32);

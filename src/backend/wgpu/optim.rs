@@ -67,10 +67,26 @@ pub(super) fn sum_squares(b: &mut WgpuBackend, ts: &[&TensorRef]) -> Result<f64>
     Ok(parts.iter().map(|&x| x as f64).sum())
 }
 
+/// The parameter words both AdamW shaders read first: p0 n, p1 lr, p2 β1,
+/// p3 β2, p4 eps, p5 decay factor, p6/p7 bias corrections, p8 gradient scale.
+fn step_words(s: &AdamWStep, n: usize, decay: bool) -> [u32; 9] {
+    let (bc1, bc2) = s.bias_corrections();
+    [
+        u(n),
+        f(s.lr),
+        f(s.beta1),
+        f(s.beta2),
+        f(s.eps),
+        f(s.decay_factor(decay)),
+        f(bc1),
+        f(bc2),
+        f(s.grad_scale),
+    ]
+}
+
 /// One AdamW step per slot, in place: `param [n]`, `m [n]`, `v [n]` updated
 /// from `grad [n]`, all f32.
 pub(super) fn adamw(b: &mut WgpuBackend, slots: &[AdamWSlot], s: &AdamWStep) -> Result<()> {
-    let (bc1, bc2) = s.bias_corrections();
     for slot in slots {
         for t in [slot.param, slot.grad, slot.m, slot.v] {
             if t.dtype != DType::F32 {
@@ -82,17 +98,7 @@ pub(super) fn adamw(b: &mut WgpuBackend, slots: &[AdamWSlot], s: &AdamWStep) -> 
         }
         b.variant = Variant::T(DType::F32);
         let n = slot.param.shape.numel();
-        let p = [
-            u(n),
-            f(s.lr),
-            f(s.beta1),
-            f(s.beta2),
-            f(s.eps),
-            f(s.decay_factor(slot.decay)),
-            f(bc1),
-            f(bc2),
-            f(s.grad_scale),
-        ];
+        let p = step_words(s, n, slot.decay);
         let binds = [
             (1, Bind::T(slot.grad)),
             (2, Bind::T(slot.param)),
@@ -116,24 +122,13 @@ pub(super) fn adamw_q8(
     s: &AdamWStep,
     codebook: &TensorRef,
 ) -> Result<()> {
-    let (bc1, bc2) = s.bias_corrections();
     for slot in slots {
         slot.check()?;
         b.variant = Variant::T(DType::F32);
         let n = slot.param.shape.numel();
         let nb = crate::optim::quant::blocks(n);
-        let p = [
-            u(n),
-            f(s.lr),
-            f(s.beta1),
-            f(s.beta2),
-            f(s.eps),
-            f(s.decay_factor(slot.decay)),
-            f(bc1),
-            f(bc2),
-            f(s.grad_scale),
-            u(nb),
-        ];
+        let mut p = step_words(s, n, slot.decay).to_vec();
+        p.push(u(nb));
         let binds = [
             (1, Bind::T(slot.grad)),
             (2, Bind::T(slot.param)),
