@@ -66,11 +66,10 @@ fn main() -> Result<()> {
     t.use_plan(p.clone());
     let mut rng = Rng::new(7);
     let v = config.vocab_size;
-    let mut batch_of = || Batch {
-        batch,
-        seq,
-        tokens: (0..batch * seq).map(|_| rng.below(v) as i32).collect(),
-        targets: (0..batch * seq).map(|_| rng.below(v) as i32).collect(),
+    let mut batch_of = || {
+        let tokens = (0..batch * seq).map(|_| rng.below(v) as i32).collect();
+        let targets = (0..batch * seq).map(|_| rng.below(v) as i32).collect();
+        Batch::tokens(batch, seq, tokens, targets)
     };
     let mut times = Vec::new();
     let mut last = 0.0;

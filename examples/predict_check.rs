@@ -30,12 +30,12 @@ fn main() -> Result<()> {
         ..TrainConfig::default()
     };
     let opt = AdamW::new(1e-4);
-    let b = Batch {
+    let b = Batch::tokens(
         batch,
         seq,
-        tokens: (0..batch * seq).map(|i| (i % 256) as i32).collect(),
-        targets: (0..batch * seq).map(|i| ((i + 1) % 256) as i32).collect(),
-    };
+        (0..batch * seq).map(|i| (i % 256) as i32).collect(),
+        (0..batch * seq).map(|i| ((i + 1) % 256) as i32).collect(),
+    );
     println!("{preset}, batch {batch} × {seq}, cpu, f32");
     println!("| micro-batch | recompute | predicted | measured | error |");
     println!("|---|---|---|---|---|");

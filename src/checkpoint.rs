@@ -61,7 +61,7 @@ pub struct TrainState {
 pub struct DataInfo {
     /// The dataset's name.
     pub name: String,
-    /// Length of its training split, in bytes.
+    /// Length of its training split, in tokens (bytes for the byte tokenizer).
     pub train_bytes: usize,
     /// SHA-256 of its training split ([`Dataset::fingerprint`]); `None` in
     /// checkpoints written before it was recorded.
@@ -69,6 +69,11 @@ pub struct DataInfo {
     /// [`Dataset::fingerprint`]: crate::data::Dataset::fingerprint
     #[serde(default)]
     pub sha256: Option<String>,
+    /// What made its ids (`bytes`, `gpt2`, a tokenizer.json's path, `token
+    /// file`), so `headroom sample` decodes as the run encoded; `None` in
+    /// checkpoints written before it was recorded (bytes).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// The contents of `manifest.json`: everything a checkpoint holds besides the

@@ -67,6 +67,21 @@ pub enum Error {
         why: String,
     },
 
+    /// A data set holds a token id the model has no embedding row for.
+    #[error("data set {path}: token {index} (byte offset {byte_offset}) is id {id}, not below the model's vocabulary of {vocab}; use a model with a vocabulary of at least {} or the tokenizer the data was made with", *id as u64 + 1)]
+    TokenOutOfRange {
+        /// The data set's name or path.
+        path: String,
+        /// Index of the token in its file.
+        index: u64,
+        /// Its byte offset in the file (header included).
+        byte_offset: u64,
+        /// The id.
+        id: u32,
+        /// The model's vocabulary.
+        vocab: usize,
+    },
+
     /// A memory trace (from `--memory-trace`) cannot be read as one.
     #[error("memory trace {path} is unusable: {why}")]
     BadTrace {

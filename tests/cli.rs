@@ -49,7 +49,7 @@ fn empty_data_file() {
     std::fs::write(&f, b"").unwrap();
     fails_with(
         vec!["--data".into(), f.clone().into_os_string()],
-        "holds 0 bytes",
+        "holds 0 tokens",
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -351,4 +351,68 @@ fn plan_writes_the_simulated_trace() {
     );
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An llm.c shard (version 1: u16 ids) of `ids` at `path`.
+fn write_shard(path: &std::path::Path, ids: &[u16]) {
+    let mut h = vec![0i32; 256];
+    h[0] = 20240520;
+    h[1] = 1;
+    h[2] = ids.len() as i32;
+    let mut b: Vec<u8> = h.iter().flat_map(|x| x.to_le_bytes()).collect();
+    b.extend(ids.iter().flat_map(|x| x.to_le_bytes()));
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_gpt2_token_shard_trains_and_an_id_past_the_vocabulary_is_refused() {
+    let dir = std::env::temp_dir().join(format!("headroom-cli-shard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.bin");
+    let ids: Vec<u16> = (0..4000u32).map(|i| (i * 7919 % 50257) as u16).collect();
+    write_shard(&good, &ids);
+    let args = [
+        "train",
+        "--data",
+        "",
+        "--tokenizer",
+        "gpt2",
+        "--vocab",
+        "50257",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--eval-every",
+        "0",
+        "--sample-tokens",
+        "4",
+    ];
+    let mut a = os(&args);
+    a[2] = good.clone().into_os_string();
+    let refs: Vec<&std::ffi::OsStr> = a.iter().map(|x| x.as_os_str()).collect();
+    let out = headroom(&refs);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Without --vocab, the tiny preset's 256 ids cannot hold GPT-2's.
+    fails_with(
+        vec![
+            "--data".into(),
+            good.clone().into_os_string(),
+            "--tokenizer".into(),
+            "gpt2".into(),
+        ],
+        "--vocab 50257",
+    );
+    let bad = dir.join("bad.bin");
+    let mut ids = ids;
+    ids[1234] = 60000;
+    write_shard(&bad, &ids);
+    let mut b = a.clone();
+    b.remove(0);
+    b[1] = bad.into_os_string();
+    fails_with(b, "token 1234 (byte offset 3492) is id 60000");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

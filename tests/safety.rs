@@ -853,12 +853,7 @@ fn a_hand_built_batch_of_the_wrong_size_is_a_shape_error() {
         cfg,
     )
     .unwrap();
-    let bad = Batch {
-        batch: 2,
-        seq: 8,
-        tokens: vec![0; 15],
-        targets: vec![0; 16],
-    };
+    let bad = Batch::tokens(2, 8, vec![0; 15], vec![0; 16]);
     let e = t.step(&bad).unwrap_err();
     assert!(matches!(e, Error::Shape { op: "batch", .. }), "{e}");
 }

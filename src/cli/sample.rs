@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use headroom::data::ByteTokenizer;
+use headroom::data::Tokenizer;
 use headroom::rng::Rng;
 use headroom::{Device, Error, Gpt, GptConfig, Result, TrainConfig, Trainer};
 
@@ -14,13 +14,18 @@ pub struct SampleArgs {
     /// Text to continue.
     #[arg(long, default_value = "\n")]
     pub prompt: String,
-    /// Tokens (bytes) to generate.
+    /// Tokens to generate.
     #[arg(long, default_value_t = 200)]
     pub tokens: usize,
+    /// Softmax temperature; 0 decodes greedily (always the most likely token).
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Tokenizer: bytes, gpt2 or a tokenizer.json (default: the one the
+    /// checkpoint's run used).
+    #[arg(long)]
+    pub tokenizer: Option<String>,
     /// Backend: auto or cpu.
     #[arg(long, default_value = "auto")]
     pub backend: String,
@@ -34,9 +39,26 @@ pub fn sample(a: SampleArgs) -> Result<()> {
             path: ck.path.clone(),
             what: format!("its model is not a GPT this build knows ({e})"),
         })?;
-    if !(a.temperature.is_finite() && a.temperature > 0.0) {
-        return Err(Error::invalid("--temperature", "must be a positive number"));
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        return Err(Error::invalid(
+            "--temperature",
+            "must be 0 (greedy: the most likely token) or a positive number",
+        ));
     }
+    // The run's own tokenizer unless told otherwise; a run on a token file
+    // has none recorded that can decode.
+    let tok_name = match (&a.tokenizer, m.data.as_ref().and_then(|d| d.tokenizer.clone())) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) if t == "token file" => {
+            return Err(Error::invalid(
+                "--tokenizer",
+                "the checkpoint was trained on a token file; name the tokenizer that made it (gpt2 or a tokenizer.json)",
+            ))
+        }
+        (None, Some(t)) => t,
+        (None, None) => "bytes".into(),
+    };
+    let tok = Tokenizer::from_arg(&tok_name)?;
     // The run's own settings, so the checkpoint restores without complaint.
     let cfg = TrainConfig {
         batch: m.train.batch,
@@ -65,9 +87,13 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let path = ck.path.clone();
     let step = trainer.restore(ck)?;
     log::info!("sampling from {} (step {step})", path.display());
-    let prompt = ByteTokenizer::encode(a.prompt.as_bytes());
+    let prompt: Vec<i32> = tok
+        .encode("--prompt", a.prompt.as_bytes())?
+        .into_iter()
+        .map(|i| i as i32)
+        .collect();
     let mut rng = Rng::fork(a.seed, "sample");
     let ids = trainer.generate(&prompt, a.tokens, a.temperature, &mut rng)?;
-    println!("{}{}", a.prompt, ByteTokenizer::decode(&ids));
+    println!("{}{}", a.prompt, tok.decode(&ids));
     Ok(())
 }

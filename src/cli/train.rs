@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use headroom::checkpoint::{self, Checkpoint, CheckpointDir};
-use headroom::data::{ByteTokenizer, Dataset, Split};
+use headroom::data::{Dataset, Split, Tokenizer};
 use headroom::memory::format_bytes;
 use headroom::output::{self, Input};
 use headroom::rng::Rng;
@@ -24,9 +24,22 @@ use crate::log_through;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Text file to train on (any bytes; default: the bundled tinyshakespeare).
+    /// Text or token file to train on (default: the bundled tinyshakespeare).
+    /// A text is tokenized by --tokenizer (and cached next to it); llm.c's
+    /// .bin shards and .npy arrays of uint16/uint32 ids are read as they are.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Validation data in a file of its own (else the last tenth of --data).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// How text becomes ids: bytes, gpt2 (GPT-2's BPE, offline), or the path
+    /// of a Hugging Face tokenizer.json.
+    #[arg(long, default_value = "bytes")]
+    pub tokenizer: String,
+    /// The model's vocabulary (default: the preset's); must hold every id of
+    /// the tokenizer and the data.
+    #[arg(long)]
+    pub vocab: Option<usize>,
     /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m.
     #[arg(long, default_value = "tiny")]
     pub model: String,
@@ -269,7 +282,11 @@ fn latest(dir: &CheckpointDir) -> Result<Option<Checkpoint>> {
 pub fn train(a: TrainArgs) -> Result<()> {
     // Everything that can be checked is checked here, before any weight exists
     // and before anything is created on disk.
-    let config = GptConfig::preset(&a.model)?;
+    let mut config = GptConfig::preset(&a.model)?;
+    if let Some(v) = a.vocab {
+        config.vocab_size = v;
+        config.validate()?;
+    }
     let seq = a.seq.unwrap_or(config.block_size);
     let precision: Precision = a.precision.parse()?;
     let mut asked = TrainConfig {
@@ -287,10 +304,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             "needs --checkpoint-dir DIR to resume from",
         ));
     }
-    let data = match &a.data {
-        Some(p) => Dataset::load(p)?,
-        None => Dataset::bundled(),
-    };
+    let data = load_data(&a, config.vocab_size)?;
     data.check_seq(seq)?;
     let mut device = headroom::Device::by_name(&a.backend)?;
     let lr = a.lr.unwrap_or(config.default_lr());
@@ -306,6 +320,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .data
         .iter()
         .map(|p| Input::new("--data file", p))
+        .chain(a.val_data.iter().map(|p| Input::new("--val-data file", p)))
         .collect();
     let ck_dir = match &a.checkpoint_dir {
         Some(d) => Some(open_checkpoint_dir(&a, d, &model)?),
@@ -314,7 +329,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let resumed = match &ck_dir {
         Some(dir) => {
             let existing = checkpoint::list(dir.path())?;
-            if let Some(data) = &a.data {
+            for data in a.data.iter().chain(&a.val_data) {
                 check_data_outside_checkpoints(data, &existing)?;
             }
             if !a.resume {
@@ -373,7 +388,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         device.start_trace();
     }
     log::info!(
-        "model {} ({} parameters) on {}, data {} ({} train / {} val bytes)",
+        "model {} ({} parameters) on {}, data {} ({} train / {} val tokens)",
         a.model,
         model.num_params(),
         device.name(),
@@ -524,14 +539,11 @@ fn run_steps(
     }
     final_save?;
     if a.sample_tokens > 0 {
+        let tok = Tokenizer::from_arg(&a.tokenizer)?;
         let mut srng = Rng::fork(a.seed, "sample");
-        let ids = trainer.generate(
-            &ByteTokenizer::encode(b"\n"),
-            a.sample_tokens,
-            0.8,
-            &mut srng,
-        )?;
-        println!("--- sample ---\n{}", ByteTokenizer::decode(&ids));
+        let prompt = newline(&tok)?;
+        let ids = trainer.generate(&prompt, a.sample_tokens, 0.8, &mut srng)?;
+        println!("--- sample ---\n{}", tok.decode(&ids));
     }
     Ok(())
 }
@@ -553,4 +565,38 @@ fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
     })
     .map_err(|e| Error::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
     Ok(flag)
+}
+
+/// The data of `--data` (and `--val-data`), tokenized by `--tokenizer`,
+/// checked against a model of `vocab` ids: the tokenizer's vocabulary must
+/// be the model's, and every id in the data below it (one pass at open).
+fn load_data(a: &TrainArgs, vocab: usize) -> Result<Dataset> {
+    let tok = Tokenizer::from_arg(&a.tokenizer)?;
+    if tok.vocab_size() != vocab {
+        return Err(Error::invalid(
+            "--tokenizer",
+            format!(
+                "{} has {} ids and the model {} has a vocabulary of {vocab}; pass --vocab {} (or a preset of that vocabulary), or another --tokenizer",
+                tok.name(),
+                tok.vocab_size(),
+                a.model,
+                tok.vocab_size()
+            ),
+        ));
+    }
+    let mut data = match &a.data {
+        Some(p) => Dataset::open(p, &tok)?,
+        None => Dataset::bundled_with(&tok)?,
+    };
+    if let Some(v) = &a.val_data {
+        data = data.with_val(Dataset::open(v, &tok)?);
+    }
+    data.check_vocab(vocab)?;
+    Ok(data)
+}
+
+/// A one-token prompt: the tokenizer's id of a newline.
+pub(crate) fn newline(tok: &Tokenizer) -> Result<Vec<i32>> {
+    let ids = tok.encode("the prompt", b"\n")?;
+    Ok(ids.into_iter().map(|i| i as i32).collect())
 }

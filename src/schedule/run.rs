@@ -124,7 +124,8 @@ impl Runner<'_> {
             release,
         };
         let (g, prog) = self.compiler.program(self.model, key)?;
-        // tokens, targets, loss seed: uploaded in this order, freed in it.
+        // The model's inputs, then the loss seed: uploaded in this order,
+        // freed in it.
         let mut uploads = Owned::default();
         let bound = self.upload_inputs(&g, sub, batch, loss_scale, &mut uploads);
         let result = bound.and_then(|inputs| {
@@ -172,20 +173,35 @@ impl Runner<'_> {
     ) -> Result<Vec<(crate::graph::Value, usize)>> {
         self.device
             .set_tag(Tag::new(MemPhase::Data, "upload", TensorKind::Data));
-        let shape = Shape::new(&[sub.batch, sub.seq]);
-        let mut inputs = Vec::with_capacity(3);
-        // A simulation's batch is shapes only: the tensors are sizes, not data.
-        let ids = |device: &mut Device, v: &[i32]| -> Result<DeviceTensor> {
-            match v.is_empty() {
-                true => device.alloc(shape.clone(), DType::I32),
-                false => device.upload(&HostTensor::from_i32(shape.clone(), v)?),
-            }
-        };
-        held.0.push(ids(self.device, &sub.tokens)?);
-        inputs.push((g.tokens, held.0.len() - 1));
-        if let Some(t) = g.targets {
-            held.0.push(ids(self.device, &sub.targets)?);
-            inputs.push((t, held.0.len() - 1));
+        let mut inputs = Vec::with_capacity(g.inputs.len() + 1);
+        for (name, v) in &g.inputs {
+            // A simulation's batch is shapes only: the graph's input gives
+            // the tensor's size.
+            let t = match sub.is_shape_only() {
+                true => self
+                    .device
+                    .alloc(g.graph.shape(*v).clone(), g.graph.dtype(*v))?,
+                false => {
+                    let h = sub.input(name).ok_or_else(|| {
+                        Error::shape("batch", format!("it has no input `{name}`"))
+                    })?;
+                    if &h.shape != g.graph.shape(*v) || h.dtype != g.graph.dtype(*v) {
+                        return Err(Error::shape(
+                            "batch",
+                            format!(
+                                "input `{name}` is {} {}; the graph takes {} {}",
+                                h.dtype,
+                                h.shape,
+                                g.graph.dtype(*v),
+                                g.graph.shape(*v)
+                            ),
+                        ));
+                    }
+                    self.device.upload(h)?
+                }
+            };
+            held.0.push(t);
+            inputs.push((*v, held.0.len() - 1));
         }
         if let Some(s) = g.seed {
             // Each micro-batch's mean loss weighs mb/b of the batch's mean loss.

@@ -261,3 +261,66 @@ fn breakdown_at_peak(events: &[Event]) -> Breakdown {
     }
     b
 }
+
+/// The largest micro-batch dividing `batch` whose inference program
+/// ([`GraphKind::Infer`](super::step::GraphKind::Infer)) runs within `budget`
+/// beside a copy of `state` (the weights, moments, low-precision copies and
+/// workspace a trainer holds between steps), simulated as [`simulate`]
+/// simulates a step; [`Error::NoPlanFits`] when not even one example fits.
+pub(crate) fn inference_micro_batch(
+    compiler: &mut StepCompiler,
+    model: &dyn Model,
+    cfg: &TrainConfig,
+    state: &ModelState,
+    batch: usize,
+    seq: usize,
+    budget: u64,
+) -> Result<usize> {
+    let shadows: HashMap<String, crate::tensor::DType> = state
+        .params
+        .iter()
+        .filter_map(|p| Some((p.spec.name.clone(), p.shadow.as_ref()?.dtype())))
+        .collect();
+    let specs: Vec<_> = state.params.iter().map(|p| p.spec.clone()).collect();
+    let workspace = cfg.workspace_bytes;
+    let mut smallest = None;
+    for mb in (1..=batch).rev().filter(|m| batch % m == 0) {
+        let mut device = Device::simulated(u64::MAX / 4);
+        device.set_budget(Some(Budget::Bytes(budget)));
+        device.host().set_budget(cfg.host_budget());
+        let placed = ModelState::place(
+            &mut device,
+            specs.clone(),
+            &shadows,
+            None,
+            workspace,
+            state.placement,
+        )?;
+        let mut runner = Runner {
+            device: &mut device,
+            compiler,
+            model,
+            state: &placed,
+        };
+        let kind = super::step::GraphKind::Infer;
+        let sub = Batch::shape_only(mb, seq);
+        match runner.run(kind, &sub, batch, None, 1.0, &[]) {
+            Ok(outs) => {
+                super::run::Owned(outs).free(&mut device);
+                return Ok(mb);
+            }
+            Err(Error::OutOfMemory { .. }) => {
+                smallest = Some(device.memory_stats().peak_reserved_bytes);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::NoPlanFits {
+        budget,
+        needed: smallest.unwrap_or(0),
+        detail: format!(
+            "inference of one example of {seq} beside the model state (weights {}) does not fit; raise the budget",
+            format_bytes(specs.iter().map(|s| s.shape.byte_size(crate::tensor::DType::F32)).sum())
+        ),
+    })
+}

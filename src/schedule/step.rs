@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::graph::amp::Precision;
 use crate::graph::ops::stat_dtype;
 use crate::graph::{autodiff, Graph, Op, Phase, Value};
-use crate::nn::Model;
+use crate::nn::{Model, Objective};
 use crate::tensor::{DType, Shape};
 
 /// What the planner decides for a step shape.
@@ -42,8 +42,9 @@ pub enum GraphKind {
     Train,
     /// The loss only.
     Eval,
-    /// The logits only (f32), for sampling.
-    Logits,
+    /// The model's named outputs only ([`Model::outputs`]): inference and
+    /// sampling.
+    Infer,
 }
 
 /// One distinct step graph.
@@ -76,16 +77,15 @@ pub struct ProgramKey {
 pub struct StepGraph {
     /// The graph, autodiff and autocast applied.
     pub graph: Graph,
-    /// `tokens [mb, T] i32`.
-    pub tokens: Value,
-    /// `targets [mb, T] i32`; none in logits graphs.
-    pub targets: Option<Value>,
+    /// The model's inputs by name ([`Model::inputs`], each `[mb, ..]`);
+    /// inference graphs leave out the loss-only ones.
+    pub inputs: Vec<(String, Value)>,
     /// Train graphs: the scalar the backward pass starts from (the micro-batch's
     /// share of the mean loss, times the loss scale).
     pub seed: Option<Value>,
-    /// The loss `[]` of train and eval graphs; the logits `[mb, T, V]` of
-    /// logits graphs.
-    pub out: Value,
+    /// `loss []` for train and eval graphs; the model's named outputs for
+    /// inference graphs. The program returns them first, in this order.
+    pub outputs: Vec<(String, Value)>,
     /// Train graphs: the gradient of each parameter, in `param_specs` order.
     pub grads: Vec<Value>,
     /// Train graphs: each parameter's value, in `param_specs` order.
@@ -178,7 +178,7 @@ impl StepCompiler {
     /// Transformer blocks the model records (recompute policies cut at them).
     pub fn count_blocks(&mut self, model: &dyn Model, seq: usize) -> Result<usize> {
         let key = GraphKey {
-            kind: GraphKind::Logits,
+            kind: GraphKind::Infer,
             micro_batch: 1,
             seq,
         };
@@ -222,62 +222,85 @@ fn trace(model: &dyn Model, key: GraphKey, precision: Precision) -> Result<StepG
     } = key;
     let mut g = Graph::new();
     g.set_autocast(precision.low_dtype());
-    let tokens = g.input("tokens", [mb, t], DType::I32)?;
-    let mut logits = model.forward(&mut g, tokens)?; // [mb, T, V padded]
-    let classes = model.vocab_size();
-    let width = g.shape(logits).last();
-    if kind == GraphKind::Logits {
-        if width > classes {
-            // The padding columns are no class: a reader sees [mb, T, V].
-            let last = g.shape(logits).rank() - 1;
-            logits = g.split(logits, last, &[classes, width - classes])?[0];
+    let mut inputs = Vec::new();
+    let mut read = Vec::new();
+    for spec in model.inputs(t) {
+        if kind == GraphKind::Infer && spec.loss_only {
+            continue;
         }
-        if g.dtype(logits) != DType::F32 {
-            logits = g.cast(logits, DType::F32)?;
-        }
-        return Ok(StepGraph {
-            graph: g,
-            tokens,
-            targets: None,
-            seed: None,
-            out: logits,
-            grads: vec![],
-            params: vec![],
-        });
+        let shape: Vec<usize> = std::iter::once(mb).chain(spec.shape.clone()).collect();
+        let v = g.input(&spec.name, shape, spec.dtype)?;
+        read.push(v);
+        inputs.push((spec.name, v));
     }
-    let targets = g.input("targets", [mb, t], DType::I32)?;
+    let blank = |g: Graph, inputs, outputs| StepGraph {
+        graph: g,
+        inputs,
+        seed: None,
+        outputs,
+        grads: vec![],
+        params: vec![],
+    };
+    if kind == GraphKind::Infer {
+        let outs = model.outputs(&mut g, &read)?;
+        return Ok(blank(g, inputs, outs));
+    }
+    let objective = model.objective(&mut g, &read)?;
     g.set_autocast(None);
+    // The loss a general objective recorded, in f32 (f64 in f64 graphs)
+    // whatever autocast made of it: the seed and the report read it so.
+    let scalar = |g: &mut Graph, loss: Value| -> Result<Value> {
+        let want = stat_dtype(g.dtype(loss));
+        match g.dtype(loss) == want {
+            true => Ok(loss),
+            false => g.cast(loss, want),
+        }
+    };
     if kind == GraphKind::Eval {
-        let loss = g.cross_entropy_classes(logits, targets, classes)?;
-        return Ok(StepGraph {
-            graph: g,
-            tokens,
-            targets: Some(targets),
-            seed: None,
-            out: loss,
-            grads: vec![],
-            params: vec![],
-        });
+        let loss = match objective {
+            Objective::Loss(l) => scalar(&mut g, l)?,
+            Objective::CrossEntropy {
+                logits,
+                targets,
+                classes,
+            } => g.cross_entropy_classes(logits, targets, classes)?,
+        };
+        return Ok(blank(g, inputs, vec![("loss".into(), loss)]));
     }
     let wrt = model
         .param_specs()
         .iter()
         .map(|p| p.record(&mut g))
         .collect::<Result<Vec<_>>>()?;
-    // The loss and dlogits in one backward-phase node that reads the seed: the
-    // logits are read once, and dlogits takes their memory (they die there).
-    let stat = stat_dtype(g.dtype(logits));
-    let s = g.input("loss_seed", Shape::scalar(), stat)?;
-    g.set_phase(Phase::Backward);
-    let fused = g.apply(Op::CrossEntropyFused { classes }, &[logits, targets, s])?;
-    let (loss, dlogits) = (fused[0], fused[1]);
-    let grads = autodiff::backward_from_grads(&mut g, &[(logits, dlogits)], &wrt)?;
+    let (loss, s, grads) = match objective {
+        Objective::Loss(l) => {
+            let loss = scalar(&mut g, l)?;
+            let s = g.input("loss_seed", Shape::scalar(), g.dtype(loss))?;
+            let grads = autodiff::backward_from(&mut g, loss, &wrt, s)?;
+            (loss, s, grads)
+        }
+        Objective::CrossEntropy {
+            logits,
+            targets,
+            classes,
+        } => {
+            // The loss and dlogits in one backward-phase node that reads the
+            // seed: the logits are read once, and dlogits takes their memory
+            // (they die there).
+            let stat = stat_dtype(g.dtype(logits));
+            let s = g.input("loss_seed", Shape::scalar(), stat)?;
+            g.set_phase(Phase::Backward);
+            let fused = g.apply(Op::CrossEntropyFused { classes }, &[logits, targets, s])?;
+            let (loss, dlogits) = (fused[0], fused[1]);
+            let grads = autodiff::backward_from_grads(&mut g, &[(logits, dlogits)], &wrt)?;
+            (loss, s, grads)
+        }
+    };
     Ok(StepGraph {
         graph: g,
-        tokens,
-        targets: Some(targets),
+        inputs,
         seed: Some(s),
-        out: loss,
+        outputs: vec![("loss".into(), loss)],
         grads,
         params: wrt,
     })
@@ -290,7 +313,7 @@ fn lower(
     release: bool,
 ) -> Result<Program> {
     let sunk = accumulate || release;
-    let mut outputs = vec![g.out];
+    let mut outputs: Vec<Value> = g.outputs.iter().map(|o| o.1).collect();
     if !sunk {
         outputs.extend(&g.grads);
     }

@@ -89,6 +89,8 @@ pub struct Trainer<M: Model> {
     /// Draws training batches; its state is saved in checkpoints.
     sampler: Rng,
     data_info: Option<DataInfo>,
+    /// The last inference shape and its micro-batch: `(batch, seq, micro)`.
+    inference_plan: Option<(usize, usize, usize)>,
 }
 
 impl<M: Model> Trainer<M> {
@@ -198,6 +200,7 @@ impl<M: Model> Trainer<M> {
             skipped_steps: 0,
             inject_overflow: false,
             data_info: None,
+            inference_plan: None,
         })
     }
 
@@ -213,6 +216,7 @@ impl<M: Model> Trainer<M> {
                 name: data.name.clone(),
                 train_bytes: data.len(Split::Train),
                 sha256: Some(data.fingerprint().to_string()),
+                tokenizer: Some(data.tokenizer.clone()),
             });
         }
         data.batch(
@@ -366,12 +370,13 @@ impl<M: Model> Trainer<M> {
         self.state.move_moments(&mut self.device, want.host)
     }
 
-    /// A batch with data of its own shape; shapes only on a simulated device.
+    /// A batch holding the model's inputs, each of its dtype and shape;
+    /// shapes only on a simulated device.
     fn check_batch(&self, batch: &Batch) -> Result<()> {
         if batch.is_shape_only() && self.device.is_simulated() {
             return Ok(());
         }
-        batch.check()
+        batch.check_inputs(&self.model.inputs(batch.seq))
     }
 }
 
