@@ -116,6 +116,10 @@ pub(crate) fn with_low_output(op: Op, low: DType) -> Op {
             eps,
             out: Some(low),
         },
+        Op::RmsNorm { eps, .. } => Op::RmsNorm {
+            eps,
+            out: Some(low),
+        },
         op => op,
     }
 }

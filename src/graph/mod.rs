@@ -374,7 +374,40 @@ impl Graph {
     }
     /// Causal self-attention: `qkv [B, T, 3C]` → `[B, T, C]`, one op with its own backward.
     pub fn attention(&mut self, qkv: Value, n_head: usize) -> Result<Value> {
-        self.apply1(Op::Attention { n_head }, &[qkv])
+        self.gqa_attention(qkv, n_head, n_head)
+    }
+    /// Causal grouped-query attention: `qkv [B, T, (H + 2K)·D]` (H query
+    /// heads, then K key and K value heads) → `[B, T, H·D]`; each group of
+    /// H/K query heads reads one key/value head, with no copies.
+    pub fn gqa_attention(&mut self, qkv: Value, n_head: usize, n_kv_head: usize) -> Result<Value> {
+        self.apply1(Op::Attention { n_head, n_kv_head }, &[qkv])
+    }
+    /// RMSNorm over the last dim with gain `w [C]`; the saved rstd is the
+    /// node's second output. Under autocast the operands are f32 and the
+    /// output is in the low dtype.
+    pub fn rmsnorm(&mut self, x: Value, w: Value, eps: f64) -> Result<Value> {
+        self.apply1(Op::RmsNorm { eps, out: None }, &[x, w])
+    }
+    /// SiLU elementwise (`x · σ(x)`).
+    pub fn silu(&mut self, x: Value) -> Result<Value> {
+        self.apply1(Op::Silu, &[x])
+    }
+    /// Rotary position embeddings on the q and k heads of `qkv [B, T, (H +
+    /// 2K)·D]` (positions 0..T), v unchanged.
+    pub fn rope(
+        &mut self,
+        qkv: Value,
+        n_head: usize,
+        n_kv_head: usize,
+        theta: f64,
+    ) -> Result<Value> {
+        let op = Op::Rope {
+            n_head,
+            n_kv_head,
+            theta,
+            inverse: false,
+        };
+        self.apply1(op, &[qkv])
     }
     /// Softmax over the last dim: `[.., V]` → `[.., V]`.
     pub fn softmax(&mut self, x: Value) -> Result<Value> {

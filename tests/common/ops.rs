@@ -33,6 +33,8 @@ macro_rules! for_each_family {
             batched_matmul: BatchedMatmul,
             elementwise: Elementwise,
             layernorm: Layernorm,
+            rmsnorm: Rmsnorm,
+            rope: Rope,
             attention: Attention,
             softmax: Softmax,
             cross_entropy: CrossEntropy,
@@ -197,6 +199,13 @@ fn elementwise() -> Vec<OpCase> {
             one(g.bias_gelu(v[0], v[1]))
         }),
         OpCase::new("gelu_3d", [f(&[2, 2, 3])], |g, v| one(g.gelu(v[0]))),
+        OpCase::new("silu", [f(&[4, 6])], |g, v| one(g.silu(v[0]))).not_on_wgpu(),
+        // SwiGLU: silu(gate) ⊙ up.
+        OpCase::new("swiglu", [f(&[2, 3, 5]), f(&[2, 3, 5])], |g, v| {
+            let s = g.silu(v[0])?;
+            one(g.mul(s, v[1]))
+        })
+        .not_on_wgpu(),
         OpCase::new("add", [f(&[3, 4, 8]), f(&[8])], |g, v| {
             one(g.add(v[0], v[1]))
         }),
@@ -275,7 +284,72 @@ fn residual_add_low() -> OpCase {
     )
 }
 
+fn rmsnorm() -> Vec<OpCase> {
+    let mut c: Vec<OpCase> = [&[2usize, 3, 8][..], &[5, 4], &[6]]
+        .into_iter()
+        .map(|s| {
+            let ch = [*s.last().unwrap()];
+            OpCase::new(format!("rmsnorm_{s:?}"), [f(s), f(&ch)], |g, v| {
+                one(g.rmsnorm(v[0], v[1], 1e-5))
+            })
+            .not_on_wgpu()
+        })
+        .collect();
+    // Autocast's RMSNorm: f32 operands, the output in the low dtype.
+    c.push(
+        OpCase::new("rmsnorm_low_out", [f(&[4, 6, 40]), f(&[40])], |g, v| {
+            let low = g.dtype(v[0]);
+            if !matches!(low, DType::F16 | DType::BF16) {
+                return one(g.rmsnorm(v[0], v[1], 1e-5));
+            }
+            let wide = v
+                .iter()
+                .map(|&x| g.cast(x, DType::F32))
+                .collect::<Result<Vec<_>>>()?;
+            let op = Op::RmsNorm {
+                eps: 1e-5,
+                out: Some(low),
+            };
+            Ok(g.apply(op, &wide)?[..1].to_vec())
+        })
+        .not_on_wgpu(),
+    );
+    c
+}
+
+/// `(name, qkv shape, query heads, key/value heads, theta)`: multi-head,
+/// grouped and multi-query layouts; a small theta turns the slow pairs too.
+fn rope() -> Vec<OpCase> {
+    [
+        ("rope_mha", [1, 6, 24], 1, 1, 10000.0),
+        ("rope_gqa", [2, 5, 16], 2, 1, 100.0),
+        ("rope_4h2kv", [2, 3, 48], 4, 2, 10000.0),
+    ]
+    .into_iter()
+    .map(|(name, shape, h, k, theta)| {
+        OpCase::new(
+            name,
+            [f(&shape)],
+            move |g, v| one(g.rope(v[0], h, k, theta)),
+        )
+        .not_on_wgpu()
+    })
+    .collect()
+}
+
 fn attention() -> Vec<OpCase> {
+    let gqa = [
+        ("gqa_4h2kv", [2, 5, 24], 4, 2),
+        ("gqa_4h1kv", [1, 6, 24], 4, 1),
+        ("mqa_t1", [3, 1, 12], 2, 1),
+    ]
+    .into_iter()
+    .map(|(name, shape, h, k)| {
+        OpCase::new(name, [f(&shape)], move |g, v| {
+            one(g.gqa_attention(v[0], h, k))
+        })
+        .not_on_wgpu()
+    });
     [
         ("attention_2h", [2, 5, 12], 2),
         ("attention_1h", [1, 4, 9], 1),
@@ -288,6 +362,15 @@ fn attention() -> Vec<OpCase> {
     .map(|(name, shape, heads)| {
         OpCase::new(name, [f(&shape)], move |g, v| one(g.attention(v[0], heads)))
     })
+    .chain(gqa)
+    // Llama's attention: rotary positions, then grouped-query attention.
+    .chain(
+        [OpCase::new("rope_gqa_attention", [f(&[2, 6, 32])], |g, v| {
+            let r = g.rope(v[0], 2, 1, 50.0)?;
+            one(g.gqa_attention(r, 2, 1))
+        })
+        .not_on_wgpu()],
+    )
     .chain(tensor_core_attention())
     .collect()
 }

@@ -204,10 +204,28 @@ impl CudaBackend {
             Op::CrossEntropyFused { classes } => {
                 cross_entropy::cross_entropy_fused(self, dt, i, o, *classes)
             }
-            Op::Attention { n_head } => attention::attention_forward(self, dt, i, o, *n_head),
-            Op::AttentionBackward { n_head } => {
+            Op::Attention { n_head, n_kv_head } if n_head == n_kv_head => {
+                attention::attention_forward(self, dt, i, o, *n_head)
+            }
+            Op::AttentionBackward { n_head, n_kv_head } if n_head == n_kv_head => {
                 attention::attention_backward(self, dt, i, o, *n_head)
             }
+            Op::RmsNorm { .. }
+            | Op::RmsNormBackward
+            | Op::Silu
+            | Op::SiluBackward
+            | Op::Rope { .. }
+            | Op::Attention { .. }
+            | Op::AttentionBackward { .. } => Err(Error::Unsupported {
+                backend: "cuda",
+                what: format!(
+                    "{} with {:?} (a Llama op this backend has no kernel for yet)",
+                    op.name(),
+                    op
+                ),
+                hint: "train Llama models on the cpu backend for now",
+            }),
+
             Op::Transpose { a, b } => shape::transpose_forward(self, dt, i, o, *a, *b),
             Op::Split { axis, .. } => shape::split_forward(self, dt, i, o, *axis),
             Op::Concat { axis } => shape::concat_forward(self, dt, i, o, *axis),

@@ -65,11 +65,11 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
         Op::CrossEntropy { classes } => cross_entropy::plan_forward(i(0), *classes),
         Op::CrossEntropyBackward { classes } => cross_entropy::plan_backward(i(0), *classes),
         Op::CrossEntropyFused { classes } => cross_entropy::plan_fused(i(0), *classes),
-        Op::Attention { n_head } => {
+        Op::Attention { n_head, .. } => {
             let tc = tensor_cores && attention::tensor_core_shape(ins[0].1, i(0), *n_head)?;
             attention::plan_forward(i(0), *n_head, tc)?
         }
-        Op::AttentionBackward { n_head } => {
+        Op::AttentionBackward { n_head, .. } => {
             let tc = tensor_cores && attention::tensor_core_shape(ins[0].1, i(0), *n_head)?;
             attention::plan_backward(i(0), *n_head, tc)?
         }
@@ -85,6 +85,17 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
         Op::Sum { axes } => reduce::plan_sum(i(0), axes, false, dt, true)?,
         Op::Mean { axes } => reduce::plan_sum(i(0), axes, true, dt, true)?,
         Op::Expand { axes, .. } => reduce::plan_expand(o(0), axes)?,
+        Op::RmsNorm { .. }
+        | Op::RmsNormBackward
+        | Op::Silu
+        | Op::SiluBackward
+        | Op::Rope { .. } => {
+            return Err(crate::error::Error::Unsupported {
+                backend: "cuda",
+                what: format!("the launch plan of {}", op.name()),
+                hint: "train Llama models on the cpu backend for now",
+            })
+        }
     }))
 }
 

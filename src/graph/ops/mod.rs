@@ -25,6 +25,8 @@ pub mod embedding;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
+pub mod rmsnorm;
+pub mod rope;
 pub mod shape;
 pub mod softmax;
 
@@ -92,18 +94,55 @@ pub enum Op {
     /// `dx [.., C]`, `dw [C]`, `db [C]` in `x`'s and `w`'s dtype; `dy` may be
     /// f16/bf16 next to f32 `x` (the gradient of a low-precision `y`).
     LayerNormBackward,
-    /// Causal self-attention: `qkv [B, T, 3C]` → `out [B, T, C]`, `lse [B, H, T]`
-    /// (each query row's log-sum-exp, saved for the backward; f32, or f64 in f64
-    /// graphs).
-    Attention {
-        /// Number of heads `H`; `C` must divide by it.
-        n_head: usize,
+    /// `x [.., C]`, `w [C]` → `y [.., C]`, `rstd [..]`: RMSNorm, `y = x ·
+    /// rstd · w` with `rstd = 1/√(mean(x²) + eps)` (Llama's norm: no mean
+    /// subtracted, no bias); `rstd` is f32 (f64 in f64 graphs).
+    RmsNorm {
+        /// Added to the mean square before its reciprocal square root is taken.
+        eps: f64,
+        /// `y`'s dtype where it is not `x`'s, as for [`Op::LayerNorm`].
+        out: Option<DType>,
     },
-    /// `qkv`, `out`, `lse`, `dout [B, T, C]` → `dqkv [B, T, 3C]`, recomputing the
-    /// probabilities from `qkv` and `lse`.
-    AttentionBackward {
-        /// Number of heads `H`, as in the forward op.
+    /// `dy [.., C]`, `x [.., C]`, `w [C]`, `rstd [..]` → `dx [.., C]`, `dw [C]`
+    /// in `x`'s and `w`'s dtype; `dy` may be f16/bf16 next to f32 `x`.
+    RmsNormBackward,
+    /// SiLU elementwise, `x · σ(x)`, same shape: SwiGLU's gate.
+    Silu,
+    /// `x`, `dy` (one shape) → `dx = silu'(x) · dy`.
+    SiluBackward,
+    /// Rotary position embedding of the q and k heads of `qkv [B, T, (H +
+    /// 2K)·D]` (the layout [`Op::Attention`] reads), v copied: in each head,
+    /// column `i < D/2` pairs with `i + D/2` (the rotate-half convention of
+    /// Hugging Face's Llama) and position `t` turns the pair by `t ·
+    /// theta^(−2i/D)`.
+    Rope {
+        /// Query heads `H`.
         n_head: usize,
+        /// Key/value heads `K`.
+        n_kv_head: usize,
+        /// The base of the frequencies (10000 in Llama 2).
+        theta: f64,
+        /// Turn by the opposite angle: the transpose, which is the gradient.
+        inverse: bool,
+    },
+    /// Causal self-attention: `qkv [B, T, (H + 2K)·D]` (queries, then keys,
+    /// then values; `K = H` is multi-head attention's `[B, T, 3C]`) →
+    /// `out [B, T, H·D]`, `lse [B, H, T]` (each query row's log-sum-exp, saved
+    /// for the backward; f32, or f64 in f64 graphs). Query head `h` reads
+    /// key/value head `h / (H / K)`: grouped-query attention without copies.
+    Attention {
+        /// Query heads `H`.
+        n_head: usize,
+        /// Key/value heads `K`, dividing `H`.
+        n_kv_head: usize,
+    },
+    /// `qkv`, `out`, `lse`, `dout [B, T, H·D]` → `dqkv` (qkv's shape),
+    /// recomputing the probabilities from `qkv` and `lse`.
+    AttentionBackward {
+        /// Query heads `H`, as in the forward op.
+        n_head: usize,
+        /// Key/value heads `K`, as in the forward op.
+        n_kv_head: usize,
     },
     /// Softmax over the last dim, same shape.
     Softmax,

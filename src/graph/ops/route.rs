@@ -2,7 +2,7 @@
 //! files: they are code, not facts, so they stay out of the op table.
 
 use super::{attention, cast, cross_entropy, elementwise, embedding, layernorm, matmul};
-use super::{reduce, shape, softmax, Meta, Op};
+use super::{reduce, rmsnorm, rope, shape, softmax, Meta, Op};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};
 use crate::tensor::{DType, Shape};
@@ -21,7 +21,11 @@ impl Op {
             | Op::Gelu
             | Op::GeluBackward
             | Op::BiasGelu
-            | Op::BiasGeluBackward => "elementwise",
+            | Op::BiasGeluBackward
+            | Op::Silu
+            | Op::SiluBackward => "elementwise",
+            Op::RmsNorm { .. } | Op::RmsNormBackward => "rmsnorm",
+            Op::Rope { .. } => "rope",
             Op::LayerNorm { .. } | Op::LayerNormBackward => "layernorm",
             Op::Attention { .. } | Op::AttentionBackward { .. } => "attention",
             Op::Softmax | Op::SoftmaxBackward => "softmax",
@@ -55,12 +59,23 @@ impl Op {
             Op::Add => elementwise::infer_add(ins),
             Op::Mul | Op::BiasGelu => elementwise::infer_broadcast(name, ins),
             Op::BiasGeluBackward => elementwise::infer_bias_gelu_backward(ins),
-            Op::Scale { .. } | Op::Gelu | Op::Softmax => elementwise::infer_unary(name, ins),
-            Op::GeluBackward | Op::SoftmaxBackward => elementwise::infer_same(name, ins),
+            Op::Scale { .. } | Op::Gelu | Op::Silu | Op::Softmax => {
+                elementwise::infer_unary(name, ins)
+            }
+            Op::GeluBackward | Op::SiluBackward | Op::SoftmaxBackward => {
+                elementwise::infer_same(name, ins)
+            }
+            Op::RmsNorm { out, .. } => rmsnorm::infer(ins, *out),
+            Op::RmsNormBackward => rmsnorm::infer_backward(ins),
+            Op::Rope {
+                n_head, n_kv_head, ..
+            } => rope::infer(ins, *n_head, *n_kv_head),
             Op::LayerNorm { out, .. } => layernorm::infer(ins, *out),
             Op::LayerNormBackward => layernorm::infer_backward(ins),
-            Op::Attention { n_head } => attention::infer(ins, *n_head),
-            Op::AttentionBackward { n_head } => attention::infer_backward(ins, *n_head),
+            Op::Attention { n_head, n_kv_head } => attention::infer(ins, *n_head, *n_kv_head),
+            Op::AttentionBackward { n_head, n_kv_head } => {
+                attention::infer_backward(ins, *n_head, *n_kv_head)
+            }
             Op::CrossEntropy { classes } => cross_entropy::infer(ins, *classes),
             Op::CrossEntropyBackward { classes } => cross_entropy::infer_backward(ins, *classes),
             Op::CrossEntropyFused { classes } => cross_entropy::infer_fused(ins, *classes),
@@ -97,7 +112,25 @@ impl Op {
             Op::Gelu => elementwise::vjp_gelu(g, ins, dy()?),
             Op::BiasGelu => elementwise::vjp_bias_gelu(g, ins, dy()?),
             Op::LayerNorm { .. } => layernorm::vjp(g, ins, outs, dy()?),
-            Op::Attention { n_head } => attention::vjp(g, ins, outs, dy()?, *n_head),
+            Op::Attention { n_head, n_kv_head } => {
+                attention::vjp(g, ins, outs, dy()?, *n_head, *n_kv_head)
+            }
+            Op::RmsNorm { .. } => rmsnorm::vjp(g, ins, outs, dy()?),
+            Op::Silu => Ok(vec![Some(g.apply(Op::SiluBackward, &[ins[0], dy()?])?[0])]),
+            Op::Rope {
+                n_head,
+                n_kv_head,
+                theta,
+                inverse,
+            } => {
+                let back = Op::Rope {
+                    n_head: *n_head,
+                    n_kv_head: *n_kv_head,
+                    theta: *theta,
+                    inverse: !inverse,
+                };
+                Ok(vec![Some(g.apply(back, &[dy()?])?[0])])
+            }
             Op::Softmax => softmax::vjp(g, outs, dy()?),
             Op::CrossEntropy { classes } => cross_entropy::vjp(g, ins, dy()?, *classes),
             Op::Reshape { .. } => {
@@ -118,6 +151,8 @@ impl Op {
             Op::EmbeddingBackward { .. }
             | Op::GeluBackward
             | Op::BiasGeluBackward
+            | Op::SiluBackward
+            | Op::RmsNormBackward
             | Op::LayerNormBackward
             | Op::AttentionBackward { .. }
             | Op::SoftmaxBackward

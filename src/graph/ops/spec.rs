@@ -143,8 +143,13 @@ impl Op {
             Op::BiasGeluBackward =>         op("bias_gelu_backward",     3, Keep,        PerOutput(11)),
             Op::LayerNorm { .. } =>         op("layernorm",              3, F32LowOut,   PerInput(8)),
             Op::LayerNormBackward =>        op("layernorm_backward",     5, Keep,        PerInput(8)),
-            Op::Attention { n_head } =>     op("attention",              1, Low,         attention(n_head, false)).costly(),
-            Op::AttentionBackward { n_head } =>
+            Op::RmsNorm { .. } =>           op("rmsnorm",                2, F32LowOut,   PerInput(5)),
+            Op::RmsNormBackward =>          op("rmsnorm_backward",       4, Keep,        PerInput(6)),
+            Op::Silu =>                     op("silu",                   1, Keep,        PerOutput(5)),
+            Op::SiluBackward =>             op("silu_backward",          2, Keep,        PerOutput(8)),
+            Op::Rope { .. } =>              op("rope",                   1, Keep,        PerOutput(4)),
+            Op::Attention { n_head, .. } => op("attention",              1, Low,         attention(n_head, false)).costly(),
+            Op::AttentionBackward { n_head, .. } =>
                                             op("attention_backward",     4, Keep,        attention(n_head, true)).costly(),
             Op::Softmax =>                  op("softmax",                1, F32,         PerInput(5)),
             Op::SoftmaxBackward =>          op("softmax_backward",       2, Keep,        PerInput(5)),
@@ -184,7 +189,8 @@ impl Cost {
                 Err(_) => 0,
             },
             Cost::Attention { n_head, backward } => {
-                let (b, t, c) = attention::btc(ins[0], n_head).unwrap_or((0, 0, 0));
+                // FLOPs follow the queries: C is the query width H·D.
+                let (b, t, c) = attention::query_btc(ins[0], n_head).unwrap_or((0, 0, 0));
                 let fwd = 2 * (b * t * t * c) as u64;
                 if backward {
                     fwd * 5 / 2

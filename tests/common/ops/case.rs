@@ -67,7 +67,8 @@ impl OpCase {
         self
     }
 
-    /// Not run on wgpu, whose kernels do not take the case's shape.
+    /// Not run on wgpu, whose kernels do not take the case's shape (or, for
+    /// now, the Llama ops: RMSNorm, SiLU, RoPE, grouped-query attention).
     pub fn not_on_wgpu(mut self) -> OpCase {
         self.wgpu = false;
         self

@@ -1,5 +1,5 @@
 //! Elementwise kernels on the cpu: broadcast add and mul, scale, GELU (tanh
-//! form) and its fused bias variant.
+//! form) and its fused bias variant, SiLU.
 
 use rayon::prelude::*;
 
@@ -103,6 +103,26 @@ pub fn gelu_backward<F: Real>(x: &[F], dy: &[F], dx: &mut [F]) {
     }
 }
 
+/// SiLU: `x · σ(x) = x / (1 + e^(−x))`.
+pub fn silu_forward<F: Real>(x: &[F], out: &mut [F]) {
+    let one = F::one();
+    map(x, out, |v| v / (one + (-v).exp()))
+}
+
+/// `dx = silu'(x) · dy = σ(x) (1 + x (1 − σ(x))) · dy`.
+pub fn silu_backward<F: Real>(x: &[F], dy: &[F], dx: &mut [F]) {
+    let one = F::one();
+    let f = |(d, (&v, &g)): (&mut F, (&F, &F))| {
+        let s = one / (one + (-v).exp());
+        *d = s * (one + v * (one - s)) * g;
+    };
+    if dx.len() >= PAR_MIN {
+        dx.par_iter_mut().zip(x.par_iter().zip(dy)).for_each(f);
+    } else {
+        dx.iter_mut().zip(x.iter().zip(dy)).for_each(f);
+    }
+}
+
 /// Runs one elementwise op; broadcast operands need no shapes (the kernels
 /// repeat `b` over `a`'s length).
 pub(super) fn run<F: Real>(op: &Op, a: &[In<F>], o: &mut [&mut [F]]) -> Result<()> {
@@ -115,6 +135,8 @@ pub(super) fn run<F: Real>(op: &Op, a: &[In<F>], o: &mut [&mut [F]]) -> Result<(
         Op::GeluBackward => gelu_backward(a[0].f(n)?, a[1].f(n)?, o[0]),
         Op::BiasGelu => bias_gelu_forward(a[0].f(n)?, a[1].f(n)?, o[0]),
         Op::BiasGeluBackward => bias_gelu_backward(a[0].f(n)?, a[1].f(n)?, a[2].f(n)?, o[0]),
+        Op::Silu => silu_forward(a[0].f(n)?, o[0]),
+        Op::SiluBackward => silu_backward(a[0].f(n)?, a[1].f(n)?, o[0]),
         _ => return Err(misrouted(op)),
     }
     Ok(())

@@ -10,6 +10,8 @@ pub mod embedding;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
+pub mod rmsnorm;
+pub mod rope;
 pub mod shape;
 pub mod softmax;
 
@@ -74,7 +76,11 @@ fn dispatch<F: Real>(op: &Op, ins: &[&TensorRef], a: &[In<F>], o: &mut [&mut [F]
         | Op::Gelu
         | Op::GeluBackward
         | Op::BiasGelu
-        | Op::BiasGeluBackward => elementwise::run(op, a, o),
+        | Op::BiasGeluBackward
+        | Op::Silu
+        | Op::SiluBackward => elementwise::run(op, a, o),
+        Op::RmsNorm { .. } | Op::RmsNormBackward => rmsnorm::run(op, a, o),
+        Op::Rope { .. } => rope::run(op, ins, a, o),
         Op::LayerNorm { .. } | Op::LayerNormBackward => layernorm::run(op, a, o),
         Op::Attention { .. } | Op::AttentionBackward { .. } => attention::run(op, ins, a, o),
         Op::Softmax | Op::SoftmaxBackward => softmax::run(op, ins, a, o),

@@ -79,7 +79,7 @@ fn tensor_core_dims(dtype: DType, hd: usize) -> bool {
 pub fn tensor_core_shape(dtype: DType, qkv: &Shape, n_head: usize) -> Result<bool> {
     Ok(tensor_core_dims(
         dtype,
-        AttentionDims::of(qkv, n_head)?.head_dim,
+        AttentionDims::of(qkv, n_head, n_head)?.head_dim,
     ))
 }
 
@@ -126,7 +126,7 @@ fn tch(a: &AttentionDims) -> (u64, u64, u64) {
 /// The launches of `Op::Attention { n_head }` on `qkv [B, T, 3C]`, on tensor
 /// cores or not: ins qkv; outs out [B, T, C], lse [B, H, T] f32.
 pub fn plan_forward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
-    let a = AttentionDims::of(qkv, n_head)?;
+    let a = AttentionDims::of(qkv, n_head, n_head)?;
     let (t, c, nh) = tch(&a);
     let args = args![In(0), Out(0), Out(1), t, c, nh, a.scale_f32()];
     let (entry, threads) = if tensor_cores {
@@ -145,7 +145,7 @@ pub fn plan_forward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<Op
 /// nothing needs atomics. On tensor cores the dq kernel computes delta itself
 /// (2 launches); on CUDA cores a kernel of its own does (3).
 pub fn plan_backward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
-    let a = AttentionDims::of(qkv, n_head)?;
+    let a = AttentionDims::of(qkv, n_head, n_head)?;
     let (t, c, nh) = tch(&a);
     let (b, scale) = (a.b as u64, a.scale_f32());
     let dkdv = args![In(0), In(2), Workspace, In(3), Out(0), t, c, nh, scale];
@@ -193,7 +193,7 @@ fn use_tensor_cores(
     tensors: &[&TensorRef],
     n_head: usize,
 ) -> Result<bool> {
-    let a = AttentionDims::of(&tensors[0].shape, n_head)?;
+    let a = AttentionDims::of(&tensors[0].shape, n_head, n_head)?;
     let aligned = tensors.iter().all(|t| ptr(t) % 16 == 0);
     let Some(entries) = fa_entries(a.head_dim) else {
         return Ok(false);

@@ -31,7 +31,7 @@ const DKDV: Kernel = ATTENTION_BACKWARD.kernel("dkdv");
 /// Parameter words (B, T, C, heads, head dim, scale) and workgroups, one
 /// thread per (batch, head, row), shared by forward and backward.
 fn launch(qkv: &TensorRef, n_head: usize) -> Result<([u32; 6], (u32, u32, u32))> {
-    let a = AttentionDims::of(&qkv.shape, n_head)?;
+    let a = AttentionDims::of(&qkv.shape, n_head, n_head)?;
     let hd = a.head_dim;
     // The kernels keep a row of the head in a fixed 64-float array.
     if hd > 64 {
