@@ -13,7 +13,8 @@ use headroom::Error;
 mod cli;
 
 use cli::{
-    devices::DevicesArgs, plan::PlanArgs, report::ReportArgs, sample::SampleArgs, train::TrainArgs,
+    devices::DevicesArgs, export::ExportArgs, plan::PlanArgs, report::ReportArgs,
+    sample::SampleArgs, train::TrainArgs,
 };
 
 #[derive(Parser)]
@@ -29,8 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a GPT (default: a tiny byte-level model on the bundled Shakespeare).
-    Train(TrainArgs),
+    /// Train a GPT-2 or Llama (default: a tiny byte-level GPT on the bundled Shakespeare).
+    Train(Box<TrainArgs>),
     /// Will this model fit this budget? Plans a step by simulation only: no GPU,
     /// no weights allocated.
     Plan(PlanArgs),
@@ -40,6 +41,8 @@ enum Command {
     Sample(SampleArgs),
     /// Draw a memory trace (from `train --memory-trace`) as an SVG timeline.
     Report(ReportArgs),
+    /// Write a checkpoint's weights for other tools (Hugging Face transformers).
+    Export(ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,11 +52,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let (r, command) = match cli.command {
-        Command::Train(a) => (cli::train::train(a), "train"),
+        Command::Train(a) => (cli::train::train(*a), "train"),
         Command::Report(a) => (cli::report::report(a), "report"),
         Command::Plan(a) => (cli::plan::plan(a), "plan"),
         Command::Sample(a) => (cli::sample::sample(a), "sample"),
         Command::Devices(a) => (cli::devices::devices(a), "devices"),
+        Command::Export(a) => (cli::export::export(a), "export"),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -396,7 +396,7 @@ fn a_gpt2_token_shard_trains_and_an_id_past_the_vocabulary_is_refused() {
     let out = headroom(&refs);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    // Without --vocab, the tiny preset's 256 ids cannot hold GPT-2's.
+    // Without --vocab, the tiny preset's 256 ids cannot hold the shard's.
     fails_with(
         vec![
             "--data".into(),
@@ -404,6 +404,11 @@ fn a_gpt2_token_shard_trains_and_an_id_past_the_vocabulary_is_refused() {
             "--tokenizer".into(),
             "gpt2".into(),
         ],
+        "not below the model's vocabulary of 256",
+    );
+    // Nor GPT-2's BPE of a text.
+    fails_with(
+        os(&["--tokenizer", "gpt2", "--steps", "1"]),
         "--vocab 50257",
     );
     let bad = dir.join("bad.bin");
@@ -414,5 +419,69 @@ fn a_gpt2_token_shard_trains_and_an_id_past_the_vocabulary_is_refused() {
     b.remove(0);
     b[1] = bad.into_os_string();
     fails_with(b, "token 1234 (byte offset 3492) is id 60000");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn init_from_a_hugging_face_checkpoint_trains_and_exports_back() {
+    let dir = std::env::temp_dir().join(format!("headroom-cli-hf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let shard = dir.join("ids.bin");
+    let ids: Vec<u16> = (0..2000u32).map(|i| (i * 31 % 96) as u16).collect();
+    write_shard(&shard, &ids);
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny");
+    let ck = dir.join("ck");
+    let run = |args: Vec<std::ffi::OsString>| {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|x| x.as_os_str()).collect();
+        let out = headroom(&refs);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {err}");
+    };
+    let mut a = os(&[
+        "train",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--eval-every",
+        "0",
+    ]);
+    a.extend([
+        "--sample-tokens".into(),
+        "0".into(),
+        "--init-from".into(),
+        fixture.clone().into(),
+    ]);
+    a.extend([
+        "--data".into(),
+        shard.into(),
+        "--checkpoint-dir".into(),
+        ck.clone().into(),
+    ]);
+    run(a);
+    let out = dir.join("hf");
+    run(vec![
+        "export".into(),
+        "--checkpoint".into(),
+        ck.into(),
+        "--out".into(),
+        out.clone().into(),
+    ]);
+    let cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(cfg.contains("\"model_type\": \"gpt2\""), "{cfg}");
+    assert!(out.join("model.safetensors").exists());
+    // --model and --init-from both naming a model is refused.
+    fails_with(
+        vec![
+            "--model".into(),
+            "tiny".into(),
+            "--init-from".into(),
+            fixture.into(),
+        ],
+        "drop --model",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

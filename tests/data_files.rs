@@ -153,3 +153,21 @@ fn a_bad_tokenizer_argument_says_what_is_accepted() {
     let e = Tokenizer::from_arg("/nonexistent/tokenizer.json").unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
 }
+
+#[test]
+fn gpt2_bpe_of_the_bundled_text_matches_tiktoken() {
+    // From Python: tiktoken.get_encoding("gpt2").encode_ordinary(text),
+    // tiktoken 0.14.0 (benches/reference/llmc_shard.py prints both).
+    let tok = Tokenizer::from_arg("gpt2").unwrap();
+    let ids = tok
+        .encode("tinyshakespeare", headroom::data::TINY_SHAKESPEARE)
+        .unwrap();
+    assert_eq!(ids.len(), 338_025);
+    assert_eq!(
+        ids[..20],
+        [
+            5962, 22307, 25, 198, 8421, 356, 5120, 597, 2252, 11, 3285, 502, 2740, 13, 198, 198,
+            3237, 25, 198, 5248
+        ]
+    );
+}

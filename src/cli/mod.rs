@@ -2,6 +2,7 @@
 //! the budget flag, the plan's text, the memory-trace file.
 
 pub mod devices;
+pub mod export;
 pub mod plan;
 pub mod report;
 pub mod sample;

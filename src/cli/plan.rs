@@ -6,11 +6,13 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::{plan_text, resolve_budget, save_trace, step_config};
-use headroom::{AdamW, Device, Error, Gpt, GptConfig, Precision, Result, TrainConfig};
+use headroom::nn::ModelConfig;
+use headroom::{AdamW, Device, Error, Precision, Result, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m.
+    /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m (GPT-2);
+    /// llama-tiny, smollm-135m, tinyllama-1.1b (Llama).
     #[arg(long, default_value = "tiny")]
     pub model: String,
     #[arg(long, default_value_t = 32)]
@@ -47,8 +49,8 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         print!("{}", super::gpu_list());
         return Ok(());
     }
-    let config = GptConfig::preset(&a.model)?;
-    let seq = a.seq.unwrap_or(config.block_size);
+    let config = ModelConfig::preset(&a.model)?;
+    let seq = a.seq.unwrap_or(config.block_size());
     let mut device = Device::by_name(&a.backend)?;
     let precision: Precision = a.precision.parse()?;
     let mut cfg = step_config(
@@ -60,7 +62,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
             ..TrainConfig::default()
         },
     );
-    cfg.validate(config.block_size)?;
+    cfg.validate(config.block_size())?;
     let mut opt = AdamW::new(config.default_lr());
     let gpu = a.levers.apply(&mut cfg, &mut opt)?;
     let budget_text = a.budget.as_deref().unwrap_or("90%");
@@ -71,7 +73,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     if let Some(p) = &a.memory_trace {
         headroom::output::preflight(p, "--memory-trace", &[])?;
     }
-    let model = Gpt::new(config.clone())?;
+    let model = config.build()?;
     let start = Instant::now();
     let r = headroom::schedule::plan(&model, opt, &cfg, budget_bytes, &[]);
     let secs = start.elapsed().as_secs_f64();

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use headroom::data::Tokenizer;
+use headroom::nn::ModelConfig;
 use headroom::rng::Rng;
-use headroom::{Device, Error, Gpt, GptConfig, Result, TrainConfig, Trainer};
+use headroom::{Device, Error, Result, TrainConfig, Trainer};
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
@@ -34,10 +35,10 @@ pub struct SampleArgs {
 pub fn sample(a: SampleArgs) -> Result<()> {
     let ck = headroom::checkpoint::open(&a.checkpoint)?;
     let m = &ck.manifest;
-    let config: GptConfig =
-        serde_json::from_value(m.model.clone()).map_err(|e| Error::CheckpointMismatch {
+    let config =
+        ModelConfig::from_description(&m.model).map_err(|e| Error::CheckpointMismatch {
             path: ck.path.clone(),
-            what: format!("its model is not a GPT this build knows ({e})"),
+            what: format!("its model is not one this build knows ({e})"),
         })?;
     if !(a.temperature.is_finite() && a.temperature >= 0.0) {
         return Err(Error::invalid(
@@ -79,7 +80,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     };
     let mut trainer = Trainer::with_plan(
         Device::by_name(&a.backend)?,
-        Gpt::new(config)?,
+        config.build()?,
         m.optimizer,
         cfg,
         inference,

@@ -15,9 +15,10 @@ use serde_json::json;
 use headroom::checkpoint::{self, Checkpoint, CheckpointDir};
 use headroom::data::{Dataset, Split, Tokenizer};
 use headroom::memory::format_bytes;
+use headroom::nn::{AnyModel, ModelConfig};
 use headroom::output::{self, Input};
 use headroom::rng::Rng;
-use headroom::{AdamW, Error, Gpt, GptConfig, Model, Precision, Result, TrainConfig, Trainer};
+use headroom::{AdamW, Error, Model, Precision, Result, TrainConfig, Trainer};
 
 use super::{plan_text, resolve_budget, save_trace, step_config};
 use crate::log_through;
@@ -40,9 +41,15 @@ pub struct TrainArgs {
     /// the tokenizer and the data.
     #[arg(long)]
     pub vocab: Option<usize>,
-    /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m.
-    #[arg(long, default_value = "tiny")]
-    pub model: String,
+    /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m (GPT-2);
+    /// llama-tiny, smollm-135m, tinyllama-1.1b (Llama).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Start from a Hugging Face checkpoint (a directory with config.json and
+    /// model.safetensors or its sharded index): GPT-2 or Llama, whose
+    /// config.json gives the model (no --model then).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Backend: auto, cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     pub backend: String,
@@ -158,7 +165,7 @@ impl Saver {
 
     /// Saves the trainer's state. `must` (the final save, or on Ctrl-C): a
     /// failure is an error. Otherwise the first failure only warns.
-    fn save(&mut self, trainer: &mut Trainer<Gpt>, must: bool) -> Result<()> {
+    fn save(&mut self, trainer: &mut Trainer<AnyModel>, must: bool) -> Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
@@ -252,7 +259,7 @@ fn check_data_outside_checkpoints(data: &Path, existing: &[(u64, PathBuf)]) -> R
 
 /// The checkpoint directory, checked and locked, with a warning when its free
 /// space cannot hold `--keep-checkpoints` and the save in progress.
-fn open_checkpoint_dir(a: &TrainArgs, d: &Path, model: &Gpt) -> Result<CheckpointDir> {
+fn open_checkpoint_dir(a: &TrainArgs, d: &Path, model: &AnyModel) -> Result<CheckpointDir> {
     let bytes = checkpoint::estimated_bytes(model.num_params(), model.param_specs().len());
     let dir = CheckpointDir::open(d, bytes)?;
     let want = a.keep_checkpoints.max(1) as u64 + 1;
@@ -282,12 +289,28 @@ fn latest(dir: &CheckpointDir) -> Result<Option<Checkpoint>> {
 pub fn train(a: TrainArgs) -> Result<()> {
     // Everything that can be checked is checked here, before any weight exists
     // and before anything is created on disk.
-    let mut config = GptConfig::preset(&a.model)?;
+    let pretrained = match (&a.init_from, &a.model) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "--model",
+                "--init-from's config.json gives the model; drop --model",
+            ))
+        }
+        (Some(p), None) => Some(headroom::nn::hf::load(p)?),
+        (None, _) => None,
+    };
+    let model_name = a.model.clone().unwrap_or_else(|| match &a.init_from {
+        Some(p) => p.display().to_string(),
+        None => "tiny".into(),
+    });
+    let mut config = match &pretrained {
+        Some(p) => p.config.clone(),
+        None => ModelConfig::preset(&model_name)?,
+    };
     if let Some(v) = a.vocab {
-        config.vocab_size = v;
-        config.validate()?;
+        config.set_vocab_size(v)?;
     }
-    let seq = a.seq.unwrap_or(config.block_size);
+    let seq = a.seq.unwrap_or(config.block_size());
     let precision: Precision = a.precision.parse()?;
     let mut asked = TrainConfig {
         batch: a.batch,
@@ -297,14 +320,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         precision,
         ..TrainConfig::default()
     };
-    asked.validate(config.block_size)?;
+    asked.validate(config.block_size())?;
     if a.resume && a.checkpoint_dir.is_none() {
         return Err(Error::invalid(
             "--resume",
             "needs --checkpoint-dir DIR to resume from",
         ));
     }
-    let data = load_data(&a, config.vocab_size)?;
+    let data = load_data(&a, &model_name, config.vocab_size())?;
     data.check_seq(seq)?;
     let mut device = headroom::Device::by_name(&a.backend)?;
     let lr = a.lr.unwrap_or(config.default_lr());
@@ -315,12 +338,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(g) => super::resolve_gpu_budget(&mut device, budget_text, g)?,
         None => resolve_budget(&mut device, budget_text)?,
     };
-    let model = Gpt::new(config.clone())?;
+    let model = config.build()?;
     let mut inputs: Vec<Input> = a
         .data
         .iter()
         .map(|p| Input::new("--data file", p))
         .chain(a.val_data.iter().map(|p| Input::new("--val-data file", p)))
+        .chain(
+            a.init_from
+                .iter()
+                .map(|p| Input::new("--init-from checkpoint", p)),
+        )
         .collect();
     let ck_dir = match &a.checkpoint_dir {
         Some(d) => Some(open_checkpoint_dir(&a, d, &model)?),
@@ -389,7 +417,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     log::info!(
         "model {} ({} parameters) on {}, data {} ({} train / {} val tokens)",
-        a.model,
+        model_name,
         model.num_params(),
         device.name(),
         data.name,
@@ -411,6 +439,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
         None => {
             if a.resume {
                 log::info!("no checkpoint in the --checkpoint-dir yet: starting from step 0");
+            }
+            if let (Some(p), Some(path)) = (&pretrained, &a.init_from) {
+                trainer.set_weights(path, &p.weights)?;
+                log::info!("weights from {}", path.display());
             }
             None
         }
@@ -444,7 +476,7 @@ struct Outputs {
 
 fn run_steps(
     a: &TrainArgs,
-    trainer: &mut Trainer<Gpt>,
+    trainer: &mut Trainer<AnyModel>,
     data: &Dataset,
     out: &mut Outputs,
     interrupted: &AtomicBool,
@@ -568,28 +600,30 @@ fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
 }
 
 /// The data of `--data` (and `--val-data`), tokenized by `--tokenizer`,
-/// checked against a model of `vocab` ids: the tokenizer's vocabulary must
-/// be the model's, and every id in the data below it (one pass at open).
-fn load_data(a: &TrainArgs, vocab: usize) -> Result<Dataset> {
+/// checked against a model of `vocab` ids: every id the tokenizer can make,
+/// and every id in the data (one pass at open), below it.
+fn load_data(a: &TrainArgs, model_name: &str, vocab: usize) -> Result<Dataset> {
     let tok = Tokenizer::from_arg(&a.tokenizer)?;
-    if tok.vocab_size() != vocab {
-        return Err(Error::invalid(
-            "--tokenizer",
-            format!(
-                "{} has {} ids and the model {} has a vocabulary of {vocab}; pass --vocab {} (or a preset of that vocabulary), or another --tokenizer",
-                tok.name(),
-                tok.vocab_size(),
-                a.model,
-                tok.vocab_size()
-            ),
-        ));
-    }
     let mut data = match &a.data {
         Some(p) => Dataset::open(p, &tok)?,
         None => Dataset::bundled_with(&tok)?,
     };
     if let Some(v) = &a.val_data {
         data = data.with_val(Dataset::open(v, &tok)?);
+    }
+    // A text is tokenized here: the model must hold every id the tokenizer
+    // makes. A token file's ids were made elsewhere (the tokenizer only
+    // decodes samples), so its ids alone are checked.
+    if data.tokenizer != "token file" && tok.vocab_size() > vocab {
+        return Err(Error::invalid(
+            "--tokenizer",
+            format!(
+                "{} has {} ids and the model {model_name} a vocabulary of {vocab}; pass --vocab {} (or a preset of that vocabulary), or another --tokenizer",
+                tok.name(),
+                tok.vocab_size(),
+                tok.vocab_size()
+            ),
+        ));
     }
     data.check_vocab(vocab)?;
     Ok(data)

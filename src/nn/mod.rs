@@ -1,11 +1,16 @@
-//! Layers and the GPT model. A layer is ordinary Rust that records graph ops; it
+//! Layers and the built-in models (GPT-2, Llama). A layer is ordinary Rust that records graph ops; it
 //! declares its parameters as [`ParamSpec`]s and gets gradients from autodiff.
 
 mod gpt;
+pub mod hf;
 mod layers;
+mod llama;
+mod preset;
 
 pub use gpt::{Gpt, GptConfig, PRESETS, VOCAB_ALIGN};
 pub use layers::{Block, CausalSelfAttention, Embedding, LayerNorm, Linear, Mlp};
+pub use llama::{Llama, LlamaConfig, LLAMA_PRESETS};
+pub use preset::{all_presets, AnyModel, ModelConfig};
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Value};

@@ -167,6 +167,35 @@ impl<M: Model> Trainer<M> {
         Ok(out)
     }
 
+    /// Replaces every parameter's value with its entry of `weights` (by
+    /// name, f32, in its checkpoint shape or padded): pretrained weights, as
+    /// [`crate::nn::hf::load`] reads them. Moments, step and sampler are left
+    /// alone. [`Error::CheckpointMismatch`] (against `source`) names the first
+    /// parameter missing or mis-shaped, before any is written.
+    pub fn set_weights(&mut self, source: &Path, weights: &[(String, HostTensor)]) -> Result<()> {
+        let by_name: HashMap<&str, &HostTensor> =
+            weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mismatch = |what: String| Error::CheckpointMismatch {
+            path: source.to_path_buf(),
+            what,
+        };
+        let mut padded = Vec::with_capacity(self.state.params.len());
+        for p in &self.state.params {
+            let t = by_name
+                .get(p.spec.name.as_str())
+                .ok_or_else(|| mismatch(format!("no tensor for parameter {}", p.spec.name)))?;
+            if t.dtype != crate::tensor::DType::F32 {
+                return Err(mismatch(format!("{} is {}, not f32", p.spec.name, t.dtype)));
+            }
+            padded.push(p.spec.pad(t).map_err(|e| mismatch(e.to_string()))?);
+        }
+        for (p, t) in self.state.params.iter().zip(&padded) {
+            self.device.write(&p.value, t)?;
+            p.refresh_shadow(&mut self.device)?;
+        }
+        Ok(())
+    }
+
     /// Current parameter values, by name, in the model's order.
     pub fn parameters(&mut self) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::new();
