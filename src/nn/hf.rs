@@ -353,6 +353,10 @@ pub fn hf_config(config: &ModelConfig) -> Json {
             "layer_norm_epsilon": super::layers::LN_EPS,
             "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
             "tie_word_embeddings": true,
+            // GPT-2's <|endoftext|> where the vocabulary is GPT-2's; none
+            // otherwise (transformers warns of an id past the vocabulary).
+            "bos_token_id": (c.vocab_size == 50257).then_some(50256),
+            "eos_token_id": (c.vocab_size == 50257).then_some(50256),
             "torch_dtype": "float32",
         }),
         ModelConfig::Llama(c) => json!({
