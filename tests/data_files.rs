@@ -171,3 +171,39 @@ fn gpt2_bpe_of_the_bundled_text_matches_tiktoken() {
         ]
     );
 }
+
+#[test]
+fn a_hugging_face_tokenizer_json_gives_pythons_ids_and_is_cached_by_its_hash() {
+    // tests/fixtures/tokenizer_tiny.json, made by make_fixtures.py; the ids
+    // are what Python's tokenizers 0.23.3 gave for this text.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tokenizer_tiny.json"
+    );
+    let tok = Tokenizer::from_arg(path).unwrap();
+    assert_eq!(tok.vocab_size(), 300);
+    let text = "First Citizen:\nBefore we proceed";
+    let ids = tok.encode("t", text.as_bytes()).unwrap();
+    assert_eq!(
+        ids,
+        [
+            37, 72, 81, 296, 220, 34, 270, 72, 89, 279, 25, 198, 33, 68, 69, 78, 262, 261, 68, 284,
+            81, 78, 66, 68, 68, 67
+        ]
+    );
+    let back: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+    assert_eq!(tok.decode(&back), text);
+    // Its cache is named by the file's hash, apart from GPT-2's.
+    let d = dir("hfcache");
+    let text_path = d.join("t.txt");
+    std::fs::write(&text_path, text.repeat(10)).unwrap();
+    let data = Dataset::open(&text_path, &tok).unwrap();
+    assert_eq!(
+        data.len(Split::Train) + data.len(Split::Val),
+        ids.len() * 10
+    );
+    let gpt2 = Tokenizer::from_arg("gpt2").unwrap();
+    assert_ne!(cache_path(&text_path, &tok), cache_path(&text_path, &gpt2));
+    assert!(cache_path(&text_path, &tok).exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}

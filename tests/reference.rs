@@ -247,3 +247,39 @@ fn step_one_from_init_from_has_the_dumps_loss_and_exports_back() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn a_sharded_checkpoint_reads_as_the_single_file_does() {
+    let src = fixture("llama_tiny");
+    let d = std::env::temp_dir().join(format!("headroom-hf-shards-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(src.join("config.json"), d.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let all = st.tensors();
+    // Half the tensors in each of two shards, and the index that lists them.
+    let (a, b): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let part: Vec<_> = part.into_iter().map(|(_, t)| t).collect();
+        for (n, _) in &part {
+            map.insert(n.clone(), file.into());
+        }
+        std::fs::write(
+            d.join(file),
+            safetensors::tensor::serialize(part, None).unwrap(),
+        )
+        .unwrap();
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(d.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let sharded = hf::load(&d).unwrap();
+    let single = hf::load(&src).unwrap();
+    assert_eq!(sharded.config, single.config);
+    assert_eq!(sharded.weights, single.weights);
+    std::fs::remove_dir_all(&d).unwrap();
+}

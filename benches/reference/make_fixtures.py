@@ -203,6 +203,26 @@ def report(name, out_dir, tensors):
     return total
 
 
+def make_tokenizer(out):
+    """A byte-level BPE of 300 ids trained on the first 200 kB of the bundled
+    text with Hugging Face `tokenizers`, saved as tokenizer_tiny.json: the
+    Rust side must read such files and give the ids Python gives."""
+    from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[]
+    )
+    with open(os.path.join(REPO_ROOT, "data", "tinyshakespeare.txt")) as f:
+        text = f.read()[:200000]
+    tok.train_from_iterator([text], trainer)
+    tok.save(os.path.join(out, "tokenizer_tiny.json"))
+    print("tokenizer_tiny.json:", tok.get_vocab_size(), "ids;",
+          "'First Citizen:\\nBefore we proceed' ->", tok.encode("First Citizen:\nBefore we proceed").ids)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(REPO_ROOT, "tests", "fixtures"))
@@ -222,6 +242,7 @@ def main():
         out_dir = os.path.join(args.out, name)
         save_fixture(model, tensors, out_dir)
         grand += report(name, out_dir, tensors)
+    make_tokenizer(args.out)
     print(f"total fixture bytes {grand}")
     assert grand < 2_000_000, "fixtures should stay under ~2 MB"
 
