@@ -200,22 +200,7 @@ impl Model for Gpt {
     }
 
     fn forward(&self, g: &mut Graph, tokens: Value) -> Result<Value> {
-        let dims = g.shape(tokens).dims().to_vec();
-        let t = *dims.get(1).ok_or_else(|| {
-            Error::shape(
-                "gpt",
-                format!("tokens must be [B, T], got {}", g.shape(tokens)),
-            )
-        })?;
-        if t > self.config.block_size {
-            return Err(Error::invalid(
-                "sequence length",
-                format!(
-                    "{t} tokens exceed the model's context of {}; lower TrainConfig::seq_len",
-                    self.config.block_size
-                ),
-            ));
-        }
+        let t = super::sequence_length(g, tokens, self.config.block_size)?;
         let tok = self.wte.forward(g, tokens)?; // [B, T, C]
         let wpe = self.wpe.weight.record(g)?; // [block_size, C]
         let pos = if t == self.config.block_size {

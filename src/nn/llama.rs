@@ -280,16 +280,7 @@ impl Model for Llama {
     }
 
     fn forward(&self, g: &mut Graph, tokens: Value) -> Result<Value> {
-        let t = g.shape(tokens).dims().get(1).copied().unwrap_or(0);
-        if t > self.config.block_size {
-            return Err(Error::invalid(
-                "sequence length",
-                format!(
-                    "{t} tokens exceed the model's context of {}; lower TrainConfig::seq_len",
-                    self.config.block_size
-                ),
-            ));
-        }
+        super::sequence_length(g, tokens, self.config.block_size)?;
         let cfg = &self.config;
         let table = self.embed.record(g)?;
         let mut x = g.embedding(tokens, table)?; // [B, T, C]

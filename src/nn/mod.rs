@@ -305,6 +305,26 @@ pub trait Model {
     }
 }
 
+/// `T` of `tokens [B, T]`; [`Error::InvalidArgument`] past a context of
+/// `block_size`.
+pub(crate) fn sequence_length(g: &Graph, tokens: Value, block_size: usize) -> Result<usize> {
+    let t = *g.shape(tokens).dims().get(1).ok_or_else(|| {
+        Error::shape(
+            "model",
+            format!("tokens must be [B, T], got {}", g.shape(tokens)),
+        )
+    })?;
+    if t > block_size {
+        return Err(Error::invalid(
+            "sequence length",
+            format!(
+                "{t} tokens exceed the model's context of {block_size}; lower TrainConfig::seq_len"
+            ),
+        ));
+    }
+    Ok(t)
+}
+
 /// The two values of a language model's inputs (tokens, targets).
 fn two(inputs: &[Value]) -> Result<[Value; 2]> {
     match inputs {
