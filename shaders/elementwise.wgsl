@@ -71,6 +71,26 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     out[i] = T(local * f32(b[i]));
 }
 
+// x · σ(x); exp(−x) overflowing to inf for very negative x gives σ = 0, the
+// right limit, so no clamp is needed.
+@compute @workgroup_size(64)
+fn silu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = f32(a[i]);
+    out[i] = T(x / (1.0 + exp(-x)));
+}
+
+// a = x, b = dy: σ(x) (1 + x (1 − σ(x))) · dy.
+@compute @workgroup_size(64)
+fn silu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = f32(a[i]);
+    let s = 1.0 / (1.0 + exp(-x));
+    out[i] = T(s * (1.0 + x * (1.0 - s)) * f32(b[i]));
+}
+
 fn gelu_local(x: f32) -> f32 {
     let t = tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x));
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_K * x * x);

@@ -199,13 +199,12 @@ fn elementwise() -> Vec<OpCase> {
             one(g.bias_gelu(v[0], v[1]))
         }),
         OpCase::new("gelu_3d", [f(&[2, 2, 3])], |g, v| one(g.gelu(v[0]))),
-        OpCase::new("silu", [f(&[4, 6])], |g, v| one(g.silu(v[0]))).not_on_wgpu(),
+        OpCase::new("silu", [f(&[4, 6])], |g, v| one(g.silu(v[0]))),
         // SwiGLU: silu(gate) ⊙ up.
         OpCase::new("swiglu", [f(&[2, 3, 5]), f(&[2, 3, 5])], |g, v| {
             let s = g.silu(v[0])?;
             one(g.mul(s, v[1]))
-        })
-        .not_on_wgpu(),
+        }),
         OpCase::new("add", [f(&[3, 4, 8]), f(&[8])], |g, v| {
             one(g.add(v[0], v[1]))
         }),
@@ -292,12 +291,13 @@ fn rmsnorm() -> Vec<OpCase> {
             OpCase::new(format!("rmsnorm_{s:?}"), [f(s), f(&ch)], |g, v| {
                 one(g.rmsnorm(v[0], v[1], 1e-5))
             })
-            .not_on_wgpu()
         })
         .collect();
     // Autocast's RMSNorm: f32 operands, the output in the low dtype.
-    c.push(
-        OpCase::new("rmsnorm_low_out", [f(&[4, 6, 40]), f(&[40])], |g, v| {
+    c.push(OpCase::new(
+        "rmsnorm_low_out",
+        [f(&[4, 6, 40]), f(&[40])],
+        |g, v| {
             let low = g.dtype(v[0]);
             if !matches!(low, DType::F16 | DType::BF16) {
                 return one(g.rmsnorm(v[0], v[1], 1e-5));
@@ -311,9 +311,8 @@ fn rmsnorm() -> Vec<OpCase> {
                 out: Some(low),
             };
             Ok(g.apply(op, &wide)?[..1].to_vec())
-        })
-        .not_on_wgpu(),
-    );
+        },
+    ));
     c
 }
 
@@ -332,7 +331,6 @@ fn rope() -> Vec<OpCase> {
             [f(&shape)],
             move |g, v| one(g.rope(v[0], h, k, theta)),
         )
-        .not_on_wgpu()
     })
     .collect()
 }
@@ -348,7 +346,6 @@ fn attention() -> Vec<OpCase> {
         OpCase::new(name, [f(&shape)], move |g, v| {
             one(g.gqa_attention(v[0], h, k))
         })
-        .not_on_wgpu()
     });
     [
         ("attention_2h", [2, 5, 12], 2),
@@ -364,13 +361,14 @@ fn attention() -> Vec<OpCase> {
     })
     .chain(gqa)
     // Llama's attention: rotary positions, then grouped-query attention.
-    .chain(
-        [OpCase::new("rope_gqa_attention", [f(&[2, 6, 32])], |g, v| {
+    .chain([OpCase::new(
+        "rope_gqa_attention",
+        [f(&[2, 6, 32])],
+        |g, v| {
             let r = g.rope(v[0], 2, 1, 50.0)?;
             one(g.gqa_attention(r, 2, 1))
-        })
-        .not_on_wgpu()],
-    )
+        },
+    )])
     .chain(tensor_core_attention())
     .collect()
 }

@@ -28,8 +28,8 @@ pub use adapter::{adapters, AdapterSummary};
 use memory::Buffers;
 pub use memory::WgpuMemory;
 use ops::{
-    attention, cast, cross_entropy, elementwise, embedding, layernorm, matmul, reduce, shape,
-    softmax,
+    attention, cast, cross_entropy, elementwise, embedding, layernorm, matmul, reduce, rmsnorm,
+    rope, shape, softmax,
 };
 use pipeline::Variant;
 
@@ -187,28 +187,22 @@ impl Backend for WgpuBackend {
             Op::Cast { to } => cast::cast_forward(self, ins, outs, *to),
             Op::LayerNorm { eps, .. } => layernorm::layernorm_forward(self, ins, outs, *eps),
             Op::LayerNormBackward => layernorm::layernorm_backward(self, ins, outs),
-            Op::Attention { n_head, n_kv_head } if n_head == n_kv_head => {
-                attention::attention_forward(self, ins, outs, *n_head)
+            Op::RmsNorm { eps, .. } => rmsnorm::rmsnorm_forward(self, ins, outs, *eps),
+            Op::RmsNormBackward => rmsnorm::rmsnorm_backward(self, ins, outs),
+            Op::Silu => elementwise::silu_forward(self, ins, outs),
+            Op::SiluBackward => elementwise::silu_backward(self, ins, outs),
+            Op::Rope {
+                n_head,
+                n_kv_head,
+                theta,
+                inverse,
+            } => rope::rope_forward(self, ins, outs, (*n_head, *n_kv_head), *theta, *inverse),
+            Op::Attention { n_head, n_kv_head } => {
+                attention::attention_forward(self, ins, outs, *n_head, *n_kv_head)
             }
-            Op::AttentionBackward { n_head, n_kv_head } if n_head == n_kv_head => {
-                attention::attention_backward(self, ins, outs, *n_head)
+            Op::AttentionBackward { n_head, n_kv_head } => {
+                attention::attention_backward(self, ins, outs, *n_head, *n_kv_head)
             }
-            Op::RmsNorm { .. }
-            | Op::RmsNormBackward
-            | Op::Silu
-            | Op::SiluBackward
-            | Op::Rope { .. }
-            | Op::Attention { .. }
-            | Op::AttentionBackward { .. } => Err(Error::Unsupported {
-                backend: "wgpu",
-                what: format!(
-                    "{} with {:?} (a Llama op this backend has no kernel for yet)",
-                    op.name(),
-                    op
-                ),
-                hint: "train Llama models on the cpu backend for now",
-            }),
-
             Op::Softmax => softmax::softmax_forward(self, ins, outs),
             Op::SoftmaxBackward => softmax::softmax_backward(self, ins, outs),
             Op::CrossEntropy { classes } => {

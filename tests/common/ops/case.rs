@@ -67,8 +67,7 @@ impl OpCase {
         self
     }
 
-    /// Not run on wgpu, whose kernels do not take the case's shape (or, for
-    /// now, the Llama ops: RMSNorm, SiLU, RoPE, grouped-query attention).
+    /// Not run on wgpu, whose kernels do not take the case's shape.
     pub fn not_on_wgpu(mut self) -> OpCase {
         self.wgpu = false;
         self

@@ -1,5 +1,7 @@
-//! Causal self-attention without a T×T matrix: the forward saves each query
-//! row's log-sum-exp, from which the backward recomputes the probabilities.
+//! Causal (grouped-query) self-attention without a T×T matrix: the forward
+//! saves each query row's log-sum-exp, from which the backward recomputes the
+//! probabilities. Query heads read their key/value head's columns of `qkv` in
+//! place, so grouped heads cost no K/V copies.
 
 use super::{Aliases, Kernel, Shader};
 use crate::backend::wgpu::dispatch::{f, groups_1d, u, Bind};
@@ -28,10 +30,10 @@ const FORWARD: Kernel = ATTENTION.kernel("forward");
 const DQ: Kernel = ATTENTION_BACKWARD.kernel("dq");
 const DKDV: Kernel = ATTENTION_BACKWARD.kernel("dkdv");
 
-/// Parameter words (B, T, C, heads, head dim, scale) and workgroups, one
-/// thread per (batch, head, row), shared by forward and backward.
-fn launch(qkv: &TensorRef, n_head: usize) -> Result<([u32; 6], (u32, u32, u32))> {
-    let a = AttentionDims::of(&qkv.shape, n_head, n_head)?;
+/// The sizes of `qkv` and the parameter words (B, T, C, query heads, head
+/// dim, scale, key/value heads) shared by forward and backward.
+fn launch(qkv: &TensorRef, n_head: usize, n_kv_head: usize) -> Result<(AttentionDims, [u32; 7])> {
+    let a = AttentionDims::of(&qkv.shape, n_head, n_kv_head)?;
     let hd = a.head_dim;
     // The kernels keep a row of the head in a fixed 64-float array.
     if hd > 64 {
@@ -39,38 +41,51 @@ fn launch(qkv: &TensorRef, n_head: usize) -> Result<([u32; 6], (u32, u32, u32))>
             "attention head size {hd} (at most 64)"
         )));
     }
-    let p = [u(a.b), u(a.t), u(a.c), u(n_head), u(hd), f(a.scale_f64())];
-    Ok((p, groups_1d(a.lse_rows())))
+    let p = [
+        u(a.b),
+        u(a.t),
+        u(a.c),
+        u(n_head),
+        u(hd),
+        f(a.scale_f64()),
+        u(n_kv_head),
+    ];
+    Ok((a, p))
 }
 
-/// `qkv [B, T, 3C]` → `out [B, T, C]`, `lse [B, H, T]` (f32).
+/// `qkv [B, T, (H + 2K)·D]` → `out [B, T, H·D]`, `lse [B, H, T]` (f32): one
+/// thread per (batch, query head, row).
 pub(crate) fn attention_forward(
     gpu: &mut WgpuBackend,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
     n_head: usize,
+    n_kv_head: usize,
 ) -> Result<()> {
     let (qkv, out, lse) = (ins[0], outs[0], outs[1]);
-    let (p, g) = launch(qkv, n_head)?;
+    let (a, p) = launch(qkv, n_head, n_kv_head)?;
     gpu.dispatch(
         FORWARD,
         &p,
         &[(1, Bind::T(qkv)), (2, Bind::T(out)), (3, Bind::T(lse))],
-        g,
+        groups_1d(a.lse_rows()),
     )
 }
 
-/// `qkv [B, T, 3C]`, `out [B, T, C]`, `lse [B, H, T]`, `dout [B, T, C]` →
-/// `dqkv [B, T, 3C]`: dq one thread per query, then dk and dv one thread per
-/// key, each writing its own third of `dqkv`.
+/// `qkv [B, T, (H + 2K)·D]`, `out [B, T, H·D]`, `lse [B, H, T]`,
+/// `dout [B, T, H·D]` → `dqkv [B, T, (H + 2K)·D]`: dq one thread per
+/// (batch, query head, query), then dk and dv one thread per (batch,
+/// key/value head, key), each summing its group's query heads itself; the
+/// two kernels write disjoint columns of `dqkv`.
 pub(crate) fn attention_backward(
     gpu: &mut WgpuBackend,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
     n_head: usize,
+    n_kv_head: usize,
 ) -> Result<()> {
     let (qkv, out, lse, dout, dqkv) = (ins[0], ins[1], ins[2], ins[3], outs[0]);
-    let (p, g) = launch(qkv, n_head)?;
+    let (a, p) = launch(qkv, n_head, n_kv_head)?;
     let binds = [
         (1, Bind::T(qkv)),
         (2, Bind::T(out)),
@@ -78,6 +93,6 @@ pub(crate) fn attention_backward(
         (4, Bind::T(dout)),
         (5, Bind::T(dqkv)),
     ];
-    gpu.dispatch(DQ, &p, &binds, g)?;
-    gpu.dispatch(DKDV, &p, &binds, g)
+    gpu.dispatch(DQ, &p, &binds, groups_1d(a.lse_rows()))?;
+    gpu.dispatch(DKDV, &p, &binds, groups_1d(a.b * n_kv_head * a.t))
 }

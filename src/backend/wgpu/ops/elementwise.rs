@@ -1,5 +1,5 @@
 //! Elementwise ops: broadcast add and mul, scale, GELU and the fused bias +
-//! GELU, fill, and the copy and accumulate the host asks for. Broadcast
+//! GELU, SiLU, fill, and the copy and accumulate the host asks for. Broadcast
 //! operands repeat with their length as the period (their shape is a suffix of
 //! the output's). One thread per output element throughout.
 
@@ -24,6 +24,8 @@ const ELEMENTWISE: Shader = Shader {
         "gelu_backward",
         "bias_gelu",
         "bias_gelu_backward",
+        "silu",
+        "silu_backward",
     ],
     aliases: Aliases::T,
 };
@@ -52,6 +54,8 @@ const GELU: Kernel = ELEMENTWISE.kernel("gelu");
 const GELU_BACKWARD: Kernel = ELEMENTWISE.kernel("gelu_backward");
 const BIAS_GELU: Kernel = ELEMENTWISE.kernel("bias_gelu");
 const BIAS_GELU_BACKWARD: Kernel = ELEMENTWISE.kernel("bias_gelu_backward");
+const SILU: Kernel = ELEMENTWISE.kernel("silu");
+const SILU_BACKWARD: Kernel = ELEMENTWISE.kernel("silu_backward");
 
 /// `a [N]`, `b [Nb]` (broadcast) → `out [N]` by kernel `k`.
 fn broadcast(
@@ -168,6 +172,38 @@ pub(crate) fn gelu_backward(
     let n = dx.shape.numel();
     gpu.dispatch(
         GELU_BACKWARD,
+        &[u(n)],
+        &[(1, Bind::T(x)), (2, Bind::T(dy)), (3, Bind::T(dx))],
+        groups_1d(n),
+    )
+}
+
+/// `x [N]` → `out [N] = silu(x) = x · σ(x)`, SwiGLU's gate.
+pub(crate) fn silu_forward(
+    gpu: &mut WgpuBackend,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+) -> Result<()> {
+    let (x, out) = (ins[0], outs[0]);
+    let n = out.shape.numel();
+    gpu.dispatch(
+        SILU,
+        &[u(n)],
+        &[(1, Bind::T(x)), (3, Bind::T(out))],
+        groups_1d(n),
+    )
+}
+
+/// `x [N]`, `dy [N]` → `dx [N] = silu'(x) · dy`.
+pub(crate) fn silu_backward(
+    gpu: &mut WgpuBackend,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+) -> Result<()> {
+    let (x, dy, dx) = (ins[0], ins[1], outs[0]);
+    let n = dx.shape.numel();
+    gpu.dispatch(
+        SILU_BACKWARD,
         &[u(n)],
         &[(1, Bind::T(x)), (2, Bind::T(dy)), (3, Bind::T(dx))],
         groups_1d(n),

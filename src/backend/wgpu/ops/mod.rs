@@ -16,6 +16,8 @@ pub(super) mod embedding;
 pub(super) mod layernorm;
 pub(super) mod matmul;
 pub(super) mod reduce;
+pub(super) mod rmsnorm;
+pub(super) mod rope;
 pub(super) mod shape;
 pub(super) mod softmax;
 
@@ -129,6 +131,14 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "reduce",
         shaders: reduce::SHADERS,
+    },
+    Family {
+        name: "rmsnorm",
+        shaders: rmsnorm::SHADERS,
+    },
+    Family {
+        name: "rope",
+        shaders: rope::SHADERS,
     },
     Family {
         name: "shape",
