@@ -8,77 +8,8 @@
 // W = 1. A block is several groups; sums over a row are warp shuffles, then the
 // group's warps added in order through shared memory, so results do not depend
 // on timing. Wider rows take the block-per-row kernels at the end of the file.
-
-// W elements of T moved by one load or store: 16 bytes where every tensor of
-// the op has one storage type; 8 for the f16/bf16 side of a mixed op (f32 x
-// with low y, or low dy with f32 x), whose f32 side sets W = 4.
-template <typename T, int W>
-struct alignas(sizeof(T) * W) LnPack {
-    T v[W];
-};
-
-// The 8 row elements a thread owns (0 past the row's end).
-template <typename T, int W>
-__device__ __forceinline__ void load_row(const T* p, unsigned c, unsigned tpr, unsigned t,
-                                         float (&v)[8]) {
-#pragma unroll
-    for (int k = 0; k < 8 / W; k++) {
-        unsigned col = (t + k * tpr) * W;
-        if constexpr (W > 1) {
-            if (col < c) {
-                LnPack<T, W> q = *reinterpret_cast<const LnPack<T, W>*>(p + col);
-#pragma unroll
-                for (int e = 0; e < W; e++) v[k * W + e] = ld(q.v, e);
-            } else {
-#pragma unroll
-                for (int e = 0; e < W; e++) v[k * W + e] = 0.0f;
-            }
-        } else {
-            v[k] = col < c ? ld(p, col) : 0.0f;
-        }
-    }
-}
-
-template <typename T, int W>
-__device__ __forceinline__ void store_row(T* p, unsigned c, unsigned tpr, unsigned t,
-                                          const float (&v)[8]) {
-#pragma unroll
-    for (int k = 0; k < 8 / W; k++) {
-        unsigned col = (t + k * tpr) * W;
-        if (col >= c) continue;
-        if constexpr (W > 1) {
-            LnPack<T, W> q;
-#pragma unroll
-            for (int e = 0; e < W; e++) st(q.v, e, v[k * W + e]);
-            *reinterpret_cast<LnPack<T, W>*>(p + col) = q;
-        } else {
-            st(p, col, v[k]);
-        }
-    }
-}
-
-struct Sum2 { float a, b; };
-
-// (Σa, Σb) over the tpr threads of the caller's group, the same bits in every
-// thread. Every thread of the block calls it together: a group of more than
-// one warp goes through shared memory and a block barrier; `parity` alternates
-// between consecutive calls so that one barrier a call suffices.
-__device__ Sum2 group_sum2(float a, float b, unsigned tpr, unsigned parity) {
-    __shared__ float red[2][32][2];  // [parity][warp][a, b]
-    for (int m = 16; m > 0; m >>= 1) {
-        a += __shfl_xor_sync(0xffffffffu, a, m);
-        b += __shfl_xor_sync(0xffffffffu, b, m);
-    }
-    Sum2 s; s.a = a; s.b = b;
-    if (tpr == 32) return s;
-    unsigned w = threadIdx.x / 32;
-    if (threadIdx.x % 32 == 0) { red[parity][w][0] = a; red[parity][w][1] = b; }
-    __syncthreads();
-    unsigned w0 = threadIdx.x / tpr * (tpr / 32);
-    s.a = 0.0f; s.b = 0.0f;
-    for (unsigned i = 0; i < tpr / 32; i++) { s.a += red[parity][w0 + i][0]; s.b += red[parity][w0 + i][1]; }
-    return s;
-}
+// The row groups' loads, stores and sums are in common.cuh, shared with
+// rmsnorm.cu.
 
 // Group g of block b normalises row b·G + g; y may be of a narrower type TY.
 template <typename T, typename TY, int W>
