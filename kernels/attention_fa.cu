@@ -1,12 +1,15 @@
 // Causal attention on tensor cores, FlashAttention-2 style, for f16/bf16 and
 // head sizes 16, 32, 48, 64 and 128 (a template parameter; one set of entries
 // per dtype and head size) on sm_80 and later. Contract of attention.cu:
-// qkv [B, T, 3C] (q | k | v, head h at columns h·HD), out [B, T, C],
-// lse [B, H, T] f32, delta [B, H, T] f32 (workspace), dqkv [B, T, 3C]; the
-// T×T matrix never exists.
+// qkv [B, T, (H + 2K)·HD] (H query heads, C = H·HD columns, then K key and K
+// value heads; query head h reads key/value head h / (H/K) in place),
+// out [B, T, C], lse [B, H, T] f32, delta [B, H, T] f32 (workspace), dqkv
+// like qkv; the T×T matrix never exists.
 //
 // A block of 4 warps owns 64 rows of one (batch, head), 16 per warp: query
-// rows for the forward and dq, key rows for dk/dv. The other side streams
+// rows of a query head for the forward and dq, key rows of a key/value head
+// for dk/dv, which streams the queries of every head of its group in turn
+// into the same accumulators (one writer, a fixed order: no atomics). The other side streams
 // through shared memory in tiles (64 rows, 32 when HD = 128 to stay within
 // 48 KB of static shared memory), copied with 16-byte cp.async into a double
 // buffer so the next tile lands while this one is multiplied. Products are
@@ -136,26 +139,27 @@ __device__ __forceinline__ void fa_load(T* dst, const T* src, u64 stride, unsign
     }
 }
 
-// The K/V stream of the forward and dq kernels: `sm` holds two buffers, each
-// the K tile [N][LD] followed by the V tile. Before the loop, `fa_kv_first`
-// starts tile 0; at step n, `fa_kv_next` starts tile n + 1 into the other
-// buffer (if there is one), waits for tile n and returns its K (V follows
-// at + N·LD). The caller syncs the block before reading it.
+// The K/V stream of the forward and dq kernels, from the key head's column
+// `kb` and the value head's `vb` of the batch's first row: `sm` holds two
+// buffers, each the K tile [N][LD] followed by the V tile. Before the loop,
+// `fa_kv_first` starts tile 0; at step n, `fa_kv_next` starts tile n + 1 into
+// the other buffer (if there is one), waits for tile n and returns its K (V
+// follows at + N·LD). The caller syncs the block before reading it.
 template <int N, int HD, typename T>
-__device__ __forceinline__ void fa_kv_first(T* sm, const T* base, u64 c, u64 rs, unsigned t) {
+__device__ __forceinline__ void fa_kv_first(T* sm, const T* kb, const T* vb, u64 rs, unsigned t) {
     constexpr int LD = FaTile<HD>::LD;
-    fa_load<N, HD>(sm, base + c, rs, 0, t);
-    fa_load<N, HD>(sm + N * LD, base + 2 * c, rs, 0, t);
+    fa_load<N, HD>(sm, kb, rs, 0, t);
+    fa_load<N, HD>(sm + N * LD, vb, rs, 0, t);
     cp_async_commit();
 }
 template <int N, int HD, typename T>
-__device__ __forceinline__ const T* fa_kv_next(T* sm, const T* base, u64 c, u64 rs,
+__device__ __forceinline__ const T* fa_kv_next(T* sm, const T* kb, const T* vb, u64 rs,
                                                unsigned n, unsigned tiles, unsigned t) {
     constexpr int LD = FaTile<HD>::LD;
     if (n + 1 < tiles) {
         T* next = sm + (n + 1) % 2 * 2 * N * LD;
-        fa_load<N, HD>(next, base + c, rs, (n + 1) * N, t);
-        fa_load<N, HD>(next + N * LD, base + 2 * c, rs, (n + 1) * N, t);
+        fa_load<N, HD>(next, kb, rs, (n + 1) * N, t);
+        fa_load<N, HD>(next + N * LD, vb, rs, (n + 1) * N, t);
         cp_async_commit();
         cp_async_wait<1>();
     } else {
@@ -237,9 +241,22 @@ __device__ __forceinline__ void fa_store(T* dst, u64 stride, const float (&acc)[
     }
 }
 
+// A qkv row's stride, and the first row's key and value columns of key/value
+// head `kvh` in batch `b`, from C = H·HD and K.
+template <int HD, typename T>
+struct FaKv {
+    u64 rs;
+    const T *k, *v;
+    __device__ __forceinline__ FaKv(const T* qkv, u64 t64, u64 c, u64 nkv, unsigned b, u64 kvh) {
+        rs = c + 2 * nkv * HD;
+        k = qkv + (u64)b * t64 * rs + c + kvh * HD;
+        v = k + nkv * HD;
+    }
+};
+
 // grid (⌈T/64⌉, H, B), block 128.
 template <typename T, int HD>
-__device__ void fa_forward(const T* qkv, T* out, float* lse, u64 t64, u64 c, u64 nh,
+__device__ void fa_forward(const T* qkv, T* out, float* lse, u64 t64, u64 c, u64 nh, u64 nkv,
                            float scale) {
     const int N = FaTile<HD>::N, LD = FaTile<HD>::LD;
     // [buffer][k | v][key][LD]; Q passes through it before the loop.
@@ -247,7 +264,8 @@ __device__ void fa_forward(const T* qkv, T* out, float* lse, u64 t64, u64 c, u64
     const unsigned t = (unsigned)t64, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const unsigned g = lane / 4, q = lane % 4, h = blockIdx.y, b = blockIdx.z;
     const unsigned i0 = blockIdx.x * FA_ROWS, w0 = i0 + 16 * warp; // block's, warp's first row
-    const u64 rs = 3 * c;
+    const FaKv<HD, T> kv(qkv, t64, c, nkv, b, h / (nh / nkv));
+    const u64 rs = kv.rs;
     const T* base = qkv + (u64)b * t64 * rs + h * HD;
     fa_load<FA_ROWS, HD>(sm, base, rs, i0, t);
     cp_async_commit();
@@ -267,10 +285,10 @@ __device__ void fa_forward(const T* qkv, T* out, float* lse, u64 t64, u64 c, u64
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     const float sl2 = scale * FA_LOG2E;
     const unsigned kend = i0 + FA_ROWS < t ? i0 + FA_ROWS : t, tiles = (kend + N - 1) / N;
-    fa_kv_first<N, HD>(sm, base, c, rs, t);
+    fa_kv_first<N, HD>(sm, kv.k, kv.v, rs, t);
     for (unsigned n = 0; n < tiles; n++) {
         const unsigned j0 = n * N;
-        const T* ks = fa_kv_next<N, HD>(sm, base, c, rs, n, tiles, t);
+        const T* ks = fa_kv_next<N, HD>(sm, kv.k, kv.v, rs, n, tiles, t);
         __syncthreads();
         // Warp-uniform: a tile wholly above this warp's rows is skipped.
         if (j0 <= w0 + 15) {
@@ -333,14 +351,16 @@ __device__ void fa_forward(const T* qkv, T* out, float* lse, u64 t64, u64 c, u64
 // block 128.
 template <typename T, int HD>
 __device__ void fa_backward_dq(const T* qkv, const T* out, const float* lse, const T* dout,
-                               float* delta, T* dqkv, u64 t64, u64 c, u64 nh, float scale) {
+                               float* delta, T* dqkv, u64 t64, u64 c, u64 nh, u64 nkv,
+                               float scale) {
     const int N = FaTile<HD>::N, LD = FaTile<HD>::LD;
     __shared__ __align__(16) T sm[2 * 2 * N * LD]; // as the forward's; Q, dO pass through
     __shared__ float stat[2][FA_ROWS];              // lse·log2 e, delta of the block's rows
     const unsigned t = (unsigned)t64, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const unsigned g = lane / 4, q = lane % 4, h = blockIdx.y, b = blockIdx.z;
     const unsigned i0 = blockIdx.x * FA_ROWS, w0 = i0 + 16 * warp;
-    const u64 rs = 3 * c, srow = ((u64)b * nh + h) * t64;
+    const FaKv<HD, T> kv(qkv, t64, c, nkv, b, h / (nh / nkv));
+    const u64 rs = kv.rs, srow = ((u64)b * nh + h) * t64;
     const T* base = qkv + (u64)b * t64 * rs + h * HD;
     const T* gbase = dout + (u64)b * t64 * c + h * HD;
     fa_load<FA_ROWS, HD>(sm, base, rs, i0, t);
@@ -378,10 +398,10 @@ __device__ void fa_backward_dq(const T* qkv, const T* out, const float* lse, con
         for (int e = 0; e < 4; e++) dq[nt][e] = 0.0f;
     const float sl2 = scale * FA_LOG2E;
     const unsigned kend = i0 + FA_ROWS < t ? i0 + FA_ROWS : t, tiles = (kend + N - 1) / N;
-    fa_kv_first<N, HD>(sm, base, c, rs, t);
+    fa_kv_first<N, HD>(sm, kv.k, kv.v, rs, t);
     for (unsigned n = 0; n < tiles; n++) {
         const unsigned j0 = n * N;
-        const T* ks = fa_kv_next<N, HD>(sm, base, c, rs, n, tiles, t);
+        const T* ks = fa_kv_next<N, HD>(sm, kv.k, kv.v, rs, n, tiles, t);
         __syncthreads();
         if (j0 <= w0 + 15) {
             float s[N / 8][4], dp[N / 8][4];
@@ -403,22 +423,27 @@ __device__ void fa_backward_dq(const T* qkv, const T* out, const float* lse, con
     fa_store<HD>(dqkv + (u64)b * t64 * rs + h * HD, rs, dq, w0, t, lane, 1.0f, 1.0f);
 }
 
-// dk and dv for 64 key rows; queries, dout and their row statistics stream
-// from the block's first key to the end. grid (⌈T/64⌉, H, B), block 128.
+// dk and dv for 64 key rows of one key/value head; for each query head of its
+// group in order, that head's queries, dout and row statistics stream from the
+// block's first key to the end, one pipeline over the (head, tile) pairs.
+// grid (⌈T/64⌉, K, B), block 128.
 template <typename T, int HD>
 __device__ void fa_backward_dkdv(const T* qkv, const float* lse, const float* delta,
-                                 const T* dout, T* dqkv, u64 t64, u64 c, u64 nh, float scale) {
+                                 const T* dout, T* dqkv, u64 t64, u64 c, u64 nh, u64 nkv,
+                                 float scale) {
     const int N = FaTile<HD>::N, LD = FaTile<HD>::LD;
     __shared__ __align__(16) T sm[2 * 2 * N * LD]; // [buffer][q | dO][query][LD]; K, V first
     __shared__ float stat[2][2][N];                 // [buffer][lse·log2 e | delta][query]
     const unsigned t = (unsigned)t64, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const unsigned g = lane / 4, q = lane % 4, h = blockIdx.y, b = blockIdx.z;
+    const unsigned g = lane / 4, q = lane % 4, kvh = blockIdx.y, b = blockIdx.z;
     const unsigned j0 = blockIdx.x * FA_ROWS, w0 = j0 + 16 * warp; // block's, warp's first key
-    const u64 rs = 3 * c, srow = ((u64)b * nh + h) * t64;
-    const T* base = qkv + (u64)b * t64 * rs + h * HD;
-    const T* gbase = dout + (u64)b * t64 * c + h * HD;
-    fa_load<FA_ROWS, HD>(sm, base + c, rs, j0, t);
-    fa_load<FA_ROWS, HD>(sm + FA_ROWS * LD, base + 2 * c, rs, j0, t);
+    const unsigned group = (unsigned)(nh / nkv);
+    const FaKv<HD, T> kv(qkv, t64, c, nkv, b, kvh);
+    const u64 rs = kv.rs;
+    const T* base = qkv + (u64)b * t64 * rs;  // the batch's first row
+    const T* gbase = dout + (u64)b * t64 * c;
+    fa_load<FA_ROWS, HD>(sm, kv.k, rs, j0, t);
+    fa_load<FA_ROWS, HD>(sm + FA_ROWS * LD, kv.v, rs, j0, t);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -436,14 +461,17 @@ __device__ void fa_backward_dkdv(const T* qkv, const float* lse, const float* de
             dv[nt][e] = 0.0f;
         }
     const float sl2 = scale * FA_LOG2E;
-    const unsigned tiles = (t - j0 + N - 1) / N;
-    for (unsigned n = 0; n <= tiles; n++) {
-        // Iteration n starts tile n's copies and multiplies tile n − 1.
-        if (n < tiles) {
-            unsigned i0 = j0 + n * N;
+    // Query tiles a head, and (head, tile) pairs in all: pair n is tile n % tiles
+    // of the group's query head n / tiles.
+    const unsigned tiles = (t - j0 + N - 1) / N, pairs = group * tiles;
+    for (unsigned n = 0; n <= pairs; n++) {
+        // Iteration n starts pair n's copies and multiplies pair n − 1's.
+        if (n < pairs) {
+            const unsigned h = kvh * group + n / tiles, i0 = j0 + n % tiles * N;
+            const u64 srow = ((u64)b * nh + h) * t64;
             T* buf = sm + n % 2 * 2 * N * LD;
-            fa_load<N, HD>(buf, base, rs, i0, t);
-            fa_load<N, HD>(buf + N * LD, gbase, c, i0, t);
+            fa_load<N, HD>(buf, base + h * HD, rs, i0, t);
+            fa_load<N, HD>(buf + N * LD, gbase + h * HD, c, i0, t);
             cp_async_commit();
             if (threadIdx.x < N) {
                 unsigned i = i0 + threadIdx.x;
@@ -452,10 +480,10 @@ __device__ void fa_backward_dkdv(const T* qkv, const float* lse, const float* de
             }
         }
         if (n == 0) continue;
-        if (n < tiles) cp_async_wait<1>();
+        if (n < pairs) cp_async_wait<1>();
         else cp_async_wait<0>();
         __syncthreads();
-        const unsigned m = n - 1, i0 = j0 + m * N;
+        const unsigned m = n - 1, i0 = j0 + m % tiles * N;
         const T* qs = sm + m % 2 * 2 * N * LD;
         const float* ls = stat[m % 2][0];
         const float* ds = stat[m % 2][1];
@@ -479,23 +507,24 @@ __device__ void fa_backward_dkdv(const T* qkv, const float* lse, const float* de
         }
         __syncthreads();
     }
-    T* dst = dqkv + (u64)b * t64 * rs + h * HD;
-    fa_store<HD>(dst + c, rs, dk, w0, t, lane, 1.0f, 1.0f);
-    fa_store<HD>(dst + 2 * c, rs, dv, w0, t, lane, 1.0f, 1.0f);
+    // Where kv.k and kv.v lie in qkv, dk and dv lie in dqkv.
+    fa_store<HD>(dqkv + (kv.k - qkv), rs, dk, w0, t, lane, 1.0f, 1.0f);
+    fa_store<HD>(dqkv + (kv.v - qkv), rs, dv, w0, t, lane, 1.0f, 1.0f);
 }
 
 // Kernel names carry the head size literally (tests/cuda_kernels.rs matches
 // names against the host's declarations).
-#define FA_FWD_PARAMS(T) const T *qkv, T *out, float *lse, u64 t, u64 c, u64 nh, float scale
+#define FA_FWD_PARAMS(T)                                                                           \
+    const T *qkv, T *out, float *lse, u64 t, u64 c, u64 nh, u64 nkv, float scale
 #define FA_DQ_PARAMS(T)                                                                            \
     const T *qkv, const T *out, const float *lse, const T *dout, float *delta, T *dqkv, u64 t,     \
-        u64 c, u64 nh, float scale
+        u64 c, u64 nh, u64 nkv, float scale
 #define FA_DKDV_PARAMS(T)                                                                          \
     const T *qkv, const float *lse, const float *delta, const T *dout, T *dqkv, u64 t, u64 c,      \
-        u64 nh, float scale
-#define FA_FWD(T, HD) fa_forward<T, HD>(qkv, out, lse, t, c, nh, scale);
-#define FA_DQ(T, HD) fa_backward_dq<T, HD>(qkv, out, lse, dout, delta, dqkv, t, c, nh, scale);
-#define FA_DKDV(T, HD) fa_backward_dkdv<T, HD>(qkv, lse, delta, dout, dqkv, t, c, nh, scale);
+        u64 nh, u64 nkv, float scale
+#define FA_FWD(T, HD) fa_forward<T, HD>(qkv, out, lse, t, c, nh, nkv, scale);
+#define FA_DQ(T, HD) fa_backward_dq<T, HD>(qkv, out, lse, dout, delta, dqkv, t, c, nh, nkv, scale);
+#define FA_DKDV(T, HD) fa_backward_dkdv<T, HD>(qkv, lse, delta, dout, dqkv, t, c, nh, nkv, scale);
 
 #define ATTENTION_FA(S, T)                                                                         \
 extern "C" __global__ void attention_fa_forward_hd16_##S(FA_FWD_PARAMS(T)) { FA_FWD(T, 16) }      \

@@ -106,6 +106,14 @@ __device__ __forceinline__ float gelu_grad(float v) {
     float t = tanhf(0.7978845608f * (v + 0.044715f * v * v * v));
     return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * 0.7978845608f * (1.0f + 3.0f * 0.044715f * v * v);
 }
+// SiLU, x·σ(x). For very negative v, expf(−v) overflows to inf and both
+// forms give (−)0 rather than NaN.
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+// d silu(v) / dv = σ(v)·(1 + v·(1 − σ(v))).
+__device__ __forceinline__ float silu_grad(float v) {
+    float s = 1.0f / (1.0f + expf(-v));
+    return s * (1.0f + v * (1.0f - s));
+}
 
 #define ELEMENTWISE_VEC(S, T)                                                                     \
 extern "C" __global__ void add_vec_##S(const T* a, const T* b, T* out, unsigned n, unsigned nb) { \
@@ -137,6 +145,12 @@ extern "C" __global__ void bias_gelu_backward_vec_##S(const T* x, const T* b, co
 }                                                                                                 \
 extern "C" __global__ void gelu_backward_vec_##S(const T* x, const T* dy, T* dx, unsigned n) {    \
     ew_vec<T, true, false, true>(dx, n, x, nullptr, 0, dy, [](float v, float, float g) { return gelu_grad(v) * g; }); \
+}                                                                                                 \
+extern "C" __global__ void silu_forward_vec_##S(const T* x, T* out, unsigned n) {                 \
+    ew_vec<T, true, false, false>(out, n, x, nullptr, 0, nullptr, [](float v, float, float) { return silu(v); }); \
+}                                                                                                 \
+extern "C" __global__ void silu_backward_vec_##S(const T* x, const T* dy, T* dx, unsigned n) {    \
+    ew_vec<T, true, false, true>(dx, n, x, nullptr, 0, dy, [](float v, float, float g) { return silu_grad(v) * g; }); \
 }
 FOR_EACH_DTYPE(ELEMENTWISE_VEC)
 
@@ -169,5 +183,11 @@ extern "C" __global__ void bias_gelu_backward_##S(const T* x, const T* b, const 
 }                                                                                                 \
 extern "C" __global__ void gelu_backward_##S(const T* x, const T* dy, T* dx, u64 n) {             \
     u64 i = tid(); if (i < n) st(dx, i, gelu_grad(ld(x, i)) * ld(dy, i));                          \
+}                                                                                                 \
+extern "C" __global__ void silu_forward_##S(const T* x, T* out, u64 n) {                          \
+    u64 i = tid(); if (i < n) st(out, i, silu(ld(x, i)));                                          \
+}                                                                                                 \
+extern "C" __global__ void silu_backward_##S(const T* x, const T* dy, T* dx, u64 n) {             \
+    u64 i = tid(); if (i < n) st(dx, i, silu_grad(ld(x, i)) * ld(dy, i));                          \
 }
 FOR_EACH_DTYPE(ELEMENTWISE)

@@ -39,14 +39,16 @@ fn read_f32(path: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// `(B, T, H, K, D)`: batch, positions, query heads, key/value heads, head size.
+type Dims = (usize, usize, usize, usize, usize);
+
 /// `out` and `dqkv` (with `dout` as the output's gradient) on the cpu backend in f64.
-fn reference(qkv: &[f64], dout: &[f64], b: usize, t: usize, c: usize, nh: usize) -> [Vec<f64>; 2] {
+fn reference(qkv: &[f64], dout: &[f64], (b, t, nh, nkv, hd): Dims) -> [Vec<f64>; 2] {
+    let (c, w) = (nh * hd, (nh + 2 * nkv) * hd);
     let mut g = Graph::new();
-    let x = g
-        .param("qkv", Shape::new(&[b, t, 3 * c]), DType::F64)
-        .unwrap();
+    let x = g.param("qkv", Shape::new(&[b, t, w]), DType::F64).unwrap();
     let r = g.input("dout", Shape::new(&[b, t, c]), DType::F64).unwrap();
-    let out = g.attention(x, nh).unwrap();
+    let out = g.gqa_attention(x, nh, nkv).unwrap();
     let p = g.mul(out, r).unwrap();
     let loss = g.sum(p, &[0, 1, 2]).unwrap();
     let grads = autodiff::backward(&mut g, loss, &[x]).unwrap();
@@ -54,7 +56,7 @@ fn reference(qkv: &[f64], dout: &[f64], b: usize, t: usize, c: usize, nh: usize)
     let prog = lower(&g, &outputs).unwrap();
     let mut dev = Device::cpu();
     let tx = dev
-        .upload(&HostTensor::from_f64_as(Shape::new(&[b, t, 3 * c]), qkv, DType::F64).unwrap())
+        .upload(&HostTensor::from_f64_as(Shape::new(&[b, t, w]), qkv, DType::F64).unwrap())
         .unwrap();
     let tr = dev
         .upload(&HostTensor::from_f64_as(Shape::new(&[b, t, c]), dout, DType::F64).unwrap())
@@ -103,22 +105,89 @@ fn emulate_attention(
     exe: &Path,
     dir: &Path,
     dt: DType,
-    (b, t, c, nh): (usize, usize, usize, usize),
+    (b, t, nh, nkv, hd): Dims,
     tensor_cores: bool,
 ) -> [Vec<f64>; 3] {
-    let qkv_shape = Shape::new(&[b, t, 3 * c]);
+    let (c, w) = (nh * hd, (nh + 2 * nkv) * hd);
+    let qkv_shape = Shape::new(&[b, t, w]);
     let (ty, f) = (Ty::T, Ty::F32);
-    let (qkv_io, out_io) = (io("qkv", ty, b * t * 3 * c), io("out", ty, b * t * c));
+    let (qkv_io, out_io) = (io("qkv", ty, b * t * w), io("out", ty, b * t * c));
     let lse_io = io("lse", f, b * nh * t);
     // The host's plans; the backward is fed the forward's out and lse.
-    let forward = plan_forward(&qkv_shape, nh, tensor_cores).unwrap();
+    let forward = plan_forward(&qkv_shape, nh, nkv, tensor_cores).unwrap();
     write_plan(dir, &forward, dt, &[qkv_io], &[out_io, lse_io]);
     replay(exe, dir);
-    let backward = plan_backward(&qkv_shape, nh, tensor_cores).unwrap();
+    let backward = plan_backward(&qkv_shape, nh, nkv, tensor_cores).unwrap();
     let ins = [qkv_io, out_io, lse_io, io("dout", ty, b * t * c)];
-    write_plan(dir, &backward, dt, &ins, &[io("dqkv", ty, b * t * 3 * c)]);
+    write_plan(dir, &backward, dt, &ins, &[io("dqkv", ty, b * t * w)]);
     replay(exe, dir);
     ["out", "dqkv", "lse"].map(|n| read_f32(&dir.join(format!("{n}.f32"))))
+}
+
+/// The tolerances of attention: a few units of each dtype's rounding (the
+/// worst seen: 5e-4 for f16 and 3.7e-3 for bf16).
+const ATTENTION_DTYPES: [(DType, &str, f64); 3] = [
+    (DType::F32, "f32", 1e-4),
+    (DType::F16, "f16", 1.5e-3),
+    (DType::BF16, "bf16", 1e-2),
+];
+
+/// Each of `shapes` (dims, CUDA cores too) on the emulator against the cpu
+/// backend: on CUDA cores where asked, and on tensor cores where the backend
+/// would pick them (f16/bf16, an instantiated head size). Prints the worst
+/// errors of each path and dtype.
+fn attention_cases(exe: &Path, dir: &Path, shapes: &[(Dims, bool)], seed: u64) {
+    let mut worst: HashMap<String, (f64, f64)> = HashMap::new();
+    for (k, &(dims, cores)) in shapes.iter().enumerate() {
+        let (b, t, nh, nkv, hd) = dims;
+        let (c, w) = (nh * hd, (nh + 2 * nkv) * hd);
+        let mut rng = Rng::new(seed + k as u64);
+        let qkv: Vec<f64> = (0..b * t * w).map(|_| rng.normal()).collect();
+        let dout: Vec<f64> = (0..b * t * c).map(|_| rng.normal()).collect();
+        for (dt, name, tol) in ATTENTION_DTYPES {
+            let tc = dt != DType::F32 && FA_HEADS.contains(&hd);
+            let mut paths = Vec::new();
+            if cores {
+                paths.push((false, "cores"));
+            }
+            if tc {
+                paths.push((true, "tensor-cores"));
+            }
+            if paths.is_empty() {
+                continue;
+            }
+            // Both sides see the inputs rounded to the storage type.
+            let round = |v: &[f64], s: &[usize]| {
+                HostTensor::from_f64_as(Shape::new(s), v, dt)
+                    .unwrap()
+                    .to_f64_vec()
+            };
+            let qkv = round(&qkv, &[b, t, w]);
+            let dout = round(&dout, &[b, t, c]);
+            let [want_out, want_dqkv] = reference(&qkv, &dout, dims);
+            write_f32(&dir.join("qkv.f32"), &qkv);
+            write_f32(&dir.join("dout.f32"), &dout);
+            for (tensor_cores, path) in paths {
+                let [out, dqkv, lse] = emulate_attention(exe, dir, dt, dims, tensor_cores);
+                let out_err = rel_err(&want_out, &out);
+                let grad_err = rel_err(&want_dqkv, &dqkv);
+                let what = format!("{path} B{b} T{t} H{nh} K{nkv} (hd {hd}) {name}");
+                println!("{what}: out {out_err:.2e}, dqkv {grad_err:.2e}");
+                assert!(out_err <= tol, "{what}: out off by {out_err:.2e}");
+                assert!(grad_err <= tol, "{what}: dqkv off by {grad_err:.2e}");
+                // lse is not a graph output; dqkv depends on it, so check it is sane.
+                assert_eq!(lse.len(), b * nh * t);
+                assert!(lse.iter().all(|x| x.is_finite()), "{what}: lse not finite");
+                let w = worst.entry(format!("{path} {name}")).or_default();
+                *w = (w.0.max(out_err), w.1.max(grad_err));
+            }
+        }
+    }
+    let mut worst: Vec<_> = worst.into_iter().collect();
+    worst.sort_by(|a, b| a.0.cmp(&b.0));
+    for (what, (o, g)) in worst {
+        println!("worst {what}: out {o:.2e}, dqkv {g:.2e}");
+    }
 }
 
 #[test]
@@ -142,64 +211,38 @@ fn attention_kernels_match_cpu() {
         (1, 1000, 64, 1, false),
         (1, 1000, 128, 1, false),
     ];
-    let mut worst: HashMap<String, (f64, f64)> = HashMap::new();
-    for (k, &(b, t, c, nh, cores)) in shapes.iter().enumerate() {
-        let mut rng = Rng::new(7 + k as u64);
-        let qkv: Vec<f64> = (0..b * t * 3 * c).map(|_| rng.normal()).collect();
-        let dout: Vec<f64> = (0..b * t * c).map(|_| rng.normal()).collect();
-        let hd = c / nh;
-        for (dt, name, tol) in [
-            (DType::F32, "f32", 1e-4),
-            // A few units of each dtype's rounding (the worst seen: 5e-4 and
-            // 3.7e-3).
-            (DType::F16, "f16", 1.5e-3),
-            (DType::BF16, "bf16", 1e-2),
-        ] {
-            // The tensor-core kernels where the backend would pick them.
-            let tc = dt != DType::F32 && FA_HEADS.contains(&hd);
-            let mut paths = Vec::new();
-            if cores {
-                paths.push((false, "cores"));
-            }
-            if tc {
-                paths.push((true, "tensor-cores"));
-            }
-            if paths.is_empty() {
-                continue;
-            }
-            // Both sides see the inputs rounded to the storage type.
-            let round = |v: &[f64], s: &[usize]| {
-                HostTensor::from_f64_as(Shape::new(s), v, dt)
-                    .unwrap()
-                    .to_f64_vec()
-            };
-            let qkv = round(&qkv, &[b, t, 3 * c]);
-            let dout = round(&dout, &[b, t, c]);
-            let [want_out, want_dqkv] = reference(&qkv, &dout, b, t, c, nh);
-            write_f32(&dir.join("qkv.f32"), &qkv);
-            write_f32(&dir.join("dout.f32"), &dout);
-            for (tensor_cores, path) in paths {
-                let [out, dqkv, lse] =
-                    emulate_attention(&exe, &dir, dt, (b, t, c, nh), tensor_cores);
-                let out_err = rel_err(&want_out, &out);
-                let grad_err = rel_err(&want_dqkv, &dqkv);
-                let what = format!("{path} B{b} T{t} C{c} H{nh} (hd {hd}) {name}");
-                println!("{what}: out {out_err:.2e}, dqkv {grad_err:.2e}");
-                assert!(out_err <= tol, "{what}: out off by {out_err:.2e}");
-                assert!(grad_err <= tol, "{what}: dqkv off by {grad_err:.2e}");
-                // lse is not a graph output; dqkv depends on it, so check it is sane.
-                assert_eq!(lse.len(), b * nh * t);
-                assert!(lse.iter().all(|x| x.is_finite()), "{what}: lse not finite");
-                let w = worst.entry(format!("{path} {name}")).or_default();
-                *w = (w.0.max(out_err), w.1.max(grad_err));
-            }
-        }
-    }
-    let mut worst: Vec<_> = worst.into_iter().collect();
-    worst.sort_by(|a, b| a.0.cmp(&b.0));
-    for (what, (o, g)) in worst {
-        println!("worst {what}: out {o:.2e}, dqkv {g:.2e}");
-    }
+    // Multi-head: K = H.
+    let shapes: Vec<(Dims, bool)> = shapes
+        .iter()
+        .map(|&(b, t, c, nh, cores)| ((b, t, nh, nh, c / nh), cores))
+        .collect();
+    attention_cases(&exe, &dir, &shapes, 7);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Grouped-query attention: query head h reads key/value head h / (H/K) in
+/// place, and a key/value head's dk/dv add its group's query heads (the
+/// dk/dv kernels' grid is over key/value heads). Groups of 2, 3 and 4 and
+/// multi-query (K = 1), with T off the tiles and T = 1.
+#[test]
+fn gqa_attention_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let dir = scratch("gqa_attention");
+    let exe = build_driver(&cxx, &dir, "attention");
+    // ((B, T, H, K, D), CUDA cores too): head sizes 16, 32, 64 and 128 on both
+    // paths, 8 (CUDA cores only) and 48 (tensor cores only); T = 70 and 100
+    // pass the 64-row tiles (and 32-key tiles at 128).
+    let shapes: [(Dims, bool); 8] = [
+        ((2, 37, 4, 2, 16), true),
+        ((1, 70, 4, 1, 32), true),
+        ((2, 21, 4, 2, 8), true),
+        ((1, 45, 6, 2, 64), true),
+        ((1, 70, 4, 1, 128), true),
+        ((1, 100, 4, 2, 48), false),
+        ((3, 1, 2, 1, 16), true),
+        ((1, 33, 8, 2, 16), false),
+    ];
+    attention_cases(&exe, &dir, &shapes, 70);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

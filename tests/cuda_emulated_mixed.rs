@@ -1,5 +1,5 @@
-//! The mixed-dtype kernels autocast records (f32 LayerNorm operands with an
-//! f16/bf16 output and its backward; the residual add of an f16/bf16
+//! The mixed-dtype kernels autocast records (f32 LayerNorm and RMSNorm
+//! operands with an f16/bf16 output and their backwards; the residual add of an f16/bf16
 //! projection to the f32 stream) on the CPU emulator (tests/cuda_emu/emu.h),
 //! replaying the host's own plans against the cpu backend in f64. Each case
 //! asserts which kernel the plan picked, so the vectorised row groups, the
@@ -15,13 +15,13 @@ mod replay;
 #[path = "cuda_emu/support.rs"]
 mod support;
 
-use harness::{check, normal, rel_err, round, Driver, Reference};
+use harness::{check, normal, rel_err, round, run_rmsnorm, Driver, Reference, RMSNORM_OUTPUTS};
 use support::compiler;
 
 use replay::{io, Ty};
 
 use headroom::backend::cuda::ops::elementwise as ew;
-use headroom::backend::cuda::ops::layernorm;
+use headroom::backend::cuda::ops::{layernorm, rmsnorm};
 use headroom::backend::cuda::plan::OpPlan;
 use headroom::graph::Op;
 use headroom::rng::Rng;
@@ -159,6 +159,61 @@ fn mixed_layernorm_matches_cpu() {
         println!(
             "mixed layernorm, worst {name} y: {y:.2e}; f32 mean, rstd, dx, dw, db: {rest:.2e}"
         );
+    }
+}
+
+/// RMSNorm with f32 x, w and an f16/bf16 y; its backward with that dtype's dy
+/// and f32 dx, dw. (shape, aligned, forward stem, backward stem).
+#[test]
+fn mixed_rmsnorm_matches_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "rmsnorm");
+    let eps = 1e-5;
+    type Case = (&'static [usize], bool, &'static str, &'static str);
+    let (fvec, bvec) = ("rmsnorm_forward_rows_vec", "rmsnorm_backward_rows_vec");
+    let (fone, bone) = ("rmsnorm_forward_rows", "rmsnorm_backward_rows");
+    let cases: [Case; 5] = [
+        // C a multiple of f32's 4: 16-byte f32 loads, 8-byte low ones.
+        (&[5, 768], true, fvec, bvec),
+        (&[600, 40], true, fvec, bvec),
+        (&[4, 10, 37], true, fone, bone),
+        (&[7, 300], false, fone, bone),
+        (&[2, 8200], true, "rmsnorm_forward", "rmsnorm_backward_dx"),
+    ];
+    let mut worst = [(0f64, 0f64); 2];
+    for (k, &(shape, aligned, fwd, bwd)) in cases.iter().enumerate() {
+        let sh = Shape::new(shape);
+        for (j, (dt, name, tol)) in LOW.into_iter().enumerate() {
+            let forward = rmsnorm::plan_for(&sh, eps, (DType::F32, dt), dt, aligned);
+            let backward = rmsnorm::plan_backward_for(&sh, (dt, DType::F32), dt, aligned);
+            assert_eq!(
+                kernels(&forward, dt),
+                [format!("{fwd}_mixed_{name}")],
+                "{sh}"
+            );
+            let launched = kernels(&backward, dt);
+            assert_eq!(launched[0], format!("{bwd}_mixed_{name}"), "{sh}");
+            let finish = format!("rmsnorm_backward_dw_finish_mixed_{name}");
+            assert_eq!(launched.last(), Some(&finish), "{sh}");
+            let types = (DType::F32, dt, dt);
+            let (want, got) = run_rmsnorm(&d, &sh, 2200 + k as u64, types, (&forward, &backward));
+            let case = format!("mixed rmsnorm {sh} aligned {aligned} {name}");
+            let outputs: Vec<(&str, &[f64], &[f64])> = RMSNORM_OUTPUTS
+                .iter()
+                .zip(want.iter().zip(&got))
+                .map(|(&f, (w, g))| (f, w.as_slice(), g.as_slice()))
+                .collect();
+            check(&case, tol, &outputs[..1]);
+            check(&case, F32_TOL, &outputs[1..]);
+            worst[j].0 = worst[j].0.max(rel_err(&want[0], &got[0]));
+            for (_, w, g) in &outputs[1..] {
+                worst[j].1 = worst[j].1.max(rel_err(w, g));
+            }
+        }
+    }
+    for (j, (_, name, _)) in LOW.iter().enumerate() {
+        let (y, rest) = worst[j];
+        println!("mixed rmsnorm, worst {name} y: {y:.2e}; f32 rstd, dx, dw: {rest:.2e}");
     }
 }
 

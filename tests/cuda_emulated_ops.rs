@@ -1,5 +1,6 @@
 //! The CUDA kernel files that tests/cuda_emulated.rs leaves out (layernorm,
-//! softmax, cross-entropy, embedding, elementwise, cast, reduce, shape) run
+//! rmsnorm, rope, softmax, cross-entropy, embedding, elementwise, cast,
+//! reduce, shape) run
 //! on the CPU through the same emulator (tests/cuda_emu/emu.h) and are compared
 //! with the cpu backend in f64. Each driver, tests/cuda_emu/<file>.cpp, lists
 //! its kernels and replays the host's own plan of each op (the `plan_*`
@@ -21,15 +22,16 @@ mod replay;
 mod support;
 
 use harness::{
-    check, elementwise_case, normal, round, run_cross_entropy, run_embedding, run_layernorm, s,
-    Driver, Reference, DTYPES, LAYERNORM_OUTPUTS,
+    check, elementwise_case, normal, round, run_cross_entropy, run_embedding, run_layernorm,
+    run_rmsnorm, s, Driver, Reference, DTYPES, LAYERNORM_OUTPUTS, RMSNORM_OUTPUTS,
 };
 use support::compiler;
 
 use replay::{io, Io, Ty};
 
-use headroom::backend::cuda::ops::{cast, layernorm, reduce, shape, softmax};
-use headroom::graph::{autodiff, Value};
+use headroom::backend::cuda::ops::{cast, layernorm, reduce, rmsnorm, rope, shape, softmax};
+use headroom::backend::cuda::plan::OpPlan;
+use headroom::graph::{autodiff, Op, Value};
 use headroom::rng::Rng;
 use headroom::{DType, Shape};
 
@@ -59,6 +61,148 @@ fn layernorm_kernels_match_cpu() {
                 .collect();
             check(&format!("layernorm {sh} {name}"), tol, &outputs);
         }
+    }
+}
+
+/// The symbols of a plan's launches for `dt`, in order.
+fn kernels(plan: &OpPlan, dt: DType) -> Vec<String> {
+    plan.launches
+        .iter()
+        .map(|l| l.entry.symbol(dt).unwrap())
+        .collect()
+}
+
+/// Op::RmsNorm and Op::RmsNormBackward: y, the saved rstd, and dx, dw from the
+/// backward kernels fed the forward's rstd, through each kind of launch the
+/// plans pick (asserted): vectorised row groups, scalar ones (C off the
+/// vector width, or operands not 16-byte aligned) and a block per row.
+#[test]
+fn rmsnorm_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "rmsnorm");
+    let eps = 1e-5;
+    // (shape, aligned, forward stem for f32, for bf16/f16). Rows of 300 (row
+    // groups of 64; 300 is a multiple of f32's 4 only), 37 and 513 (off every
+    // width), 64 (one warp a row, 16-byte loads in every dtype); 600 rows give
+    // several backward blocks; 8200 columns pass the row groups' 8192.
+    type Case = (&'static [usize], bool, &'static str, &'static str);
+    let (vec, one, wide) = (
+        "rmsnorm_forward_rows_vec",
+        "rmsnorm_forward_rows",
+        "rmsnorm_forward",
+    );
+    let cases: [Case; 7] = [
+        (&[5, 300], true, vec, one),
+        (&[2, 3, 37], true, one, one),
+        (&[2, 513], true, one, one),
+        (&[600, 37], true, one, one),
+        (&[4, 10, 64], true, vec, vec),
+        (&[7, 64], false, one, one),
+        (&[2, 8200], true, wide, wide),
+    ];
+    let mut worst = [0f64; 3];
+    for (k, &(shape, aligned, f32_stem, low_stem)) in cases.iter().enumerate() {
+        let sh = Shape::new(shape);
+        for (j, (dt, name, tol)) in DTYPES.into_iter().enumerate() {
+            let (forward, backward) = (
+                rmsnorm::plan_forward(&sh, eps, dt, aligned),
+                rmsnorm::plan_backward(&sh, dt, aligned),
+            );
+            let stem = if dt == DType::F32 { f32_stem } else { low_stem };
+            assert_eq!(kernels(&forward, dt), [format!("{stem}_{name}")], "{sh}");
+            let (want, got) =
+                run_rmsnorm(&d, &sh, 150 + k as u64, (dt, dt, dt), (&forward, &backward));
+            let outputs: Vec<(&str, &[f64], &[f64])> = RMSNORM_OUTPUTS
+                .iter()
+                .zip(want.iter().zip(&got))
+                .map(|(&f, (w, g))| (f, w.as_slice(), g.as_slice()))
+                .collect();
+            check(
+                &format!("rmsnorm {sh} aligned {aligned} {name}"),
+                tol,
+                &outputs,
+            );
+            for (_, w, g) in &outputs {
+                worst[j] = worst[j].max(harness::rel_err(w, g));
+            }
+        }
+    }
+    for (j, (_, name, _)) in DTYPES.iter().enumerate() {
+        println!("rmsnorm, worst {name}: {:.2e}", worst[j]);
+    }
+}
+
+/// Op::Rope forward and inverse (its gradient) on multi-head, grouped and
+/// multi-query layouts, against the cpu backend; the v heads must come
+/// through bit for bit. The kernel's angles are f32 (position × inv_freq),
+/// the cpu's f64, so they part by about T·2⁻²⁴ radians: T stays at most 40
+/// here, where that is under f32's tolerance.
+#[test]
+fn rope_kernels_match_cpu() {
+    let Some(cxx) = compiler() else { return };
+    let d = Driver::build(&cxx, "rope");
+    // ([B, T, (H + 2K)·D], H, K, theta): head sizes 8, 4, 6, 12, 16 and 64;
+    // a small theta turns the slow pairs by more than a little by T = 40.
+    type Case = ([usize; 3], usize, usize, f64);
+    let cases: [Case; 6] = [
+        ([1, 6, 24], 1, 1, 10000.0),
+        ([2, 5, 16], 2, 1, 100.0),
+        ([2, 3, 48], 4, 2, 10000.0),
+        ([2, 7, 72], 4, 1, 500.0),
+        ([1, 40, 128], 4, 2, 100.0),
+        ([2, 9, 384], 4, 1, 10000.0),
+    ];
+    let mut worst = [0f64; 3];
+    for (k, &(shape, h, kv, theta)) in cases.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let hd = shape[2] / (h + 2 * kv);
+        let x = normal(&mut Rng::new(250 + k as u64), n, 1.0, 0.0);
+        for (j, (dt, name, tol)) in DTYPES.into_iter().enumerate() {
+            let x = round(&x, dt);
+            let mut re = Reference::new();
+            let xv = re.input(&shape, &x);
+            let turn = |inverse| Op::Rope {
+                n_head: h,
+                n_kv_head: kv,
+                theta,
+                inverse,
+            };
+            let fwd = re.g.apply(turn(false), &[xv]).unwrap()[0];
+            let inv = re.g.apply(turn(true), &[xv]).unwrap()[0];
+            let want = re.eval(&[fwd, inv]);
+            d.write("x", &x);
+            let mut got = Vec::new();
+            for (inverse, out) in [(false, "out"), (true, "back")] {
+                let plan = rope::plan_forward(&Shape::new(&shape), h, kv, theta, inverse).unwrap();
+                assert_eq!(kernels(&plan, dt), [format!("rope_{name}")]);
+                d.replay(&plan, dt, &[io("x", Ty::T, n)], &[io(out, Ty::T, n)]);
+                got.push(d.read(out));
+            }
+            let case = format!("rope {shape:?} H{h} K{kv} (hd {hd}) theta {theta} {name}");
+            check(
+                &case,
+                tol,
+                &[("out", &want[0], &got[0]), ("inverse", &want[1], &got[1])],
+            );
+            // The v heads: copied, so exact.
+            let v0 = (h + kv) * hd;
+            for row in 0..n / shape[2] {
+                let at = row * shape[2];
+                for g in &got {
+                    assert_eq!(
+                        &g[at + v0..at + shape[2]],
+                        &x[at + v0..at + shape[2]],
+                        "{case}"
+                    );
+                }
+            }
+            worst[j] = worst[j]
+                .max(harness::rel_err(&want[0], &got[0]))
+                .max(harness::rel_err(&want[1], &got[1]));
+        }
+    }
+    for (j, (_, name, _)) in DTYPES.iter().enumerate() {
+        println!("rope, worst {name}: {:.2e}", worst[j]);
     }
 }
 
@@ -265,7 +409,8 @@ fn embedding_kernels_match_cpu() {
 
 /// The elementwise kernels CudaBackend::run launches for Op::Add, Op::Mul (with
 /// a broadcast operand), Op::Scale, Op::Fill, Op::Gelu, Op::GeluBackward,
-/// Op::BiasGelu and Op::BiasGeluBackward, and Backend::accumulate
+/// Op::BiasGelu, Op::BiasGeluBackward, Op::Silu and Op::SiluBackward, and
+/// Backend::accumulate
 /// (tests/cuda_emulated_fused.rs has the vectorised kernels' own cases).
 #[test]
 fn elementwise_kernels_match_cpu() {

@@ -1,5 +1,5 @@
 // Drives kernels/attention.cu and attention_fa.cu on the CPU (see emu.h) for
-// tests/cuda_emulated_attention.rs, replaying the launches that
+// tests/cuda_emulated.rs, replaying the launches that
 // src/backend/cuda/ops/attention.rs plans (replay.h), on either path.
 // usage: attention DIR
 #include "emu.h"

@@ -15,7 +15,8 @@
     ENTRY(bias_gelu_backward_##S) ENTRY(add_vec_##S) ENTRY(mul_vec_##S) ENTRY(scale_vec_##S)     \
     ENTRY(fill_vec_##S) ENTRY(accumulate_vec_##S) ENTRY(gelu_forward_vec_##S)                    \
     ENTRY(gelu_backward_vec_##S) ENTRY(bias_gelu_forward_vec_##S)                                \
-    ENTRY(bias_gelu_backward_vec_##S)
+    ENTRY(bias_gelu_backward_vec_##S) ENTRY(silu_forward_##S) ENTRY(silu_backward_##S)           \
+    ENTRY(silu_forward_vec_##S) ENTRY(silu_backward_vec_##S)
 
 // The mixed residual add (f32 a and out, low b), named by b's dtype.
 #define MIXED(S, T) ENTRY(add_mixed_##S) ENTRY(add_mixed_vec_##S)

@@ -296,6 +296,9 @@ pub fn run_elementwise(
     replay(&bias_gelu, &[a, b], &out("bias_gelu"));
     let bias_gelu_backward = ew::plan_bias_gelu_backward(&sa, &sb, fit);
     replay(&bias_gelu_backward, &[a, b, dy], &out("bias_gelu_backward"));
+    replay(&ew::plan_silu_forward(&sa, fit), &[a], &out("silu"));
+    let silu_backward = ew::plan_silu_backward(&sa, fit);
+    replay(&silu_backward, &[a, dy], &out("silu_backward"));
     launched
 }
 
@@ -322,8 +325,12 @@ pub fn elementwise_case(
         let av = re.input(ashape, &a);
         let bv = re.input(bshape, &b);
         let dyv = re.input(ashape, &dy);
-        // Two copies of a to differentiate gelu and bias_gelu separately.
-        let (a1, a2) = (re.param(ashape, &a), re.param(ashape, &a));
+        // Copies of a to differentiate gelu, bias_gelu and silu separately.
+        let (a1, a2, a3) = (
+            re.param(ashape, &a),
+            re.param(ashape, &a),
+            re.param(ashape, &a),
+        );
         let g = &mut re.g;
         let add = g.add(av, bv).unwrap();
         let mul = g.mul(av, bv).unwrap();
@@ -332,8 +339,12 @@ pub fn elementwise_case(
         let acc = g.add(av, dyv).unwrap();
         let gelu = g.gelu(a1).unwrap();
         let bias_gelu = g.bias_gelu(a2, bv).unwrap();
-        let gr = re.grads(&[(gelu, dyv), (bias_gelu, dyv)], &[a1, a2]);
-        let want = re.eval(&[add, mul, scale, fill, acc, gelu, gr[0], bias_gelu, gr[1]]);
+        let silu = g.silu(a3).unwrap();
+        let terms = [(gelu, dyv), (bias_gelu, dyv), (silu, dyv)];
+        let gr = re.grads(&terms, &[a1, a2, a3]);
+        let want = re.eval(&[
+            add, mul, scale, fill, acc, gelu, gr[0], bias_gelu, gr[1], silu, gr[2],
+        ]);
 
         d.write("a", &a);
         d.write("b", &b);
@@ -350,6 +361,8 @@ pub fn elementwise_case(
             "gelu_backward",
             "bias_gelu",
             "bias_gelu_backward",
+            "silu",
+            "silu_backward",
         ];
         let got: Vec<Vec<f64>> = names.iter().map(|f| d.read(f)).collect();
         let outputs: Vec<(&str, &[f64], &[f64])> = names
@@ -409,5 +422,50 @@ pub fn run_layernorm(
     let outs = [io("dx", t, r * c), io("dw", t, c), io("db", t, c)];
     d.replay(backward, dt, &ins, &outs);
     let got = LAYERNORM_OUTPUTS.iter().map(|f| d.read(f)).collect();
+    (want, got)
+}
+
+/// The outputs of Op::RmsNorm and Op::RmsNormBackward, in order.
+pub const RMSNORM_OUTPUTS: [&str; 4] = ["y", "rstd", "dx", "dw"];
+
+/// One RMSNorm case on `sh`: x and w of dtype `x_dt` drawn from `seed`, dy of
+/// `dy_dt` (the low dtype of a mixed op, else `x_dt`), the host's `forward`
+/// and `backward` plans replayed for kernels named by `dt` (the backward fed
+/// the forward's own rstd, and y of `dy_dt` too), and the cpu reference;
+/// `(want, got)` of [`RMSNORM_OUTPUTS`].
+pub fn run_rmsnorm(
+    d: &Driver,
+    sh: &Shape,
+    seed: u64,
+    (x_dt, dy_dt, dt): (DType, DType, DType),
+    (forward, backward): (&OpPlan, &OpPlan),
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let (shape, r, c) = (sh.dims(), sh.rows(), sh.last());
+    let mut rng = Rng::new(seed);
+    let x = round(&normal(&mut rng, r * c, 2.0, 0.7), x_dt);
+    let w = round(&normal(&mut rng, c, 0.5, 1.0), x_dt);
+    let dy = round(&normal(&mut rng, r * c, 1.0, 0.0), dy_dt);
+    let mut re = Reference::new();
+    let (xv, wv) = (re.param(shape, &x), re.param(&[c], &w));
+    let dyv = re.input(shape, &dy);
+    let op = headroom::graph::Op::RmsNorm {
+        eps: 1e-5,
+        out: None,
+    };
+    let o = re.g.apply(op, &[xv, wv]).unwrap();
+    let gr = re.grads(&[(o[0], dyv)], &[xv, wv]);
+    let want = re.eval(&[o[0], o[1], gr[0], gr[1]]);
+
+    for (f, v) in [("x", &x), ("w", &w), ("dy", &dy)] {
+        d.write(f, v);
+    }
+    let ty = |of: DType| if of == dt { Ty::T } else { Ty::Of(of) };
+    let (tx, tdy, rstd) = (ty(x_dt), ty(dy_dt), io("rstd", Ty::F32, r));
+    let (xs, ws) = (io("x", tx, r * c), io("w", tx, c));
+    d.replay(forward, dt, &[xs, ws], &[io("y", tdy, r * c), rstd]);
+    let ins = [io("dy", tdy, r * c), xs, ws, rstd];
+    let outs = [io("dx", tx, r * c), io("dw", tx, c)];
+    d.replay(backward, dt, &ins, &outs);
+    let got = RMSNORM_OUTPUTS.iter().map(|f| d.read(f)).collect();
     (want, got)
 }

@@ -34,8 +34,8 @@ pub use ops::embedding::embedding_ranges;
 pub use ops::reduce::column_chunks;
 
 use ops::{
-    attention, cast, cross_entropy, elementwise, embedding, layernorm, matmul, reduce, shape,
-    softmax,
+    attention, cast, cross_entropy, elementwise, embedding, layernorm, matmul, reduce, rmsnorm,
+    rope, shape, softmax,
 };
 
 use super::{AdamWSlot, AdamWStep, Backend, TensorRef};
@@ -186,6 +186,8 @@ impl CudaBackend {
             Op::GeluBackward => elementwise::gelu_backward(self, dt, i, o),
             Op::BiasGelu => elementwise::bias_gelu_forward(self, dt, i, o),
             Op::BiasGeluBackward => elementwise::bias_gelu_backward(self, dt, i, o),
+            Op::Silu => elementwise::silu_forward(self, dt, i, o),
+            Op::SiluBackward => elementwise::silu_backward(self, dt, i, o),
             Op::Cast { to } => cast::cast_forward(self, i, o, *to),
             Op::Embedding => embedding::embedding_forward(self, dt, i, o),
             Op::EmbeddingBackward { vocab } => {
@@ -193,6 +195,14 @@ impl CudaBackend {
             }
             Op::LayerNorm { eps, .. } => layernorm::layernorm_forward(self, dt, i, o, *eps),
             Op::LayerNormBackward => layernorm::layernorm_backward(self, dt, i, o),
+            Op::RmsNorm { eps, .. } => rmsnorm::rmsnorm_forward(self, dt, i, o, *eps),
+            Op::RmsNormBackward => rmsnorm::rmsnorm_backward(self, dt, i, o),
+            Op::Rope {
+                n_head,
+                n_kv_head,
+                theta,
+                inverse,
+            } => rope::rope_forward(self, dt, i, o, (*n_head, *n_kv_head), *theta, *inverse),
             Op::Softmax => softmax::softmax_forward(self, dt, i, o),
             Op::SoftmaxBackward => softmax::softmax_backward(self, dt, i, o),
             Op::CrossEntropy { classes } => {
@@ -204,28 +214,12 @@ impl CudaBackend {
             Op::CrossEntropyFused { classes } => {
                 cross_entropy::cross_entropy_fused(self, dt, i, o, *classes)
             }
-            Op::Attention { n_head, n_kv_head } if n_head == n_kv_head => {
-                attention::attention_forward(self, dt, i, o, *n_head)
+            Op::Attention { n_head, n_kv_head } => {
+                attention::attention_forward(self, dt, i, o, (*n_head, *n_kv_head))
             }
-            Op::AttentionBackward { n_head, n_kv_head } if n_head == n_kv_head => {
-                attention::attention_backward(self, dt, i, o, *n_head)
+            Op::AttentionBackward { n_head, n_kv_head } => {
+                attention::attention_backward(self, dt, i, o, (*n_head, *n_kv_head))
             }
-            Op::RmsNorm { .. }
-            | Op::RmsNormBackward
-            | Op::Silu
-            | Op::SiluBackward
-            | Op::Rope { .. }
-            | Op::Attention { .. }
-            | Op::AttentionBackward { .. } => Err(Error::Unsupported {
-                backend: "cuda",
-                what: format!(
-                    "{} with {:?} (a Llama op this backend has no kernel for yet)",
-                    op.name(),
-                    op
-                ),
-                hint: "train Llama models on the cpu backend for now",
-            }),
-
             Op::Transpose { a, b } => shape::transpose_forward(self, dt, i, o, *a, *b),
             Op::Split { axis, .. } => shape::split_forward(self, dt, i, o, *axis),
             Op::Concat { axis } => shape::concat_forward(self, dt, i, o, *axis),

@@ -9,7 +9,8 @@
 //! `examples/kernel_traffic.rs` prints the table for a model and batch.
 
 use super::ops::{
-    attention, cast, cross_entropy, elementwise as ew, embedding, layernorm, reduce, shape, softmax,
+    attention, cast, cross_entropy, elementwise as ew, embedding, layernorm, reduce, rmsnorm, rope,
+    shape, softmax,
 };
 use super::plan::{Arg, Buf, Launch, OpPlan};
 use crate::error::Result;
@@ -53,6 +54,8 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
         Op::GeluBackward => ew::plan_gelu_backward(o(0), fit),
         Op::BiasGelu => ew::plan_bias_gelu_forward(o(0), i(1), fit),
         Op::BiasGeluBackward => ew::plan_bias_gelu_backward(o(0), i(1), fit),
+        Op::Silu => ew::plan_silu_forward(o(0), fit),
+        Op::SiluBackward => ew::plan_silu_backward(o(0), fit),
         Op::Cast { .. } => cast::plan_forward(ins[0].1, o(0))?,
         Op::Embedding => embedding::plan_forward(i(0), i(1)),
         Op::EmbeddingBackward { vocab } => embedding::plan_backward(i(0), i(1), *vocab),
@@ -60,18 +63,28 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
             layernorm::plan_for(i(0), *eps, (ins[0].1, outs[0].1), dt, true)
         }
         Op::LayerNormBackward => layernorm::plan_backward_for(i(1), (ins[0].1, ins[1].1), dt, true),
+        Op::RmsNorm { eps, .. } => rmsnorm::plan_for(i(0), *eps, (ins[0].1, outs[0].1), dt, true),
+        Op::RmsNormBackward => rmsnorm::plan_backward_for(i(1), (ins[0].1, ins[1].1), dt, true),
+        Op::Rope {
+            n_head,
+            n_kv_head,
+            theta,
+            inverse,
+        } => rope::plan_forward(i(0), *n_head, *n_kv_head, *theta, *inverse)?,
         Op::Softmax => softmax::plan_forward(i(0)),
         Op::SoftmaxBackward => softmax::plan_backward(i(0)),
         Op::CrossEntropy { classes } => cross_entropy::plan_forward(i(0), *classes),
         Op::CrossEntropyBackward { classes } => cross_entropy::plan_backward(i(0), *classes),
         Op::CrossEntropyFused { classes } => cross_entropy::plan_fused(i(0), *classes),
-        Op::Attention { n_head, .. } => {
-            let tc = tensor_cores && attention::tensor_core_shape(ins[0].1, i(0), *n_head)?;
-            attention::plan_forward(i(0), *n_head, tc)?
+        Op::Attention { n_head, n_kv_head } => {
+            let (h, k) = (*n_head, *n_kv_head);
+            let tc = tensor_cores && attention::tensor_core_shape(ins[0].1, i(0), h, k)?;
+            attention::plan_forward(i(0), h, k, tc)?
         }
-        Op::AttentionBackward { n_head, .. } => {
-            let tc = tensor_cores && attention::tensor_core_shape(ins[0].1, i(0), *n_head)?;
-            attention::plan_backward(i(0), *n_head, tc)?
+        Op::AttentionBackward { n_head, n_kv_head } => {
+            let (h, k) = (*n_head, *n_kv_head);
+            let tc = tensor_cores && attention::tensor_core_shape(ins[0].1, i(0), h, k)?;
+            attention::plan_backward(i(0), h, k, tc)?
         }
         Op::Transpose { a, b } => shape::plan_transpose(i(0), *a, *b),
         Op::Split { axis, .. } => {
@@ -85,17 +98,6 @@ pub fn op_plan(op: &Op, ins: &[Meta], outs: &[Meta], tensor_cores: bool) -> Resu
         Op::Sum { axes } => reduce::plan_sum(i(0), axes, false, dt, true)?,
         Op::Mean { axes } => reduce::plan_sum(i(0), axes, true, dt, true)?,
         Op::Expand { axes, .. } => reduce::plan_expand(o(0), axes)?,
-        Op::RmsNorm { .. }
-        | Op::RmsNormBackward
-        | Op::Silu
-        | Op::SiluBackward
-        | Op::Rope { .. } => {
-            return Err(crate::error::Error::Unsupported {
-                backend: "cuda",
-                what: format!("the launch plan of {}", op.name()),
-                hint: "train Llama models on the cpu backend for now",
-            })
-        }
     }))
 }
 
@@ -149,12 +151,18 @@ pub fn launch_bytes(l: &Launch, ins: &[Meta], outs: &[Meta], workspace: u64) -> 
     // other side's tiles each one streams is (tiles + 1) / 2.
     let tiles = l.grid.0 as f64;
     let streamed = (tiles + 1.0) / 2.0;
+    // Attention's share of a qkv row that is queries (1/3 for multi-head) and
+    // the rest, keys and values; each key/value head is streamed by the
+    // `group` query heads that read it (1 for multi-head).
+    let (q, kv, group) = attention_split(stem, ins, outs);
     let mut total = 0.0;
     for b in operands(l) {
         let passes = match (stem, b) {
             // Row kernels that loop over the row more than once.
             ("layernorm_forward", Buf::In(0)) => 3.0,
             ("layernorm_backward_dx", Buf::In(0) | Buf::In(1)) => 2.0,
+            ("rmsnorm_forward", Buf::In(0)) => 2.0,
+            ("rmsnorm_backward_dx", Buf::In(0) | Buf::In(1)) => 2.0,
             ("cross_entropy_rows", Buf::In(0)) => 2.0,
             ("cross_entropy_backward" | "softmax_forward", Buf::In(0)) => 3.0,
             // One read when the row fits the kernel's registers, else two.
@@ -183,22 +191,44 @@ pub fn launch_bytes(l: &Launch, ins: &[Meta], outs: &[Meta], workspace: u64) -> 
                 total += size(b) + 2.0 * size(Buf::In(1));
                 continue;
             }
-            // Attention: q (a third of qkv) once, k and v streamed.
+            // Attention: q once, k and v streamed by each query head.
             (s, Buf::In(0)) if s.starts_with("attention") && s.contains("forward") => {
-                1.0 / 3.0 + 2.0 / 3.0 * streamed
+                q + kv * group * streamed
             }
-            (s, Buf::In(0)) if s.contains("backward_dq") => 1.0 / 3.0 + 2.0 / 3.0 * streamed,
-            // dq writes a third of dqkv, dk/dv two thirds.
-            (s, Buf::Out(0)) if s.contains("backward_dq") => 1.0 / 3.0,
-            // dk/dv: k and v once, the query side (q, lse, delta, dout) streamed.
-            (s, Buf::In(0)) if s.contains("backward_dkdv") => 2.0 / 3.0 + 1.0 / 3.0 * streamed,
+            (s, Buf::In(0)) if s.contains("backward_dq") => q + kv * group * streamed,
+            // dq writes the query columns of dqkv, dk/dv the rest.
+            (s, Buf::Out(0)) if s.contains("backward_dq") => q,
+            // dk/dv: k and v once, the query side (q, lse, delta, dout) of
+            // the group's heads streamed.
+            (s, Buf::In(0)) if s.contains("backward_dkdv") => kv + q * streamed,
             (s, Buf::In(_) | Buf::Workspace) if s.contains("backward_dkdv") => streamed,
-            (s, Buf::Out(0)) if s.contains("backward_dkdv") => 2.0 / 3.0,
+            (s, Buf::Out(0)) if s.contains("backward_dkdv") => kv,
             _ => 1.0,
         };
         total += passes * size(b);
     }
     total as u64
+}
+
+/// For an attention launch, `(q, kv, group)`: the shares of a qkv row that
+/// are queries (H·D of (H + 2K)·D) and keys and values, and H/K. The query
+/// width is that of the op's out: the forward's output, the backward's second
+/// operand. Other launches get multi-head attention's (1/3, 2/3, 1), unused.
+fn attention_split(stem: &str, ins: &[Meta], outs: &[Meta]) -> (f64, f64, f64) {
+    let out = if stem.contains("forward") {
+        outs.first()
+    } else {
+        ins.get(1)
+    };
+    let (Some(qkv), Some(out)) = (ins.first(), out) else {
+        return (1.0 / 3.0, 2.0 / 3.0, 1.0);
+    };
+    let (w, c) = (qkv.0.last() as f64, out.0.last() as f64);
+    if !stem.starts_with("attention") || w <= c || c == 0.0 {
+        return (1.0 / 3.0, 2.0 / 3.0, 1.0);
+    }
+    // W = (H + 2K)·D and C = H·D, so H/K = 2C / (W − C).
+    (c / w, (w - c) / w, 2.0 * c / (w - c))
 }
 
 #[cfg(test)]
@@ -247,6 +277,45 @@ mod tests {
                 bytes: rows + mean
             }
         );
+        // The Llama ops: SiLU and RoPE pass over their operands once; the
+        // RMSNorm row groups read x once, write y and rstd.
+        let silu = op_traffic(&Op::Silu, &[(&x, bf)], &[(&x, bf)], true).unwrap();
+        assert_eq!(silu.bytes, 2 * 64 * 768 * 2);
+        let qkv = Shape::new(&[2, 64, 6 * 64]);
+        let rope = Op::Rope {
+            n_head: 4,
+            n_kv_head: 1,
+            theta: 1e4,
+            inverse: false,
+        };
+        let t = op_traffic(&rope, &[(&qkv, bf)], &[(&qkv, bf)], true).unwrap();
+        assert_eq!(t.bytes, 2 * qkv.byte_size(bf));
+        let (rows, f) = (Shape::new(&[64]), DType::F32);
+        let rms = Op::RmsNorm {
+            eps: 1e-5,
+            out: None,
+        };
+        let t = op_traffic(
+            &rms,
+            &[(&x, bf), (&bias, bf)],
+            &[(&x, bf), (&rows, f)],
+            true,
+        )
+        .unwrap();
+        assert_eq!(t.bytes, 2 * 64 * 768 * 2 + 768 * 2 + 64 * 4);
+        // Grouped-query attention: one key/value head for four query heads
+        // streams the same keys four times over, from a narrower row.
+        let (out, lse) = (Shape::new(&[2, 64, 4 * 64]), Shape::new(&[2, 4, 64]));
+        let att = |k| Op::Attention {
+            n_head: 4,
+            n_kv_head: k,
+        };
+        let mha_qkv = Shape::new(&[2, 64, 12 * 64]);
+        let outs = [(&out, bf), (&lse, f)];
+        let gqa = op_traffic(&att(1), &[(&qkv, bf)], &outs, false).unwrap();
+        let mha = op_traffic(&att(4), &[(&mha_qkv, bf)], &outs, false).unwrap();
+        // One 64-row tile: q once and k, v once each, the same for both.
+        assert_eq!(gqa.bytes, mha.bytes);
         // Views launch nothing.
         let r = Op::Reshape {
             shape: Shape::new(&[64 * 768]),

@@ -1,7 +1,10 @@
 //! Causal self-attention, flash-style (kernels/attention.cu on CUDA cores,
 //! kernels/attention_fa.cu on tensor cores): the T×T matrix never exists; the
 //! forward keeps each row's log-sum-exp, the backward recomputes probabilities
-//! from it.
+//! from it. Grouped-query attention on both paths: `qkv [B, T, (H + 2K)·D]`,
+//! query head h reading key/value head h / (H/K) in place; the dk/dv kernels
+//! run a block per key/value head, which adds its group's query heads in
+//! order, so dk and dv have one writer each and no atomics.
 
 use cudarc::driver::LaunchConfig;
 
@@ -74,19 +77,26 @@ fn tensor_core_dims(dtype: DType, hd: usize) -> bool {
     matches!(dtype, DType::F16 | DType::BF16) && fa_entries(hd).is_some()
 }
 
-/// Whether attention over `qkv` with `n_head` heads in `dtype` can take the
-/// tensor-core kernels on an sm_80+ GPU (alignment aside).
-pub fn tensor_core_shape(dtype: DType, qkv: &Shape, n_head: usize) -> Result<bool> {
+/// Whether attention over `qkv` with `n_head` query and `n_kv_head`
+/// key/value heads in `dtype` can take the tensor-core kernels on an sm_80+
+/// GPU (alignment aside).
+pub fn tensor_core_shape(
+    dtype: DType,
+    qkv: &Shape,
+    n_head: usize,
+    n_kv_head: usize,
+) -> Result<bool> {
     Ok(tensor_core_dims(
         dtype,
-        AttentionDims::of(qkv, n_head, n_head)?.head_dim,
+        AttentionDims::of(qkv, n_head, n_kv_head)?.head_dim,
     ))
 }
 
-/// One block of `threads` per 64 rows of one (batch, head), both paths.
-fn tiles(a: &AttentionDims, threads: u32) -> LaunchConfig {
+/// One block of `threads` per 64 rows of one (batch, head) over `heads`
+/// heads (query heads, or key/value heads for dk/dv), both paths.
+fn tiles(a: &AttentionDims, heads: usize, threads: u32) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (a.t.div_ceil(64) as u32, a.n_head as u32, a.b as u32),
+        grid_dim: (a.t.div_ceil(64) as u32, heads as u32, a.b as u32),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -118,40 +128,57 @@ fn fa_for(a: &AttentionDims) -> Result<(Entry, Entry, Entry)> {
     Ok(e)
 }
 
-/// `(T, C, H)` as the kernels take them.
-fn tch(a: &AttentionDims) -> (u64, u64, u64) {
-    (a.t as u64, a.c as u64, a.n_head as u64)
+/// `(T, C, H, K)` as the kernels take them.
+fn tchk(a: &AttentionDims) -> (u64, u64, u64, u64) {
+    (a.t as u64, a.c as u64, a.n_head as u64, a.n_kv_head as u64)
 }
 
-/// The launches of `Op::Attention { n_head }` on `qkv [B, T, 3C]`, on tensor
-/// cores or not: ins qkv; outs out [B, T, C], lse [B, H, T] f32.
-pub fn plan_forward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
-    let a = AttentionDims::of(qkv, n_head, n_head)?;
-    let (t, c, nh) = tch(&a);
-    let args = args![In(0), Out(0), Out(1), t, c, nh, a.scale_f32()];
+/// The launches of `Op::Attention { n_head, n_kv_head }` on
+/// `qkv [B, T, (H + 2K)·D]`, on tensor cores or not: ins qkv; outs
+/// out [B, T, H·D], lse [B, H, T] f32. A block per 64 query rows of one
+/// (batch, query head).
+pub fn plan_forward(
+    qkv: &Shape,
+    n_head: usize,
+    n_kv_head: usize,
+    tensor_cores: bool,
+) -> Result<OpPlan> {
+    let a = AttentionDims::of(qkv, n_head, n_kv_head)?;
+    let (t, c, nh, nkv) = tchk(&a);
+    let args = args![In(0), Out(0), Out(1), t, c, nh, nkv, a.scale_f32()];
     let (entry, threads) = if tensor_cores {
         (fa_for(&a)?.0, 128)
     } else {
         check_cuda_cores(&a)?;
         (FORWARD, 256)
     };
-    Ok(OpPlan::one(Launch::new(entry, tiles(&a, threads), args)))
+    Ok(OpPlan::one(Launch::new(
+        entry,
+        tiles(&a, a.n_head, threads),
+        args,
+    )))
 }
 
-/// The launches of `Op::AttentionBackward { n_head }`: ins qkv [B, T, 3C],
-/// out [B, T, C], lse [B, H, T] f32, dout [B, T, C]; outs dqkv [B, T, 3C].
-/// delta = Σ dout·out per row goes to the workspace ([B, H, T] f32) first; dq
-/// and dk/dv then write disjoint columns of dqkv, in two kernels so that
+/// The launches of `Op::AttentionBackward { n_head, n_kv_head }`: ins
+/// qkv [B, T, (H + 2K)·D], out [B, T, H·D], lse [B, H, T] f32,
+/// dout [B, T, H·D]; outs dqkv [B, T, (H + 2K)·D]. delta = Σ dout·out per row
+/// goes to the workspace ([B, H, T] f32) first; dq (a block per query head's
+/// 64 rows) and dk/dv (a block per key/value head's 64 rows, its group's query
+/// heads in order) then write disjoint columns of dqkv, in two kernels so that
 /// nothing needs atomics. On tensor cores the dq kernel computes delta itself
 /// (2 launches); on CUDA cores a kernel of its own does (3).
-pub fn plan_backward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<OpPlan> {
-    let a = AttentionDims::of(qkv, n_head, n_head)?;
-    let (t, c, nh) = tch(&a);
+pub fn plan_backward(
+    qkv: &Shape,
+    n_head: usize,
+    n_kv_head: usize,
+    tensor_cores: bool,
+) -> Result<OpPlan> {
+    let a = AttentionDims::of(qkv, n_head, n_kv_head)?;
+    let (t, c, nh, nkv) = tchk(&a);
     let (b, scale) = (a.b as u64, a.scale_f32());
-    let dkdv = args![In(0), In(2), Workspace, In(3), Out(0), t, c, nh, scale];
+    let dkdv = args![In(0), In(2), Workspace, In(3), Out(0), t, c, nh, nkv, scale];
     let launches = if tensor_cores {
         let (_, dq, dkdv_entry) = fa_for(&a)?;
-        let cfg = tiles(&a, 128);
         let dq_args = args![
             In(0),
             In(1),
@@ -162,20 +189,20 @@ pub fn plan_backward(qkv: &Shape, n_head: usize, tensor_cores: bool) -> Result<O
             t,
             c,
             nh,
+            nkv,
             scale
         ];
         vec![
-            Launch::new(dq, cfg, dq_args),
-            Launch::new(dkdv_entry, cfg, dkdv),
+            Launch::new(dq, tiles(&a, a.n_head, 128), dq_args),
+            Launch::new(dkdv_entry, tiles(&a, a.n_kv_head, 128), dkdv),
         ]
     } else {
         check_cuda_cores(&a)?;
-        let cfg = tiles(&a, 256);
         let delta = args![In(1), In(3), Workspace, b, t, c, nh];
         vec![
             Launch::new(BACKWARD_DELTA, grid(a.lse_rows(), 256), delta),
-            Launch::new(BACKWARD_DQ, cfg, dkdv.clone()),
-            Launch::new(BACKWARD_DKDV, cfg, dkdv),
+            Launch::new(BACKWARD_DQ, tiles(&a, a.n_head, 256), dkdv.clone()),
+            Launch::new(BACKWARD_DKDV, tiles(&a, a.n_kv_head, 256), dkdv),
         ]
     };
     Ok(OpPlan {
@@ -191,9 +218,9 @@ fn use_tensor_cores(
     cx: &mut CudaBackend,
     dt: DType,
     tensors: &[&TensorRef],
-    n_head: usize,
+    (n_head, n_kv_head): (usize, usize),
 ) -> Result<bool> {
-    let a = AttentionDims::of(&tensors[0].shape, n_head, n_head)?;
+    let a = AttentionDims::of(&tensors[0].shape, n_head, n_kv_head)?;
     let aligned = tensors.iter().all(|t| ptr(t) % 16 == 0);
     let Some(entries) = fa_entries(a.head_dim) else {
         return Ok(false);
@@ -210,30 +237,30 @@ fn use_tensor_cores(
     Ok(tc)
 }
 
-/// `Op::Attention { n_head }`: [`plan_forward`].
+/// `Op::Attention { n_head, n_kv_head }`: [`plan_forward`].
 pub(crate) fn attention_forward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
-    n_head: usize,
+    (n_head, n_kv_head): (usize, usize),
 ) -> Result<()> {
     let all: Vec<&TensorRef> = ins.iter().chain(outs).copied().collect();
-    let tc = use_tensor_cores(cx, dt, &all, n_head)?;
-    let plan = plan_forward(&ins[0].shape, n_head, tc)?;
+    let tc = use_tensor_cores(cx, dt, &all, (n_head, n_kv_head))?;
+    let plan = plan_forward(&ins[0].shape, n_head, n_kv_head, tc)?;
     cx.run_plan(dt, &plan, ins, outs)
 }
 
-/// `Op::AttentionBackward { n_head }`: [`plan_backward`].
+/// `Op::AttentionBackward { n_head, n_kv_head }`: [`plan_backward`].
 pub(crate) fn attention_backward(
     cx: &mut CudaBackend,
     dt: DType,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
-    n_head: usize,
+    (n_head, n_kv_head): (usize, usize),
 ) -> Result<()> {
     let all: Vec<&TensorRef> = ins.iter().chain(outs).copied().collect();
-    let tc = use_tensor_cores(cx, dt, &all, n_head)?;
-    let plan = plan_backward(&ins[0].shape, n_head, tc)?;
+    let tc = use_tensor_cores(cx, dt, &all, (n_head, n_kv_head))?;
+    let plan = plan_backward(&ins[0].shape, n_head, n_kv_head, tc)?;
     cx.run_plan(dt, &plan, ins, outs)
 }

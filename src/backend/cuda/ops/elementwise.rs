@@ -27,6 +27,8 @@ family_kernels! {
         GELU_BACKWARD = "gelu_backward" for EVERY_DTYPE,
         BIAS_GELU_FORWARD = "bias_gelu_forward" for EVERY_DTYPE,
         BIAS_GELU_BACKWARD = "bias_gelu_backward" for EVERY_DTYPE,
+        SILU_FORWARD = "silu_forward" for EVERY_DTYPE,
+        SILU_BACKWARD = "silu_backward" for EVERY_DTYPE,
         ADD_VEC = "add_vec" for EVERY_DTYPE,
         MUL_VEC = "mul_vec" for EVERY_DTYPE,
         SCALE_VEC = "scale_vec" for EVERY_DTYPE,
@@ -36,6 +38,8 @@ family_kernels! {
         GELU_BACKWARD_VEC = "gelu_backward_vec" for EVERY_DTYPE,
         BIAS_GELU_FORWARD_VEC = "bias_gelu_forward_vec" for EVERY_DTYPE,
         BIAS_GELU_BACKWARD_VEC = "bias_gelu_backward_vec" for EVERY_DTYPE,
+        SILU_FORWARD_VEC = "silu_forward_vec" for EVERY_DTYPE,
+        SILU_BACKWARD_VEC = "silu_backward_vec" for EVERY_DTYPE,
         ADD_MIXED = "add_mixed" for LOW_DTYPES,
         ADD_MIXED_VEC = "add_mixed_vec" for LOW_DTYPES,
     }
@@ -170,6 +174,22 @@ pub fn plan_gelu_backward(dx: &Shape, fit: Fit) -> OpPlan {
     })
 }
 
+/// The launch of `Op::Silu` to `out [N]`: ins x [N]; outs out [N] = x·σ(x).
+pub fn plan_silu_forward(out: &Shape, fit: Fit) -> OpPlan {
+    let n = out.numel();
+    plan(fit, out, (SILU_FORWARD_VEC, SILU_FORWARD), |s| {
+        args![In(0), Out(0), size(n, s)]
+    })
+}
+
+/// The launch of `Op::SiluBackward` to `dx [N]`: ins x [N], dy [N]; outs dx [N].
+pub fn plan_silu_backward(dx: &Shape, fit: Fit) -> OpPlan {
+    let n = dx.numel();
+    plan(fit, dx, (SILU_BACKWARD_VEC, SILU_BACKWARD), |s| {
+        args![In(0), In(1), Out(0), size(n, s)]
+    })
+}
+
 /// The launch of `Op::BiasGelu` to `out [N]`: ins x [N], b [NB]; outs
 /// out [N] = gelu(x + b).
 pub fn plan_bias_gelu_forward(out: &Shape, b: &Shape, fit: Fit) -> OpPlan {
@@ -271,6 +291,28 @@ pub(crate) fn gelu_backward(
     outs: &[&TensorRef],
 ) -> Result<()> {
     let plan = plan_gelu_backward(&outs[0].shape, fit(dt, ins, outs));
+    cx.run_plan(dt, &plan, ins, outs)
+}
+
+/// `Op::Silu`: [`plan_silu_forward`].
+pub(crate) fn silu_forward(
+    cx: &mut CudaBackend,
+    dt: DType,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+) -> Result<()> {
+    let plan = plan_silu_forward(&outs[0].shape, fit(dt, ins, outs));
+    cx.run_plan(dt, &plan, ins, outs)
+}
+
+/// `Op::SiluBackward`: [`plan_silu_backward`].
+pub(crate) fn silu_backward(
+    cx: &mut CudaBackend,
+    dt: DType,
+    ins: &[&TensorRef],
+    outs: &[&TensorRef],
+) -> Result<()> {
+    let plan = plan_silu_backward(&outs[0].shape, fit(dt, ins, outs));
     cx.run_plan(dt, &plan, ins, outs)
 }
 

@@ -85,8 +85,8 @@ pub const ROW_MAX: u64 = 8192;
 /// A row group for rows of `c`: its threads (8 elements each, a multiple of
 /// 32), and whether they load 16 bytes at a time (`aligned`: every operand's
 /// address a multiple of 16; C a multiple of the vector width). `None`: wider
-/// than [`ROW_MAX`] (or empty).
-fn row_group(c: u64, dt: DType, aligned: bool) -> Option<(u64, bool)> {
+/// than [`ROW_MAX`] (or empty). RMSNorm's row groups are the same.
+pub(super) fn row_group(c: u64, dt: DType, aligned: bool) -> Option<(u64, bool)> {
     if c == 0 || c > ROW_MAX {
         return None;
     }
@@ -96,7 +96,8 @@ fn row_group(c: u64, dt: DType, aligned: bool) -> Option<(u64, bool)> {
     ))
 }
 
-fn blocks(n: u64, threads: u64) -> LaunchConfig {
+/// `n` blocks (at least one) of `threads`.
+pub(super) fn blocks(n: u64, threads: u64) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n.max(1) as u32, 1, 1),
         block_dim: (threads as u32, 1, 1),

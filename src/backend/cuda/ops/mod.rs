@@ -11,6 +11,8 @@ pub mod embedding;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
+pub mod rmsnorm;
+pub mod rope;
 pub mod shape;
 pub mod softmax;
 
@@ -27,6 +29,8 @@ pub const FAMILIES: &[&FamilyKernels] = &[
     &embedding::KERNELS,
     &layernorm::KERNELS,
     &reduce::KERNELS,
+    &rmsnorm::KERNELS,
+    &rope::KERNELS,
     &shape::KERNELS,
     &softmax::KERNELS,
     &super::optim::KERNELS,
