@@ -283,3 +283,10 @@ fn a_sharded_checkpoint_reads_as_the_single_file_does() {
     assert_eq!(sharded.weights, single.weights);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn llama_matches_transformers_on_wgpu() {
+    if let Some(d) = wgpu() {
+        assert_close(check("llama_tiny", d));
+    }
+}
