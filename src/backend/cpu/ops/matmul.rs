@@ -1,4 +1,5 @@
-//! Batched matmul on the cpu: one strided GEMM per batch entry.
+//! Batched matmul on the cpu: one strided GEMM per batch entry, or one for
+//! the whole batch when the second operand is shared.
 
 use super::misrouted;
 use crate::backend::cpu::kernel::{In, Real, SharedMut};
@@ -17,6 +18,18 @@ pub fn matmul_forward<F: Real>(
     tb: bool,
 ) {
     let Dims { batch, m, k, n, .. } = d;
+    // `[B, M, K] @ [K, N]` (a linear layer) is one (B·M)×K×N product: the
+    // rows of `a` and `c` are contiguous across the batch, and one large GEMM
+    // packs `b` once and threads well where B small ones would not. Each
+    // element is the same dot product in the same order, so nothing changes.
+    if batch > 1 && d.b_shared && !d.a_shared && !ta {
+        let fold = Dims {
+            batch: 1,
+            m: batch * m,
+            ..d
+        };
+        return matmul_forward(a, b, c, fold, ta, tb);
+    }
     // Element strides of op(a) as an m×k matrix and op(b) as k×n.
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
