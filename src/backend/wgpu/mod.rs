@@ -179,8 +179,12 @@ impl Backend for WgpuBackend {
             Op::Add => elementwise::add_forward(self, ins, outs),
             Op::Mul => elementwise::mul_forward(self, ins, outs),
             Op::Scale { factor } => elementwise::scale_forward(self, ins, outs, *factor),
-            Op::Gelu => elementwise::gelu_forward(self, ins, outs),
-            Op::GeluBackward => elementwise::gelu_backward(self, ins, outs),
+            Op::Gelu => {
+                elementwise::activation_forward(self, elementwise::Activation::Gelu, ins, outs)
+            }
+            Op::GeluBackward => {
+                elementwise::activation_backward(self, elementwise::Activation::Gelu, ins, outs)
+            }
             Op::BiasGelu => elementwise::bias_gelu_forward(self, ins, outs),
             Op::BiasGeluBackward => elementwise::bias_gelu_backward(self, ins, outs),
             Op::Fill { value, .. } => elementwise::fill_forward(self, outs, *value),
@@ -189,8 +193,12 @@ impl Backend for WgpuBackend {
             Op::LayerNormBackward => layernorm::layernorm_backward(self, ins, outs),
             Op::RmsNorm { eps, .. } => rmsnorm::rmsnorm_forward(self, ins, outs, *eps),
             Op::RmsNormBackward => rmsnorm::rmsnorm_backward(self, ins, outs),
-            Op::Silu => elementwise::silu_forward(self, ins, outs),
-            Op::SiluBackward => elementwise::silu_backward(self, ins, outs),
+            Op::Silu => {
+                elementwise::activation_forward(self, elementwise::Activation::Silu, ins, outs)
+            }
+            Op::SiluBackward => {
+                elementwise::activation_backward(self, elementwise::Activation::Silu, ins, outs)
+            }
             Op::Rope {
                 n_head,
                 n_kv_head,

@@ -146,64 +146,49 @@ pub(crate) fn scale_forward(
     )
 }
 
-/// `x [N]` → `out [N] = gelu(x)` (tanh form).
-pub(crate) fn gelu_forward(
+/// An activation: GELU (tanh form) or SiLU, by [`Op`](crate::graph::ops::Op).
+#[derive(Clone, Copy)]
+pub(crate) enum Activation {
+    Gelu,
+    Silu,
+}
+
+/// `x [N]` → `out [N] = act(x)`.
+pub(crate) fn activation_forward(
     gpu: &mut WgpuBackend,
+    act: Activation,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
+    let kernel = match act {
+        Activation::Gelu => GELU,
+        Activation::Silu => SILU,
+    };
     let (x, out) = (ins[0], outs[0]);
     let n = out.shape.numel();
     gpu.dispatch(
-        GELU,
+        kernel,
         &[u(n)],
         &[(1, Bind::T(x)), (3, Bind::T(out))],
         groups_1d(n),
     )
 }
 
-/// `x [N]`, `dy [N]` → `dx [N] = gelu'(x) · dy`.
-pub(crate) fn gelu_backward(
+/// `x [N]`, `dy [N]` → `dx [N] = act'(x) · dy`.
+pub(crate) fn activation_backward(
     gpu: &mut WgpuBackend,
+    act: Activation,
     ins: &[&TensorRef],
     outs: &[&TensorRef],
 ) -> Result<()> {
+    let kernel = match act {
+        Activation::Gelu => GELU_BACKWARD,
+        Activation::Silu => SILU_BACKWARD,
+    };
     let (x, dy, dx) = (ins[0], ins[1], outs[0]);
     let n = dx.shape.numel();
     gpu.dispatch(
-        GELU_BACKWARD,
-        &[u(n)],
-        &[(1, Bind::T(x)), (2, Bind::T(dy)), (3, Bind::T(dx))],
-        groups_1d(n),
-    )
-}
-
-/// `x [N]` → `out [N] = silu(x) = x · σ(x)`, SwiGLU's gate.
-pub(crate) fn silu_forward(
-    gpu: &mut WgpuBackend,
-    ins: &[&TensorRef],
-    outs: &[&TensorRef],
-) -> Result<()> {
-    let (x, out) = (ins[0], outs[0]);
-    let n = out.shape.numel();
-    gpu.dispatch(
-        SILU,
-        &[u(n)],
-        &[(1, Bind::T(x)), (3, Bind::T(out))],
-        groups_1d(n),
-    )
-}
-
-/// `x [N]`, `dy [N]` → `dx [N] = silu'(x) · dy`.
-pub(crate) fn silu_backward(
-    gpu: &mut WgpuBackend,
-    ins: &[&TensorRef],
-    outs: &[&TensorRef],
-) -> Result<()> {
-    let (x, dy, dx) = (ins[0], ins[1], outs[0]);
-    let n = dx.shape.numel();
-    gpu.dispatch(
-        SILU_BACKWARD,
+        kernel,
         &[u(n)],
         &[(1, Bind::T(x)), (2, Bind::T(dy)), (3, Bind::T(dx))],
         groups_1d(n),
