@@ -207,11 +207,98 @@ pub fn store_f64(dtype: DType, v: &[f64], out: &mut [u8]) -> Result<()> {
     match dtype {
         DType::F32 => chunks.for_each(|(o, &x)| o.copy_from_slice(&(x as f32).to_ne_bytes())),
         DType::F64 => chunks.for_each(|(o, &x)| o.copy_from_slice(&x.to_ne_bytes())),
-        DType::F16 => chunks.for_each(|(o, &x)| o.copy_from_slice(&f16::from_f64(x).to_ne_bytes())),
-        DType::BF16 => {
-            chunks.for_each(|(o, &x)| o.copy_from_slice(&bf16::from_f64(x).to_ne_bytes()))
-        }
+        DType::F16 => chunks.for_each(|(o, &x)| {
+            o.copy_from_slice(&f16::from_f32(f32_round_to_odd(x)).to_ne_bytes())
+        }),
+        DType::BF16 => chunks.for_each(|(o, &x)| {
+            o.copy_from_slice(&bf16::from_f32(f32_round_to_odd(x)).to_ne_bytes())
+        }),
         DType::I32 | DType::U8 => return Err(Error::dtype("store", "a float dtype", dtype)),
     }
     Ok(())
+}
+
+/// `x` rounded to f32 by truncation with the last bit set when inexact
+/// ("round to odd"). Rounding that to f16 or bf16 (nearest-even) gives the
+/// correctly rounded result of `x`, because f32 keeps at least two more bits
+/// than either. We do not use `half`'s `from_f64`: 2.7's bf16 version drops
+/// the low 32 bits of the f64 mantissa before rounding, so an f32 just above
+/// a tie (e.g. bits 0x09a0_8003) rounds down, and its f16 version rounds
+/// twice (f64 → f32 → f16).
+fn f32_round_to_odd(x: f64) -> f32 {
+    let f = x as f32;
+    if f as f64 == x || x.is_nan() {
+        return f;
+    }
+    let mut bits = f.to_bits();
+    if (f as f64).abs() > x.abs() {
+        // Sign and magnitude: one step down in bits is one step towards zero
+        // (from infinity, to the largest finite f32).
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(dtype: DType, x: f64) -> u16 {
+        let mut out = [0u8; 2];
+        store_f64(dtype, &[x], &mut out).unwrap();
+        u16::from_ne_bytes(out)
+    }
+
+    /// Reference rounding by exact arithmetic on the two neighbours: nearest,
+    /// ties to the even bit pattern.
+    fn nearest(x: f64, candidates: &[(u16, f64)]) -> u16 {
+        let mut best = candidates[0];
+        for &c in candidates {
+            let (d, e) = ((c.1 - x).abs(), (best.1 - x).abs());
+            if d < e || (d == e && c.0 % 2 == 0) {
+                best = c;
+            }
+        }
+        best.0
+    }
+
+    /// Values just above and below halfway between neighbours, whose deciding
+    /// bits lie anywhere in the f64 mantissa, round to the nearest value.
+    #[test]
+    fn stores_round_to_nearest_even_from_any_f64() {
+        for dtype in [DType::BF16, DType::F16] {
+            let value = |bits: u16| load_f64(dtype, &bits.to_ne_bytes())[0];
+            for lo_bits in (0..0x7c00u16).step_by(37) {
+                let hi_bits = lo_bits + 1;
+                let (lo, hi) = (value(lo_bits), value(hi_bits));
+                let mid = (lo + hi) / 2.0;
+                // 1e-12 of a step still lies inside the f64 mantissa of `mid`.
+                for nudge in [0.0, 1e-12, -1e-12, 1e-9, -1e-9, 0.25, -0.25] {
+                    let x = mid + nudge * (hi - lo);
+                    let want = nearest(x, &[(lo_bits, lo), (hi_bits, hi)]);
+                    assert_eq!(
+                        stored(dtype, x),
+                        want,
+                        "{dtype} {x:e} between {lo:e} and {hi:e}"
+                    );
+                    assert_eq!(stored(dtype, -x), want | 0x8000, "{dtype} {:e}", -x);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stores_keep_special_values() {
+        for dtype in [DType::BF16, DType::F16] {
+            assert_eq!(stored(dtype, 0.0), 0);
+            assert_eq!(stored(dtype, -0.0), 0x8000);
+            let inf = if dtype == DType::BF16 { 0x7f80 } else { 0x7c00 };
+            assert_eq!(stored(dtype, f64::INFINITY), inf);
+            assert_eq!(stored(dtype, f64::NEG_INFINITY), inf | 0x8000);
+            assert_eq!(stored(dtype, 1e300), inf, "overflow");
+            assert_eq!(stored(dtype, 1e-300), 0, "underflow");
+            let nan = load_f64(dtype, &stored(dtype, f64::NAN).to_ne_bytes())[0];
+            assert!(nan.is_nan());
+        }
+    }
 }
