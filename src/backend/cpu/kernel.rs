@@ -19,7 +19,8 @@ pub trait Real:
 {
     /// The dtype of this float type (`F32` or `F64`).
     const DTYPE: DType;
-    /// `c[m×n] = a[m×k] @ b[k×n]` with arbitrary row/column strides (elements).
+    /// `c[m×n] = a[m×k] @ b[k×n]` with arbitrary row/column strides (elements),
+    /// or `c += a @ b` if `acc`; on the calling thread.
     ///
     /// # Safety
     /// The pointers and strides must describe valid, non-overlapping matrices.
@@ -37,7 +38,22 @@ pub trait Real:
         c: *mut Self,
         rsc: isize,
         csc: isize,
+        acc: bool,
     );
+    /// `e^x` as the kernels take it: a vectorisable polynomial in f32
+    /// ([`exp_f32`](super::math::exp_f32), ≤ 2 ulp), `f64::exp` in f64.
+    fn vexp(self) -> Self;
+    /// `bytes` stored as `dtype` (a float dtype), widened to this type.
+    fn widen(dtype: DType, bytes: &[u8]) -> Vec<Self>;
+    /// `src` stored into `out` as `dtype`, rounded to nearest-even.
+    fn narrow(src: &[Self], dtype: DType, out: &mut [u8]) -> Result<()>;
+    /// A buffer of `n` elements whose contents are unspecified, for a caller
+    /// that writes each before reading it; [`Real::give`] returns it.
+    fn take(n: usize) -> Vec<Self> {
+        vec![Self::zero(); n]
+    }
+    /// Takes back a buffer from [`Real::take`] or [`Real::widen`] for reuse.
+    fn give(_v: Vec<Self>) {}
     /// The f64 constant `x` in this type (NaN if it cannot be converted).
     fn c(x: f64) -> Self {
         Self::from_f64(x).unwrap_or_else(Self::nan)
@@ -46,6 +62,22 @@ pub trait Real:
 
 impl Real for f32 {
     const DTYPE: DType = DType::F32;
+    #[inline(always)]
+    fn vexp(self) -> f32 {
+        super::math::exp_f32(self)
+    }
+    fn widen(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+        super::convert::to_f32(dtype, bytes)
+    }
+    fn narrow(src: &[f32], dtype: DType, out: &mut [u8]) -> Result<()> {
+        super::convert::from_f32(src, dtype, out)
+    }
+    fn take(n: usize) -> Vec<f32> {
+        super::scratch::take(n)
+    }
+    fn give(v: Vec<f32>) {
+        super::scratch::give(v)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -59,13 +91,25 @@ impl Real for f32 {
         c: *mut f32,
         rsc: isize,
         csc: isize,
+        acc: bool,
     ) {
-        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+        let beta = if acc { 1.0 } else { 0.0 };
+        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
 }
 
 impl Real for f64 {
     const DTYPE: DType = DType::F64;
+    #[inline(always)]
+    fn vexp(self) -> f64 {
+        self.exp()
+    }
+    fn widen(dtype: DType, bytes: &[u8]) -> Vec<f64> {
+        crate::tensor::load_f64(dtype, bytes)
+    }
+    fn narrow(src: &[f64], dtype: DType, out: &mut [u8]) -> Result<()> {
+        crate::tensor::store_f64(dtype, src, out)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -79,8 +123,10 @@ impl Real for f64 {
         c: *mut f64,
         rsc: isize,
         csc: isize,
+        acc: bool,
     ) {
-        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+        let beta = if acc { 1.0 } else { 0.0 };
+        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
 }
 

@@ -4,9 +4,13 @@
 //! kernels live in [`ops`], one file per op family; [`kernel`] holds what they
 //! share.
 
+mod convert;
 pub mod kernel;
+pub mod math;
 mod memory;
 pub mod ops;
+mod scratch;
+pub mod simd;
 mod view;
 
 use rayon::prelude::*;

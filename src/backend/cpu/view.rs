@@ -5,7 +5,6 @@ use std::borrow::Cow;
 
 use crate::backend::cpu::kernel::Real;
 use crate::backend::TensorRef;
-use crate::tensor::load_f64;
 
 /// The bytes of `t`.
 pub(super) fn bytes(t: &TensorRef) -> &[u8] {
@@ -36,7 +35,7 @@ pub(super) fn load<F: Real>(t: &TensorRef) -> Cow<'_, [F]> {
     if t.dtype == F::DTYPE {
         Cow::Borrowed(bytemuck_cast::<F>(bytes(t)))
     } else {
-        Cow::Owned(load_f64(t.dtype, bytes(t)).into_iter().map(F::c).collect())
+        Cow::Owned(F::widen(t.dtype, bytes(t)))
     }
 }
 

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::misrouted;
 use crate::backend::cpu::kernel::{In, Real};
+use crate::backend::cpu::simd::wide;
 use crate::error::{Error, Result};
 use crate::graph::ops::Op;
 
@@ -24,14 +25,19 @@ pub fn layernorm_forward<F: Real>(
     let eps = F::c(eps);
     type Row<'a, F> = ((&'a mut [F], &'a [F]), (&'a mut F, &'a mut F));
     let row = |((yr, xr), (m, r)): Row<F>| {
-        let mu = xr.iter().copied().sum::<F>() / cn;
-        let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<F>() / cn;
-        let rs = F::one() / (var + eps).sqrt();
-        for i in 0..c {
-            yr[i] = (xr[i] - mu) * rs * w[i] + b[i];
-        }
-        *m = mu;
-        *r = rs;
+        wide(
+            #[inline(always)]
+            || {
+                let mu = xr.iter().copied().sum::<F>() / cn;
+                let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<F>() / cn;
+                let rs = F::one() / (var + eps).sqrt();
+                for i in 0..c {
+                    yr[i] = (xr[i] - mu) * rs * w[i] + b[i];
+                }
+                *m = mu;
+                *r = rs;
+            },
+        )
     };
     if y.len() >= super::elementwise::PAR_MIN {
         y.par_chunks_mut(c)
@@ -64,23 +70,28 @@ pub fn layernorm_backward<F: Real>(
     // dx rows are independent; dw/db are column sums, taken in row order below so
     // the result does not depend on thread count.
     let row = |(i, dxr): (usize, &mut [F])| {
-        let (xr, dyr) = (&x[i * c..(i + 1) * c], &dy[i * c..(i + 1) * c]);
-        let (mu, rs) = (mean[i], rstd[i]);
-        let mut dnorm_mean = F::zero();
-        let mut dnorm_norm_mean = F::zero();
-        for j in 0..c {
-            let norm = (xr[j] - mu) * rs;
-            let dnorm = w[j] * dyr[j];
-            dnorm_mean += dnorm;
-            dnorm_norm_mean += dnorm * norm;
-        }
-        dnorm_mean = dnorm_mean / cn;
-        dnorm_norm_mean = dnorm_norm_mean / cn;
-        for j in 0..c {
-            let norm = (xr[j] - mu) * rs;
-            let dnorm = w[j] * dyr[j];
-            dxr[j] = (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rs;
-        }
+        wide(
+            #[inline(always)]
+            || {
+                let (xr, dyr) = (&x[i * c..(i + 1) * c], &dy[i * c..(i + 1) * c]);
+                let (mu, rs) = (mean[i], rstd[i]);
+                let mut dnorm_mean = F::zero();
+                let mut dnorm_norm_mean = F::zero();
+                for j in 0..c {
+                    let norm = (xr[j] - mu) * rs;
+                    let dnorm = w[j] * dyr[j];
+                    dnorm_mean += dnorm;
+                    dnorm_norm_mean += dnorm * norm;
+                }
+                dnorm_mean = dnorm_mean / cn;
+                dnorm_norm_mean = dnorm_norm_mean / cn;
+                for j in 0..c {
+                    let norm = (xr[j] - mu) * rs;
+                    let dnorm = w[j] * dyr[j];
+                    dxr[j] = (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rs;
+                }
+            },
+        )
     };
     if dx.len() >= super::elementwise::PAR_MIN {
         dx.par_chunks_mut(c).enumerate().for_each(row);
@@ -89,13 +100,18 @@ pub fn layernorm_backward<F: Real>(
     }
     dw.fill(F::zero());
     db.fill(F::zero());
-    for (i, (xr, dyr)) in x.chunks(c).zip(dy.chunks(c)).enumerate() {
-        for j in 0..c {
-            let norm = (xr[j] - mean[i]) * rstd[i];
-            dw[j] += norm * dyr[j];
-            db[j] += dyr[j];
-        }
-    }
+    wide(
+        #[inline(always)]
+        || {
+            for (i, (xr, dyr)) in x.chunks(c).zip(dy.chunks(c)).enumerate() {
+                for j in 0..c {
+                    let norm = (xr[j] - mean[i]) * rstd[i];
+                    dw[j] += norm * dyr[j];
+                    db[j] += dyr[j];
+                }
+            }
+        },
+    );
 }
 
 /// Runs [`Op::LayerNorm`] (outputs `y`, `mean`, `rstd`) or

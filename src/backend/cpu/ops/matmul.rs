@@ -53,6 +53,7 @@ pub fn matmul_forward<F: Real>(
                 cp.ptr().add(i * m * n),
                 n as isize,
                 1,
+                false,
             )
         }
     };

@@ -22,7 +22,7 @@ use super::view::{bytemuck_cast_mut, bytes, bytes_mut, load};
 use crate::backend::TensorRef;
 use crate::error::{Error, Result};
 use crate::graph::ops::Op;
-use crate::tensor::{store_f64, DType};
+use crate::tensor::DType;
 
 /// Widens operands to `F`, runs the reference kernel, and stores the outputs in
 /// their own dtypes.
@@ -43,7 +43,7 @@ pub(super) fn run_as<F: Real>(op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) 
         .collect();
     let mut temps: Vec<Option<Vec<F>>> = outs
         .iter()
-        .map(|t| (t.dtype != F::DTYPE).then(|| vec![F::zero(); t.shape.numel()]))
+        .map(|t| (t.dtype != F::DTYPE).then(|| F::take(t.shape.numel())))
         .collect();
     {
         let mut slices: Vec<&mut [F]> = outs
@@ -58,8 +58,13 @@ pub(super) fn run_as<F: Real>(op: &Op, ins: &[&TensorRef], outs: &[&TensorRef]) 
     }
     for (t, tmp) in outs.iter().zip(temps) {
         if let Some(v) = tmp {
-            let wide: Vec<f64> = v.iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect();
-            store_f64(t.dtype, &wide, bytes_mut(t))?;
+            F::narrow(&v, t.dtype, bytes_mut(t))?;
+            F::give(v);
+        }
+    }
+    for a in args {
+        if let In::F(Cow::Owned(v)) = a {
+            F::give(v);
         }
     }
     Ok(())

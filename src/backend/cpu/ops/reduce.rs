@@ -3,6 +3,7 @@
 
 use super::misrouted;
 use crate::backend::cpu::kernel::{In, Real};
+use crate::backend::cpu::simd::wide;
 use crate::backend::TensorRef;
 use crate::error::Result;
 use crate::graph::ops::Op;
@@ -49,11 +50,16 @@ pub fn sum_forward<F: Real>(x: &[F], out: &mut [F], s: &Shape, axes: &[usize], m
     out.fill(F::zero());
     if is_prefix(axes) {
         // Leading axes (bias gradients): rows added in order.
-        for row in x.chunks(out.len().max(1)) {
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o += v;
-            }
-        }
+        wide(
+            #[inline(always)]
+            || {
+                for row in x.chunks(out.len().max(1)) {
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o += v;
+                    }
+                }
+            },
+        );
     } else {
         for (&v, j) in x.iter().zip(reduced_indices(s, axes)) {
             out[j] += v;
