@@ -1,6 +1,8 @@
 //! Batched matmul on the cpu: one strided GEMM per batch entry, or one for
 //! the whole batch when the second operand is shared.
 
+use rayon::prelude::*;
+
 use super::misrouted;
 use crate::backend::cpu::kernel::{In, Real, SharedMut};
 use crate::backend::TensorRef;
@@ -40,31 +42,107 @@ pub fn matmul_forward<F: Real>(
         // SAFETY: each batch entry reads its own (or the shared) operand and writes
         // a disjoint m×n block of `c`; slices were sized by the shape rule.
         unsafe {
-            F::gemm(
-                m,
-                k,
-                n,
-                a.as_ptr().add(i * a_step),
-                rsa,
-                csa,
-                b.as_ptr().add(i * b_step),
-                rsb,
-                csb,
-                cp.ptr().add(i * m * n),
-                n as isize,
-                1,
-                false,
+            par_gemm::<F>(
+                (m, k, n),
+                (a.as_ptr().add(i * a_step), rsa, csa),
+                (b.as_ptr().add(i * b_step), rsb, csb),
+                (cp.ptr().add(i * m * n), n as isize),
             )
         }
     };
-    // The GEMM crate threads large products itself; spread many small ones.
-    if batch > 1 && m * n * k < 64 * 64 * 64 {
-        use rayon::prelude::*;
+    // Large products split their output below; spread many small ones.
+    if batch > 1 && m * n * k < SPLIT_MIN {
         (0..batch).into_par_iter().for_each(run);
     } else {
         (0..batch).for_each(run);
     }
 }
+
+/// Below this many multiply-adds a GEMM runs on one thread.
+const SPLIT_MIN: usize = 1 << 18;
+
+/// `c = a @ b` (row-major `c` with row stride `rsc`), the output cut into
+/// blocks of rows, or of columns when it has fewer rows than columns, one rayon
+/// task each, each a single-threaded GEMM.
+///
+/// One thread pool for every kernel: the GEMM crate's own threads would
+/// compete with rayon's for the same cores right after every elementwise op.
+/// A block's elements are the same dot products, summed in the same order, as
+/// one GEMM over the whole output makes them: the cut changes no bits.
+///
+/// # Safety
+/// As [`Real::gemm`].
+unsafe fn par_gemm<F: Real>(
+    (m, k, n): (usize, usize, usize),
+    (a, rsa, csa): (*const F, isize, isize),
+    (b, rsb, csb): (*const F, isize, isize),
+    (c, rsc): (*mut F, isize),
+) {
+    let threads = rayon::current_num_threads();
+    let long = m.max(n);
+    // Blocks of at least 32 (whole microkernel tiles), about four per thread.
+    let blocks = (long / 32).min(4 * threads);
+    if threads == 1 || blocks < 2 || m * n * k < SPLIT_MIN {
+        return F::gemm(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, 1, false);
+    }
+    let size = long.div_ceil(blocks).next_multiple_of(8);
+    let (ap, bp, cp) = (SharedPtr(a), SharedPtr(b), SharedMut(c));
+    (0..long.div_ceil(size)).into_par_iter().for_each(|i| {
+        let (start, len) = (i * size, size.min(long - i * size));
+        // SAFETY: block i reads rows (or columns) start..start + len of its
+        // operand and writes the same rows (columns) of `c`, disjoint from
+        // every other block's.
+        unsafe {
+            if m >= n {
+                let off = start as isize;
+                F::gemm(
+                    len,
+                    k,
+                    n,
+                    ap.get().offset(off * rsa),
+                    rsa,
+                    csa,
+                    bp.get(),
+                    rsb,
+                    csb,
+                    cp.ptr().offset(off * rsc),
+                    rsc,
+                    1,
+                    false,
+                )
+            } else {
+                let off = start as isize;
+                F::gemm(
+                    m,
+                    k,
+                    len,
+                    ap.get(),
+                    rsa,
+                    csa,
+                    bp.get().offset(off * csb),
+                    rsb,
+                    csb,
+                    cp.ptr().offset(off),
+                    rsc,
+                    1,
+                    false,
+                )
+            }
+        }
+    });
+}
+
+/// A read-only pointer rayon tasks share.
+#[derive(Clone, Copy)]
+struct SharedPtr<T>(*const T);
+impl<T> SharedPtr<T> {
+    /// As [`SharedMut::ptr`]: closures capture the wrapper, not the field.
+    fn get(self) -> *const T {
+        self.0
+    }
+}
+unsafe impl<T> Send for SharedPtr<T> {}
+unsafe impl<T> Sync for SharedPtr<T> {}
 
 /// Runs [`Op::MatMul`] on `a`, `b` of the shapes in `ins`.
 pub(super) fn run<F: Real>(
