@@ -19,57 +19,33 @@ median step, the final validation loss and peak RSS.
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_gpt import GPT  # noqa: E402  (the GPU twin's model; one definition)
 
 
-class Block(nn.Module):
-    def __init__(self, c, nh, n_layer):
-        super().__init__()
-        self.nh = nh
-        self.ln_1 = nn.LayerNorm(c)
-        self.c_attn = nn.Linear(c, 3 * c)
-        self.c_proj = nn.Linear(c, c)
-        self.ln_2 = nn.LayerNorm(c)
-        self.c_fc = nn.Linear(c, 4 * c)
-        self.mlp_proj = nn.Linear(4 * c, c)
-        for lin, std in ((self.c_attn, 0.02), (self.c_fc, 0.02),
-                         (self.c_proj, 0.02 / math.sqrt(2 * n_layer)),
-                         (self.mlp_proj, 0.02 / math.sqrt(2 * n_layer))):
+def headroom_gpt(n_layer, nh, c, vocab, ctx):
+    """torch_gpt.py's GPT (the same blocks) with headroom's init: N(0, 0.02)
+    weights, 0.01 for positions, residual projections scaled by
+    1/sqrt(2 n_layer), zero biases."""
+    model = GPT(n_layer, nh, c, vocab, ctx, ckpt=False)
+    nn.init.normal_(model.wte.weight, std=0.02)
+    nn.init.normal_(model.wpe.weight, std=0.01)
+    proj = 0.02 / math.sqrt(2 * n_layer)
+    for blk in model.h:
+        for lin, std in ((blk.c_attn, 0.02), (blk.c_fc, 0.02), (blk.c_proj, proj),
+                         (blk.mlp_proj, proj)):
             nn.init.normal_(lin.weight, std=std)
             nn.init.zeros_(lin.bias)
-
-    def forward(self, x):
-        b, t, c = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.nh, c // self.nh).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.c_proj(y.transpose(1, 2).reshape(b, t, c))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self, n_layer, nh, c, vocab, ctx):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, c)
-        self.wpe = nn.Embedding(ctx, c)
-        nn.init.normal_(self.wte.weight, std=0.02)
-        nn.init.normal_(self.wpe.weight, std=0.01)
-        self.h = nn.ModuleList(Block(c, nh, n_layer) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(c)
-
-    def forward(self, idx, targets):
-        t = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(t))
-        for blk in self.h:
-            x = blk(x)
-        logits = self.ln_f(x) @ self.wte.weight.t()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+    return model
 
 
 def optimizer(model, lr):
@@ -114,7 +90,7 @@ def default_job(a):
         return x, y
 
     torch.manual_seed(a.seed)
-    model = GPT(4, 4, 64, 256, 64)
+    model = headroom_gpt(4, 4, 64, 256, 64)
     opt = optimizer(model, 1e-2)
     times, val_loss = [], None
     start = time.perf_counter()
@@ -136,7 +112,7 @@ def default_job(a):
 
 def gpt2_job(a):
     torch.manual_seed(0)
-    model = GPT(12, 12, 768, 50304, 1024)
+    model = headroom_gpt(12, 12, 768, 50304, 1024)
     opt = optimizer(model, 6e-4)
     times = []
     for i in range(a.steps + 2):
