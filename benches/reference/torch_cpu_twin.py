@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_gpt import GPT  # noqa: E402  (the GPU twin's model; one definition)
+from torch_gpt import GPT, step  # noqa: E402  (the GPU twin's model and step)
 
 
 def headroom_gpt(n_layer, nh, c, vocab, ctx):
@@ -63,15 +63,6 @@ def lr_at(s, peak, warmup, total, min_ratio=0.1):
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def step(model, opt, idx, tgt):
-    loss = model(idx, tgt)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss.item()
-
-
 def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -99,7 +90,7 @@ def default_job(a):
             group["lr"] = lr_at(s, 1e-2, 30, steps)
         x, y = batch(train)
         t0 = time.perf_counter()
-        step(model, opt, x, y)
+        step(model, opt, x, y, bf16=False)
         times.append(time.perf_counter() - t0)
         if (s + 1) % 100 == 0 or s + 1 == steps:
             with torch.no_grad():
@@ -119,7 +110,7 @@ def gpt2_job(a):
         idx = torch.randint(0, 50257, (a.batch, a.seq))
         tgt = torch.randint(0, 50257, (a.batch, a.seq))
         t0 = time.perf_counter()
-        step(model, opt, idx, tgt)
+        step(model, opt, idx, tgt, bf16=False)
         if i >= 2:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)

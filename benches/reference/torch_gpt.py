@@ -65,7 +65,7 @@ class GPT(nn.Module):
 
 
 def step(model, opt, idx, tgt, bf16):
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(idx.device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = model(idx, tgt)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
