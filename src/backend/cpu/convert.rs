@@ -23,6 +23,7 @@ const BLOCK: usize = 1 << 19;
 pub fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     let mut out = super::scratch::take(bytes.len() / dtype.size_in_bytes().max(1));
     if !to_f32_into(dtype, bytes, &mut out) {
+        super::scratch::give(out);
         // Unaligned low-precision bytes, or ids and f64: the exact general path.
         return load_f64(dtype, bytes)
             .into_iter()
@@ -39,41 +40,33 @@ pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
         return false;
     }
     match dtype {
-        DType::BF16 => match bytemuck::try_cast_slice::<u8, bf16>(bytes) {
-            Ok(src) => widen(src, out),
-            Err(_) => return false,
+        DType::BF16 => widen::<bf16>(bytes, out),
+        DType::F16 => widen::<f16>(bytes, out),
+        DType::F32 => match bytemuck::try_cast_slice(bytes) {
+            Ok(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            Err(_) => false,
         },
-        DType::F16 => match bytemuck::try_cast_slice::<u8, f16>(bytes) {
-            Ok(src) => widen(src, out),
-            Err(_) => return false,
-        },
-        DType::F32 => out.copy_from_slice(bytemuck::cast_slice(bytes)),
-        _ => return false,
+        _ => false,
     }
-    true
 }
 
 /// `src` rounded to nearest-even into `out`, stored as `dtype`.
 pub fn from_f32(src: &[f32], dtype: DType, out: &mut [u8]) -> Result<()> {
     if out.len() == src.len() * dtype.size_in_bytes() {
-        match dtype {
-            DType::BF16 => {
-                if let Ok(dst) = bytemuck::try_cast_slice_mut::<u8, bf16>(out) {
-                    narrow(src, dst);
-                    return Ok(());
-                }
-            }
-            DType::F16 => {
-                if let Ok(dst) = bytemuck::try_cast_slice_mut::<u8, f16>(out) {
-                    narrow(src, dst);
-                    return Ok(());
-                }
-            }
+        let done = match dtype {
+            DType::BF16 => narrow::<bf16>(src, out),
+            DType::F16 => narrow::<f16>(src, out),
             DType::F32 => {
                 out.copy_from_slice(bytemuck::cast_slice(src));
-                return Ok(());
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        if done {
+            return Ok(());
         }
     }
     let wide: Vec<f64> = src.iter().map(|&x| x as f64).collect();
@@ -83,7 +76,7 @@ pub fn from_f32(src: &[f32], dtype: DType, out: &mut [u8]) -> Result<()> {
 /// Widening and rounding one block, as fast as this CPU allows: bf16 by the
 /// bit operations below, compiled for AVX2 where present; f16 by `half`, which
 /// uses the CPU's F16C instructions where present.
-trait Half: Copy + Send + Sync {
+trait Half: bytemuck::Pod + Send + Sync {
     fn widen_block(src: &[Self], out: &mut [f32]);
     fn narrow_block(src: &[f32], out: &mut [Self]);
 }
@@ -125,23 +118,33 @@ impl Half for f16 {
     }
 }
 
-fn widen<H: Half>(src: &[H], out: &mut [f32]) {
-    if out.len() >= 2 * BLOCK {
-        out.par_chunks_mut(BLOCK)
-            .zip(src.par_chunks(BLOCK))
-            .for_each(|(o, s)| H::widen_block(s, o));
-    } else {
-        H::widen_block(src, out);
-    }
+/// Aligned `bytes` of `H` widened into `out`; false if they are not aligned.
+fn widen<H: Half>(bytes: &[u8], out: &mut [f32]) -> bool {
+    let Ok(src) = bytemuck::try_cast_slice::<u8, H>(bytes) else {
+        return false;
+    };
+    in_blocks(src, out, H::widen_block);
+    true
 }
 
-fn narrow<H: Half>(src: &[f32], dst: &mut [H]) {
-    if src.len() >= 2 * BLOCK {
+/// `src` rounded into aligned `bytes` of `H`; false if they are not aligned.
+fn narrow<H: Half>(src: &[f32], bytes: &mut [u8]) -> bool {
+    let Ok(dst) = bytemuck::try_cast_slice_mut::<u8, H>(bytes) else {
+        return false;
+    };
+    in_blocks(src, dst, H::narrow_block);
+    true
+}
+
+/// `f(src block, dst block)` over [`BLOCK`]-sized blocks on every thread for
+/// large tensors, or once over the whole on this one.
+fn in_blocks<S: Sync, D: Send>(src: &[S], dst: &mut [D], f: fn(&[S], &mut [D])) {
+    if dst.len() >= 2 * BLOCK {
         dst.par_chunks_mut(BLOCK)
             .zip(src.par_chunks(BLOCK))
-            .for_each(|(d, s)| H::narrow_block(s, d));
+            .for_each(|(d, s)| f(s, d));
     } else {
-        H::narrow_block(src, dst);
+        f(src, dst);
     }
 }
 

@@ -92,42 +92,29 @@ unsafe fn par_gemm<F: Real>(
         // SAFETY: block i reads rows (or columns) start..start + len of its
         // operand and writes the same rows (columns) of `c`, disjoint from
         // every other block's.
+        let off = start as isize;
+        // Row blocks take rows of `a` and `c`; column blocks, columns of `b` and `c`.
+        let (rows, cols, a_off, b_off, c_off) = if m >= n {
+            (len, n, off * rsa, 0, off * rsc)
+        } else {
+            (m, len, 0, off * csb, off)
+        };
         unsafe {
-            if m >= n {
-                let off = start as isize;
-                F::gemm(
-                    len,
-                    k,
-                    n,
-                    ap.get().offset(off * rsa),
-                    rsa,
-                    csa,
-                    bp.get(),
-                    rsb,
-                    csb,
-                    cp.ptr().offset(off * rsc),
-                    rsc,
-                    1,
-                    false,
-                )
-            } else {
-                let off = start as isize;
-                F::gemm(
-                    m,
-                    k,
-                    len,
-                    ap.get(),
-                    rsa,
-                    csa,
-                    bp.get().offset(off * csb),
-                    rsb,
-                    csb,
-                    cp.ptr().offset(off),
-                    rsc,
-                    1,
-                    false,
-                )
-            }
+            F::gemm(
+                rows,
+                k,
+                cols,
+                ap.get().offset(a_off),
+                rsa,
+                csa,
+                bp.get().offset(b_off),
+                rsb,
+                csb,
+                cp.ptr().offset(c_off),
+                rsc,
+                1,
+                false,
+            )
         }
     });
 }
