@@ -93,7 +93,8 @@ pub fn attention_forward<F: Real>(
                 let q = x[h * hd..].as_ptr();
                 let k = x[d.k_start() + d.kv_head(h) * hd..].as_ptr();
                 let v = x[d.v_start() + d.kv_head(h) * hd..].as_ptr();
-                let mut s = vec![F::zero(); QB.min(t) * t]; // [QB, keys]
+                // Every element a block reads is written first (GEMM, then the mask).
+                let mut s = F::take(QB.min(t) * t); // [QB, keys]
                 for i0 in (0..t).step_by(QB) {
                     // Queries i0..i1 see keys 0..i1.
                     let (i1, nq) = ((i0 + QB).min(t), QB.min(t - i0));
@@ -121,6 +122,7 @@ pub fn attention_forward<F: Real>(
                         gemm((nq, nk, hd), (s.as_ptr(), nk, 1), (v, rs, 1), (o, c), false);
                     }
                 }
+                F::give(s);
             },
         )
     });
@@ -161,7 +163,7 @@ pub fn attention_backward<F: Real>(
                     }
                 }
                 let blk = QB.min(t) * t;
-                let (mut p, mut ds) = (vec![F::zero(); blk], vec![F::zero(); blk]); // [QB, keys]
+                let (mut p, mut ds) = (F::take(blk), F::take(blk)); // [QB, keys], as `s` above
                 for h in kh * group..(kh + 1) * group {
                     let q = x[h * hd..].as_ptr();
                     let d_o = dout[bi * t * c + h * hd..].as_ptr();
@@ -228,6 +230,8 @@ pub fn attention_backward<F: Real>(
                         }
                     }
                 }
+                F::give(p);
+                F::give(ds);
             },
         )
     });
